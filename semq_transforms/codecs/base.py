@@ -1,0 +1,267 @@
+"""The :class:`Codec` interface every codec implements, and the input checks they share.
+
+A codec is a small, immutable description (its config: an ``id`` and a few options such as
+``bits``). It holds no fitted state: :meth:`Codec.fit` returns a :class:`CodecParams` per
+shard, and every other method takes those params explicitly::
+
+    codec  = get_codec("semq4")
+    params = codec.fit(x)                  # x: float32 [n, d]
+    codes  = codec.encode(x, params)       # uint8 [n, codec.code_bytes(d)]
+    y      = codec.decode(codes, params)   # float32 [n, d]
+    s      = codec.score(q, codes, params) # float32 [nq, n], estimates of q @ x.T
+
+The public methods validate their arguments and then call the ``_fit`` / ``_encode`` /
+``_decode`` / ``_score`` hooks, which subclasses implement on already-checked inputs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from semq_transforms.codecs.params import CodecParams
+from semq_transforms.errors import (
+    CodecConfigError,
+    CodesMismatchError,
+    EmptyInputError,
+    InputDtypeError,
+    InputShapeError,
+    NonFiniteError,
+    ParamsError,
+)
+
+#: Rows processed per step inside encode/decode/score: large enough to amortize numpy call
+#: overhead, small enough that the temporaries of one step stay in the CPU's L2 cache.
+CHUNK_ROWS = 512
+#: Documents scored per step in ``score`` (bounds the [nq, chunk] float32 temporary).
+SCORE_CHUNK_ROWS = 8192
+
+
+class Codec(ABC):
+    """Base class of all codecs. Subclasses set ``codec_id`` and implement the hooks."""
+
+    #: Registry id, the ``"id"`` of :meth:`get_config` (e.g. ``"semq"``).
+    codec_id: ClassVar[str]
+
+    # -- configuration --------------------------------------------------------------------
+
+    @abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """JSON-safe config with key ``"id"``; ``get_codec(config)`` rebuilds an equal codec."""
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Codec:
+        """Build the codec from a config dict as returned by :meth:`get_config`.
+
+        The dict is not modified. Unknown keys are an error (a typo should not pass silently).
+        """
+        options = {k: v for k, v in config.items() if k != "id"}
+        if config.get("id", cls.codec_id) != cls.codec_id:
+            raise CodecConfigError(f"config id {config.get('id')!r} is not {cls.codec_id!r}")
+        try:
+            return cls(**options)
+        except TypeError as exc:
+            raise CodecConfigError(f"bad config for codec {cls.codec_id!r}: {exc}") from None
+
+    @property
+    @abstractmethod
+    def spec(self) -> str:
+        """The short spec string (``"semq4"``, ``"int8"``) that :func:`get_codec` parses."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Codec) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash(self.spec)
+
+    def __repr__(self) -> str:
+        return f"get_codec({self.spec!r})"
+
+    # -- sizes ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def code_bytes(self, dim: int) -> int:
+        """Bytes per encoded vector of dimension ``dim``, side data included."""
+
+    def bits_per_dim(self, dim: int) -> float:
+        """Stored bits per dimension, side data included: ``code_bytes(dim) * 8 / dim``."""
+        return self.code_bytes(dim) * 8 / dim
+
+    # -- public operations (validate, then call the hooks) ---------------------------------
+
+    def fit(self, x: np.ndarray) -> CodecParams:
+        """Fit this shard's parameters.
+
+        Args:
+            x: float32 (or float64) array ``[n, d]``, finite, ``n >= 1``.
+        Returns:
+            The shard's :class:`CodecParams`; deterministic in ``x``.
+        """
+        x = check_vectors(x, "x")
+        return self._fit(x)
+
+    def encode(self, x: np.ndarray, params: CodecParams) -> np.ndarray:
+        """Encode vectors with fitted params.
+
+        Args:
+            x: float array ``[n, d]`` with ``d == params.dim``, finite.
+            params: from :meth:`fit` on this codec.
+        Returns:
+            uint8 ``[n, code_bytes(d)]``: all per-vector data, side data included.
+        """
+        self.check_params(params)
+        x = check_vectors(x, "x", dim=params.dim)
+        state = self._prepare(params)
+        out = np.empty((x.shape[0], self.code_bytes(params.dim)), dtype=np.uint8)
+        for start in range(0, x.shape[0], CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, x.shape[0])
+            out[start:stop] = self._encode(x[start:stop], state)
+        return out
+
+    def decode(self, codes: np.ndarray, params: CodecParams) -> np.ndarray:
+        """Restore vectors: uint8 codes ``[n, code_bytes(d)]`` -> float32 ``[n, d]``."""
+        self.check_params(params)
+        codes = self.check_codes(codes, params)
+        state = self._prepare(params)
+        out = np.empty((codes.shape[0], params.dim), dtype=np.float32)
+        for start in range(0, codes.shape[0], CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, codes.shape[0])
+            out[start:stop] = self._decode(codes[start:stop], state)
+        return out
+
+    def score(self, q: np.ndarray, codes: np.ndarray, params: CodecParams) -> np.ndarray:
+        """Estimate inner products of float queries with encoded vectors.
+
+        Args:
+            q: float queries ``[nq, d]``.
+            codes: uint8 ``[n, code_bytes(d)]`` from :meth:`encode` with ``params``.
+        Returns:
+            float32 ``[nq, n]``; entry ``(i, j)`` estimates ``<q_i, x_j>``.
+        """
+        self.check_params(params)
+        q = check_vectors(q, "q", dim=params.dim)
+        codes = self.check_codes(codes, params)
+        state = self._prepare(params)
+        prepared = self._prepare_queries(q, state)
+        out = np.empty((q.shape[0], codes.shape[0]), dtype=np.float32)
+        for start in range(0, codes.shape[0], SCORE_CHUNK_ROWS):
+            stop = min(start + SCORE_CHUNK_ROWS, codes.shape[0])
+            out[:, start:stop] = self._score(prepared, codes[start:stop], state)
+        return out
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def param_shapes(self, dim: int) -> Mapping[str, tuple[np.dtype, tuple[int, ...] | None]]:
+        """Expected params arrays: name -> (dtype, shape or None for 'checked by the codec')."""
+        return {}
+
+    def check_params(self, params: CodecParams) -> None:
+        """Raise :class:`ParamsError` unless ``params`` were fitted by this codec."""
+        if not isinstance(params, CodecParams):
+            raise ParamsError(f"params must be CodecParams, got {type(params).__name__}")
+        if params.codec != self.spec:
+            raise ParamsError(f"params were fitted by codec {params.codec!r}, not {self.spec!r}")
+        expected = self.param_shapes(params.dim)
+        if set(params.arrays) != set(expected):
+            raise ParamsError(f"{self.spec} params must hold arrays {sorted(expected)}, "
+                              f"got {sorted(params.arrays)}")
+        for name, (dtype, shape) in expected.items():
+            arr = params.arrays[name]
+            if arr.dtype != np.dtype(dtype).newbyteorder("<"):
+                raise ParamsError(f"{self.spec} params array {name!r} has dtype {arr.dtype}, "
+                                  f"expected {np.dtype(dtype)}")
+            if shape is not None and arr.shape != shape:
+                raise ParamsError(f"{self.spec} params array {name!r} has shape {arr.shape}, "
+                                  f"expected {shape} for dim {params.dim}")
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise ParamsError(f"{self.spec} params array {name!r} holds NaN or Inf")
+        self._check_params_values(params)
+
+    def _check_params_values(self, params: CodecParams) -> None:
+        """Codec-specific consistency checks beyond names, dtypes and shapes."""
+
+    def check_codes(self, codes: np.ndarray, params: CodecParams) -> np.ndarray:
+        """Return ``codes`` as a C-contiguous uint8 ``[n, code_bytes]`` array, or raise."""
+        if not isinstance(codes, np.ndarray):
+            raise CodesMismatchError(f"codes must be a numpy array, got {type(codes).__name__}")
+        if codes.dtype != np.uint8:
+            raise CodesMismatchError(f"codes must be uint8, got {codes.dtype}")
+        width = self.code_bytes(params.dim)
+        if codes.ndim != 2 or codes.shape[1] != width:
+            raise CodesMismatchError(
+                f"{self.spec} codes for dim {params.dim} must have shape [n, {width}], "
+                f"got {list(codes.shape)}")
+        if codes.shape[0] == 0:
+            raise EmptyInputError("codes has no rows")
+        return np.ascontiguousarray(codes)
+
+    # -- hooks ----------------------------------------------------------------------------
+    # ``state`` is what :meth:`_prepare` derived from checked params, once per public call
+    # (the params themselves unless a codec needs more); chunks of rows share it.
+
+    @abstractmethod
+    def _fit(self, x: np.ndarray) -> CodecParams: ...
+
+    def _prepare(self, params: CodecParams) -> Any:
+        """Derive per-call state from checked params (default: the params as given)."""
+        return params
+
+    @abstractmethod
+    def _encode(self, x: np.ndarray, state: Any) -> np.ndarray:
+        """float32 [m, d] rows -> uint8 [m, code_bytes]."""
+
+    @abstractmethod
+    def _decode(self, codes: np.ndarray, state: Any) -> np.ndarray:
+        """uint8 [m, code_bytes] -> float32 [m, d]."""
+
+    def _prepare_queries(self, q: np.ndarray, state: Any) -> Any:
+        """Per-call query preprocessing for :meth:`_score` (default: the queries as given)."""
+        return q
+
+    def _score(self, prepared: Any, codes: np.ndarray, state: Any) -> np.ndarray:
+        """Default scoring: decode the chunk and take inner products -> float32 [nq, m]."""
+        return prepared @ self._decode(codes, state).T
+
+
+def check_bits(codec_id: str, bits: Any, allowed: tuple[int, ...]) -> int:
+    """Validate a ``bits`` option against the codec's allowed values."""
+    if not isinstance(bits, int) or isinstance(bits, bool) or bits not in allowed:
+        raise CodecConfigError(f"codec {codec_id!r} takes bits in {list(allowed)}, got {bits!r}")
+    return bits
+
+
+def check_vectors(x: Any, name: str, *, dim: int | None = None) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32 ``[n, d]`` array, or raise a typed error.
+
+    Accepts float16/32/64 numpy arrays (others are converted to float32). Rejects non-arrays,
+    non-float dtypes, anything not 2-D, empty arrays, a ``d`` other than ``dim``, and NaN/Inf
+    (including float64 values too large for float32). The error names ``name``, what was
+    expected and what was received.
+    """
+    if not isinstance(x, np.ndarray):
+        raise InputDtypeError(f"{name} must be a numpy array of float32 [n, d], got "
+                              f"{type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise InputDtypeError(f"{name} must be float32 [n, d], got dtype {x.dtype}; "
+                              f"convert with {name}.astype(np.float32)")
+    if x.ndim != 2:
+        hint = f" (for one vector use {name}[None, :])" if x.ndim == 1 else ""
+        raise InputShapeError(f"{name} must be 2-D [n, d], got shape {list(x.shape)}{hint}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise EmptyInputError(f"{name} is empty: shape {list(x.shape)}")
+    if dim is not None and x.shape[1] != dim:
+        raise InputShapeError(f"{name} has dimension {x.shape[1]}, params were fitted for "
+                              f"dimension {dim}")
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    # min/max propagate NaN and show Inf without allocating a boolean mask.
+    lo, hi = x32.min(), x32.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        bad = ~np.isfinite(x32)
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise NonFiniteError(
+            f"{name} holds {int(bad.sum())} non-finite value(s) (NaN/Inf, or too large for "
+            f"float32); first at row {row}, column {col}: {x[row, col]!r}")
+    return x32

@@ -1,0 +1,121 @@
+"""Per-dimension scalar codecs: ``f16`` (the baseline) and ``int8`` / ``int4``.
+
+``int<b>`` is asymmetric per-dimension quantization fitted on the shard:
+``code = clip(round(x / scale + zero_point), 0, 2**b - 1)`` and
+``restored = (code - zero_point) * scale``, with the range chosen by the calibration rule in
+:mod:`semq_transforms.codecs.calibration`. ``zero_point`` is kept as a float (no integer
+arithmetic ever runs on the codes, so rounding it would only shift the range). int4 packs two
+codes per byte (see :mod:`semq_transforms.codecs.bitpack`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from semq_transforms.codecs.base import Codec, check_bits
+from semq_transforms.codecs.bitpack import pack_nibbles, unpack_nibbles
+from semq_transforms.codecs.calibration import calibrate_range
+from semq_transforms.codecs.params import CodecParams
+from semq_transforms.codecs.registry import register_codec
+from semq_transforms.errors import NonFiniteError, ParamsError
+
+F16_MAX = float(np.finfo(np.float16).max)
+
+
+@register_codec
+class Float16Codec(Codec):
+    """Each value stored as IEEE float16 (little-endian). 16 bits/dim, no fitted state."""
+
+    codec_id = "f16"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.codec_id}
+
+    @property
+    def spec(self) -> str:
+        return "f16"
+
+    def code_bytes(self, dim: int) -> int:
+        return 2 * dim
+
+    def _fit(self, x: np.ndarray) -> CodecParams:
+        return CodecParams(codec=self.spec, dim=x.shape[1])
+
+    def _encode(self, x: np.ndarray, params: CodecParams) -> np.ndarray:
+        big = np.abs(x).max(axis=1) > F16_MAX
+        if big.any():
+            row = int(np.argmax(big))
+            raise NonFiniteError(f"x row {row} has a value beyond the float16 range "
+                                 f"(|v| > {F16_MAX}); use a wider codec such as 'int8'")
+        return x.astype("<f2").view(np.uint8)
+
+    def _decode(self, codes: np.ndarray, params: CodecParams) -> np.ndarray:
+        return codes.view("<f2").astype(np.float32)
+
+
+@register_codec
+class IntCodec(Codec):
+    """Per-dimension asymmetric scalar quantization to ``bits`` = 8 or 4 bits per value."""
+
+    codec_id = "int"
+
+    def __init__(self, *, bits: int = 8) -> None:
+        self.bits = check_bits(self.codec_id, bits, (4, 8))
+        self.levels = 1 << self.bits
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.codec_id, "bits": self.bits}
+
+    @property
+    def spec(self) -> str:
+        return f"int{self.bits}"
+
+    def code_bytes(self, dim: int) -> int:
+        return dim if self.bits == 8 else (dim + 1) // 2
+
+    def param_shapes(self, dim: int):
+        return {"scale": (np.float32, (dim,)), "zero_point": (np.float32, (dim,))}
+
+    def _check_params_values(self, params: CodecParams) -> None:
+        if (params["scale"] <= 0).any():
+            raise ParamsError(f"{self.spec} params 'scale' must be > 0")
+
+    def _fit(self, x: np.ndarray) -> CodecParams:
+        lo, hi = calibrate_range(x, self.levels)
+        # A constant column still needs a positive scale; any value restores it exactly.
+        scale = np.where(hi > lo, (hi - lo) / (self.levels - 1), 1.0).astype(np.float32)
+        zero_point = (-lo / scale).astype(np.float32)
+        return CodecParams(codec=self.spec, dim=x.shape[1],
+                           arrays={"scale": scale, "zero_point": zero_point})
+
+    def _encode(self, x: np.ndarray, params: CodecParams) -> np.ndarray:
+        inv_scale = np.float32(1.0) / params["scale"]
+        shift = params["zero_point"] + np.float32(0.5)   # +0.5 then truncation = round
+        t = np.multiply(x, inv_scale)
+        np.add(t, shift, out=t)
+        np.clip(t, 0, self.levels - 1, out=t)
+        codes = t.astype(np.uint8)
+        return codes if self.bits == 8 else pack_nibbles(codes)
+
+    def _codes_as_float(self, codes: np.ndarray, dim: int) -> np.ndarray:
+        values = codes if self.bits == 8 else unpack_nibbles(codes, dim)
+        return values.astype(np.float32)
+
+    def _decode(self, codes: np.ndarray, params: CodecParams) -> np.ndarray:
+        values = self._codes_as_float(codes, params.dim)
+        values -= params["zero_point"]
+        values *= params["scale"]
+        return values
+
+    def _prepare_queries(self, q: np.ndarray, params: CodecParams) -> Any:
+        # <q, (c - z) * s> = <q * s, c> - <q * s, z>
+        q_scaled = q * params["scale"]
+        return q_scaled, q_scaled @ params["zero_point"]
+
+    def _score(self, prepared: Any, codes: np.ndarray, params: CodecParams) -> np.ndarray:
+        q_scaled, offset = prepared
+        scores = q_scaled @ self._codes_as_float(codes, params.dim).T
+        scores -= offset[:, None]
+        return scores

@@ -1,0 +1,277 @@
+"""``semq<b>``: the direction codec, ``b`` = 1..8 bits per dimension on average.
+
+Semantic search cares about the order of inner products, so the codec spends its bits where
+queries will look. Fitting one shard (all of it pure numpy, deterministic):
+
+1. **Center** on the shard mean ``m``: ``r = x - m``. ``<q, m>`` is the same for every row, so
+   ranking depends on ``<q, r>`` only.
+2. **Rotate** onto the shard's principal axes ``V`` (eigenvectors of the covariance, sorted by
+   variance, signs fixed): ``z = V^T r``. Variance is now concentrated in the first axes.
+3. **Split magnitude from direction**: ``u = z / |z|``; ``|z|`` is folded into one per-vector
+   float32 correction (step 6), the direction ``u`` is what gets coded.
+4. **Allocate bits** to axes greedily: the next bit goes to the axis where it removes the most
+   expected query-weighted error ``w_i * (D_i(b_i) - D_i(b_i + 1))``, where
+   ``w_i = E[<q, v_i>^2]`` is the query energy along axis ``i`` (queries are assumed to look
+   like the shard's rows) and ``D_i(b)`` is the squared error of the best uniform ``b``-bit
+   quantizer for ``u_i``, measured on a sample of the shard. Axes get 0 to
+   :data:`MAX_AXIS_BITS` bits; the total is exactly ``b * d``. Axes with no bits are dropped
+   (the projection is ``[d, k]``, ``k <= d``).
+5. **Quantize** each kept axis with a mid-rise uniform quantizer: ``code = clip(floor(u_i /
+   step_i + L_i / 2), 0, L_i - 1)``, level ``(code + 1/2 - L_i / 2) * step_i``, where the step
+   is the one that minimized ``D_i`` (searched around the Gaussian optimum, so clipping of the
+   tails is chosen on the data).
+6. **Correct** per vector: with ``û`` the quantized direction, ``s = |z| <u, û> / |û|^2`` is
+   the least-squares scale of ``û`` onto ``z``; it makes the score an unbiased estimate along
+   ``û`` and the restored vector the closest point on that line.
+
+Restored vector ``y = m + s * V û``; score ``<q, y> = <q, m> + s * <V^T q, û>`` (computed on
+the ``k`` kept axes without restoring). One vector's code is the bit planes of its axis codes
+(:func:`semq_transforms.codecs.bitpack.pack_planes`, ``b * d`` bits) followed by ``s`` as
+float32 little-endian: ``ceil(b * d / 8) + 4`` bytes.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from semq_transforms.codecs.base import Codec, check_bits
+from semq_transforms.codecs.bitpack import pack_planes, plane_sizes, unpack_planes
+from semq_transforms.codecs.calibration import strided_sample
+from semq_transforms.codecs.params import CodecParams
+from semq_transforms.codecs.registry import register_codec
+from semq_transforms.errors import ParamsError
+
+#: Most bits any one axis may get (codes are held as uint16 while packing).
+MAX_AXIS_BITS = 12
+#: Rows the mean and principal axes are fitted on (an evenly strided sample of the shard).
+FIT_ROWS = 65536
+#: Rows the per-axis step and error tables are measured on.
+STEP_ROWS = 2048
+#: MSE-optimal uniform-quantizer step for a unit Gaussian with 2**b levels, b = 1..12
+#: (b <= 8 solved numerically; b > 8 extrapolated). Only a starting point for the search.
+GAUSS_STEPS = (1.5958, 0.9955, 0.5854, 0.3355, 0.1883, 0.1040, 0.0568, 0.0307,
+               0.0165, 0.0088, 0.0047, 0.0025)
+#: Multipliers of the Gaussian step tried per axis and width.
+STEP_GRID = tuple(float(g) for g in np.geomspace(0.5, 4.0, 16))
+SIDE_BYTES = 4
+
+
+@dataclass(frozen=True)
+class _State:
+    """What encode/decode/score derive once from checked params."""
+
+    dim: int
+    mean: np.ndarray          # float32 [d]
+    basis: np.ndarray         # float32 [d, k]
+    step: np.ndarray          # float32 [k]
+    half: np.ndarray          # float32 [k], L_i / 2
+    top: np.ndarray           # float32 [k], L_i - 1
+    basis_over_step: np.ndarray   # float32 [d, k]
+    step_sq: np.ndarray       # float32 [k]
+    restore: np.ndarray       # float32 [k, d], step_i * V^T
+    sizes: list[int]          # bit-plane sizes
+    packed_bytes: int
+
+
+@register_codec
+class SemqCodec(Codec):
+    """Direction codec: PCA rotation, query-weighted bit allocation, per-vector LS scale."""
+
+    codec_id = "semq"
+
+    def __init__(self, *, bits: int = 4) -> None:
+        self.bits = check_bits(self.codec_id, bits, (1, 2, 3, 4, 5, 6, 7, 8))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.codec_id, "bits": self.bits}
+
+    @property
+    def spec(self) -> str:
+        return f"semq{self.bits}"
+
+    def code_bytes(self, dim: int) -> int:
+        return -(-self.bits * dim // 8) + SIDE_BYTES
+
+    # -- params -----------------------------------------------------------------------------
+
+    def param_shapes(self, dim: int):
+        return {"mean": (np.float32, (dim,)), "basis": (np.float32, None),
+                "step": (np.float32, None), "width": (np.uint8, None)}
+
+    def _check_params_values(self, params: CodecParams) -> None:
+        width, step, basis = params["width"], params["step"], params["basis"]
+        k = width.shape[0] if width.ndim == 1 else -1
+        if not 1 <= k <= params.dim or step.shape != (k,) or basis.shape != (params.dim, k):
+            raise ParamsError(f"{self.spec} params need width [k], step [k], basis [d, k] with "
+                              f"1 <= k <= d={params.dim}; got {width.shape}, {step.shape}, "
+                              f"{basis.shape}")
+        if width.min() < 1 or width.max() > MAX_AXIS_BITS or (np.diff(width.astype(int)) > 0).any():
+            raise ParamsError(f"{self.spec} params 'width' must be non-increasing in "
+                              f"1..{MAX_AXIS_BITS}")
+        if int(width.sum(dtype=np.int64)) != self.bits * params.dim:
+            raise ParamsError(f"{self.spec} params 'width' sum to {int(width.sum())} bits, "
+                              f"expected {self.bits * params.dim}")
+        if (step <= 0).any():
+            raise ParamsError(f"{self.spec} params 'step' must be > 0")
+
+    # -- fit --------------------------------------------------------------------------------
+
+    def _fit(self, x: np.ndarray) -> CodecParams:
+        d = x.shape[1]
+        sample = strided_sample(x, FIT_ROWS).astype(np.float64)
+        mean = sample.mean(axis=0)
+        centered = sample - mean
+        axes = _principal_axes(centered)                         # float64 [d, d]
+        z = centered @ axes
+        # Query energy along each axis: E[<q, v_i>^2] for q drawn like the shard's rows.
+        weight = np.mean(z * z, axis=0) + (mean @ axes) ** 2
+        direction = _unit_rows(strided_sample(z, STEP_ROWS))
+        steps, errors = _step_tables(direction.astype(np.float32))
+        width = _allocate_bits(weight, errors, self.bits * d)
+        order = np.argsort(-width, kind="stable")
+        kept = order[width[order] > 0]
+        return CodecParams(codec=self.spec, dim=d, arrays={
+            "mean": mean.astype(np.float32),
+            "basis": axes[:, kept].astype(np.float32),
+            "step": steps[width[kept], kept].astype(np.float32),
+            "width": width[kept].astype(np.uint8),
+        })
+
+    # -- encode / decode / score ------------------------------------------------------------
+
+    def _prepare(self, params: CodecParams) -> _State:
+        step, basis = params["step"], params["basis"]
+        levels = np.left_shift(1, params["width"].astype(np.int64)).astype(np.float32)
+        return _State(
+            dim=params.dim, mean=params["mean"], basis=basis, step=step,
+            half=levels / 2, top=levels - 1,
+            basis_over_step=np.ascontiguousarray(basis / step),
+            step_sq=step * step,
+            restore=np.ascontiguousarray((basis * step).T),
+            sizes=plane_sizes(params["width"]),
+            packed_bytes=self.code_bytes(params.dim) - SIDE_BYTES,
+        )
+
+    def _encode(self, x: np.ndarray, st: _State) -> np.ndarray:
+        centered = x - st.mean
+        norm = np.sqrt(np.einsum("ij,ij->i", centered, centered))
+        inv_norm = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
+        t = centered @ st.basis_over_step                 # z_i / step_i
+        t *= inv_norm[:, None]                           # u_i / step_i
+        level = t + st.half
+        np.floor(level, out=level)
+        np.maximum(level, 0, out=level)                  # (np.clip is 2x slower here)
+        np.minimum(level, st.top, out=level)             # the code, as float
+        codes = level.astype(np.uint16)
+        level += np.float32(0.5) - st.half               # centered level index g_i
+        weighted = level * st.step_sq
+        dot = np.einsum("ij,ij->i", t, weighted)         # <u, û>
+        energy = np.einsum("ij,ij->i", level, weighted)  # |û|^2
+        scale = (norm * dot / energy).astype("<f4")
+        out = np.empty((x.shape[0], st.packed_bytes + SIDE_BYTES), dtype=np.uint8)
+        out[:, :st.packed_bytes] = pack_planes(codes, st.sizes)
+        out[:, st.packed_bytes:] = scale[:, None].view(np.uint8)
+        return out
+
+    def _levels(self, codes: np.ndarray, st: _State) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 codes -> (centered level indices float32 [m, k], scale float32 [m])."""
+        axis_codes = unpack_planes(codes[:, :st.packed_bytes], st.sizes, st.step.shape[0])
+        level = axis_codes.astype(np.float32)
+        level += np.float32(0.5) - st.half
+        scale = np.ascontiguousarray(codes[:, st.packed_bytes:]).view("<f4")[:, 0]
+        return level, scale.astype(np.float32)
+
+    def _decode(self, codes: np.ndarray, st: _State) -> np.ndarray:
+        level, scale = self._levels(codes, st)
+        restored = level @ st.restore
+        restored *= scale[:, None]
+        restored += st.mean
+        return restored
+
+    def _prepare_queries(self, q: np.ndarray, st: _State) -> Any:
+        return (q @ st.basis) * st.step, q @ st.mean
+
+    def _score(self, prepared: Any, codes: np.ndarray, st: _State) -> np.ndarray:
+        q_axes, q_mean = prepared
+        level, scale = self._levels(codes, st)
+        scores = q_axes @ level.T
+        scores *= scale[None, :]
+        scores += q_mean[:, None]
+        return scores
+
+
+def _principal_axes(centered: np.ndarray) -> np.ndarray:
+    """Eigenvectors of the covariance of float64 ``centered`` [n, d] as columns [d, d],
+    by decreasing variance, each with its largest-magnitude entry positive (deterministic)."""
+    cov = centered.T @ centered / centered.shape[0]
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    axes = eigvecs[:, np.argsort(-eigvals, kind="stable")]
+    pivot = np.abs(axes).argmax(axis=0)
+    signs = np.where(axes[pivot, np.arange(axes.shape[1])] < 0, -1.0, 1.0)
+    return axes * signs
+
+
+def _unit_rows(z: np.ndarray) -> np.ndarray:
+    """Rows of ``z`` scaled to unit norm; zero rows are dropped."""
+    norm = np.linalg.norm(z, axis=1)
+    keep = norm > 0
+    return z[keep] / norm[keep, None]
+
+
+def _step_tables(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best uniform-quantizer step and its mean squared error per width and axis.
+
+    Args:
+        u: float32 ``[n, d]`` unit directions in the rotated frame (``n`` may be 0).
+    Returns:
+        ``steps, errors``: float64 ``[MAX_AXIS_BITS + 1, d]``; row ``b`` is for ``b`` bits
+        (row 0: step 0, error ``E[u_i^2]``, i.e. the axis is dropped).
+    """
+    d = u.shape[1]
+    steps = np.zeros((MAX_AXIS_BITS + 1, d))
+    errors = np.zeros((MAX_AXIS_BITS + 1, d))
+    if u.shape[0] == 0:
+        steps[1:] = np.array(GAUSS_STEPS)[:, None]  # degenerate shard: nothing to measure
+        return steps, errors
+    rms = np.sqrt(np.mean(u.astype(np.float64) ** 2, axis=0))
+    rms = np.where(rms > 0, rms, 1.0)
+    errors[0] = np.mean(u.astype(np.float64) ** 2, axis=0)
+    for bits in range(1, MAX_AXIS_BITS + 1):
+        levels = float(1 << bits)
+        best = np.full(d, np.inf)
+        for mult in STEP_GRID:
+            step = (mult * GAUSS_STEPS[bits - 1] * rms).astype(np.float32)
+            code = np.clip(np.floor(u / step + levels / 2), 0, levels - 1)
+            err = np.mean((u - (code + 0.5 - levels / 2) * step) ** 2, axis=0, dtype=np.float64)
+            better = err < best
+            best[better] = err[better]
+            steps[bits, better] = step[better]
+        errors[bits] = best
+    return steps, errors
+
+
+def _allocate_bits(weight: np.ndarray, errors: np.ndarray, total: int) -> np.ndarray:
+    """Greedy marginal-return bit allocation.
+
+    Args:
+        weight: float64 ``[d]`` query energy per axis.
+        errors: float64 ``[MAX_AXIS_BITS + 1, d]`` error per width and axis.
+        total: bits to hand out (``<= MAX_AXIS_BITS * d``).
+    Returns:
+        int64 ``[d]`` bits per axis summing to ``total``. Ties go to the lower axis index.
+    """
+    d = weight.shape[0]
+    width = np.zeros(d, dtype=np.int64)
+    gain = weight[None, :] * np.maximum(errors[:-1] - errors[1:], 0.0)   # [MAX_AXIS_BITS, d]
+    heap = [(-gain[0, i], i) for i in range(d)]
+    heapq.heapify(heap)
+    for _ in range(total):
+        _, i = heapq.heappop(heap)
+        width[i] += 1
+        if width[i] < MAX_AXIS_BITS:
+            heapq.heappush(heap, (-gain[width[i], i], i))
+    return width

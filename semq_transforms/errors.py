@@ -1,0 +1,46 @@
+"""The project's exception hierarchy.
+
+Every error the library raises on purpose derives from :class:`SemqError`, and each one also
+derives from the matching built-in (``ValueError``, ``TypeError``, ``LookupError``) so callers
+that already catch those keep working.
+"""
+
+
+class SemqError(Exception):
+    """Base class of every error semq-transforms raises on purpose."""
+
+
+class InvalidInputError(SemqError, ValueError):
+    """Vectors, queries or codes handed to a codec are not what it takes."""
+
+
+class InputDtypeError(InvalidInputError, TypeError):
+    """An array has the wrong dtype (for example int64 where float32 is expected)."""
+
+
+class InputShapeError(InvalidInputError):
+    """An array has the wrong number of axes or the wrong dimension."""
+
+
+class EmptyInputError(InvalidInputError):
+    """An array has no rows or no columns."""
+
+
+class NonFiniteError(InvalidInputError):
+    """An array holds NaN or +/-Inf."""
+
+
+class CodecConfigError(SemqError, ValueError):
+    """A codec spec string or config dict is malformed."""
+
+
+class UnknownCodecError(CodecConfigError, LookupError):
+    """A codec id is not registered."""
+
+
+class ParamsError(SemqError, ValueError):
+    """Fitted parameters are malformed, corrupt, or belong to another codec or dimension."""
+
+
+class CodesMismatchError(InvalidInputError):
+    """Codes do not belong to the given parameters (wrong width, dtype or shape)."""
