@@ -30,6 +30,10 @@ class NonFiniteError(InvalidInputError):
     """An array holds NaN or +/-Inf."""
 
 
+class OutOfRangeError(InvalidInputError):
+    """A finite value is too large for the codec's storage or for float32 arithmetic."""
+
+
 class CodecConfigError(SemqError, ValueError):
     """A codec spec string or config dict is malformed."""
 

@@ -30,6 +30,7 @@ from semq_transforms.errors import (
     InputDtypeError,
     InputShapeError,
     NonFiniteError,
+    OutOfRangeError,
     ParamsError,
 )
 
@@ -38,6 +39,9 @@ from semq_transforms.errors import (
 CHUNK_ROWS = 512
 #: Documents scored per step in ``score`` (bounds the [nq, chunk] float32 temporary).
 SCORE_CHUNK_ROWS = 8192
+#: Largest magnitude accepted in vectors and queries: beyond it, squared norms and inner
+#: products can overflow float32 (1e16**2 * d stays finite for d up to 1e6).
+MAX_ABS_VALUE = 1e16
 
 
 class Codec(ABC):
@@ -114,6 +118,7 @@ class Codec(ABC):
         """
         self.check_params(params)
         x = check_vectors(x, "x", dim=params.dim)
+        self._check_encodable(x)
         state = self._prepare(params)
         out = np.empty((x.shape[0], self.code_bytes(params.dim)), dtype=np.uint8)
         for start in range(0, x.shape[0], CHUNK_ROWS):
@@ -183,6 +188,10 @@ class Codec(ABC):
     def _check_params_values(self, params: CodecParams) -> None:
         """Codec-specific consistency checks beyond names, dtypes and shapes."""
 
+    def _check_encodable(self, x: np.ndarray) -> None:
+        """Codec-specific checks of checked float32 ``x`` [n, d] before encoding (rows are
+        numbered as the caller passed them)."""
+
     def check_codes(self, codes: np.ndarray, params: CodecParams) -> np.ndarray:
         """Return ``codes`` as a C-contiguous uint8 ``[n, code_bytes]`` array, or raise."""
         if not isinstance(codes, np.ndarray):
@@ -233,13 +242,44 @@ def check_bits(codec_id: str, bits: Any, allowed: tuple[int, ...]) -> int:
     return bits
 
 
+F16_MAX = float(np.finfo(np.float16).max)
+
+
+def rowwise_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for ``a`` [m, n] with ``m <= CHUNK_ROWS``; every output row is independent of
+    ``m`` and of the other rows.
+
+    BLAS picks its kernel by matrix size (gemv for one row, a small-matrix kernel for small
+    products, blocked gemm otherwise), and the kernels round differently. Codes must not
+    depend on how callers batch rows, so ``a`` is always multiplied as exactly
+    ``CHUNK_ROWS`` rows (zero-padded): one shape, one kernel.
+    """
+    m = a.shape[0]
+    if m > CHUNK_ROWS:
+        raise ValueError(f"rowwise_matmul takes at most {CHUNK_ROWS} rows, got {m}")
+    if m < CHUNK_ROWS:
+        padded = np.zeros((CHUNK_ROWS, a.shape[1]), dtype=a.dtype)
+        padded[:m] = a
+        return (padded @ b)[:m]
+    return a @ b
+
+
+def check_float16_range(x: np.ndarray, spec: str) -> None:
+    """Raise :class:`OutOfRangeError` if float32 ``x`` [n, d] has a value float16 cannot hold."""
+    if max(-float(x.min()), float(x.max())) > F16_MAX:
+        row, col = (int(i) for i in np.argwhere(np.abs(x) > F16_MAX)[0])
+        raise OutOfRangeError(
+            f"x row {row}, column {col} is {float(x[row, col]):g}, beyond the float16 range "
+            f"(|v| <= {F16_MAX:g}) that {spec} stores values in; use a codec such as 'int8'")
+
+
 def check_vectors(x: Any, name: str, *, dim: int | None = None) -> np.ndarray:
     """Return ``x`` as a C-contiguous float32 ``[n, d]`` array, or raise a typed error.
 
     Accepts float16/32/64 numpy arrays (others are converted to float32). Rejects non-arrays,
-    non-float dtypes, anything not 2-D, empty arrays, a ``d`` other than ``dim``, and NaN/Inf
-    (including float64 values too large for float32). The error names ``name``, what was
-    expected and what was received.
+    non-float dtypes, anything not 2-D, empty arrays, a ``d`` other than ``dim``, NaN/Inf
+    (including float64 values too large for float32), and magnitudes above
+    :data:`MAX_ABS_VALUE`. The error names ``name``, what was expected and what was received.
     """
     if not isinstance(x, np.ndarray):
         raise InputDtypeError(f"{name} must be a numpy array of float32 [n, d], got "
@@ -255,7 +295,8 @@ def check_vectors(x: Any, name: str, *, dim: int | None = None) -> np.ndarray:
     if dim is not None and x.shape[1] != dim:
         raise InputShapeError(f"{name} has dimension {x.shape[1]}, params were fitted for "
                               f"dimension {dim}")
-    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32 becomes Inf, reported below
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
     # min/max propagate NaN and show Inf without allocating a boolean mask.
     lo, hi = x32.min(), x32.max()
     if not (np.isfinite(lo) and np.isfinite(hi)):
@@ -264,4 +305,9 @@ def check_vectors(x: Any, name: str, *, dim: int | None = None) -> np.ndarray:
         raise NonFiniteError(
             f"{name} holds {int(bad.sum())} non-finite value(s) (NaN/Inf, or too large for "
             f"float32); first at row {row}, column {col}: {x[row, col]!r}")
+    if max(-lo, hi) > MAX_ABS_VALUE:
+        row, col = (int(i) for i in np.argwhere(np.abs(x32) > MAX_ABS_VALUE)[0])
+        raise OutOfRangeError(
+            f"{name} row {row}, column {col} is {float(x32[row, col]):g}; magnitudes above "
+            f"{MAX_ABS_VALUE:g} overflow float32 inner products: rescale the vectors")
     return x32

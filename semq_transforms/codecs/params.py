@@ -43,15 +43,18 @@ _HEADER = struct.Struct("<8sI")  # magic, header length
 
 
 def _frozen_le(array: np.ndarray) -> np.ndarray:
-    """A read-only, C-contiguous, little-endian copy of ``array`` with an allowed dtype."""
-    out = np.array(array, copy=True, order="C")
-    out = out.astype(out.dtype.newbyteorder("<"), copy=False)
-    if out.dtype.str not in ALLOWED_DTYPES:
+    """A read-only, C-contiguous, little-endian copy of ``array`` with an allowed dtype.
+
+    The copy is a view of an immutable ``bytes`` object, so it cannot be made writable again.
+    """
+    arr = np.asarray(array)
+    dtype = arr.dtype.newbyteorder("<")
+    if dtype.str not in ALLOWED_DTYPES:
         raise ParamsError(
-            f"params array dtype {out.dtype} is not allowed; use one of {sorted(ALLOWED_DTYPES)}"
+            f"params array dtype {arr.dtype} is not allowed; use one of {sorted(ALLOWED_DTYPES)}"
         )
-    out.setflags(write=False)
-    return out
+    raw = np.ascontiguousarray(arr, dtype=dtype).tobytes()
+    return np.frombuffer(raw, dtype=dtype).reshape(arr.shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,8 +145,8 @@ class CodecParams:
             raise ParamsError(f"params header length {head_len} exceeds the blob ({len(data)} B)")
         try:
             header = json.loads(data[_HEADER.size:_HEADER.size + head_len])
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ParamsError(f"params header is not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, huge ints, deep nesting
+            raise ParamsError(f"params header is not valid JSON: {type(exc).__name__}") from None
         body = memoryview(data)[_HEADER.size + head_len:]
         return cls._from_header(header, lambda e: body[e["offset"]:e["offset"] + e["nbytes"]],
                                 body_len=len(body))
@@ -221,7 +224,7 @@ def _check_entry(entry: Any, i: int) -> tuple[str, np.dtype, tuple[int, ...], in
     offset, nbytes = entry.get("offset"), entry.get("nbytes")
     if not isinstance(name, str) or not name:
         raise ParamsError(f"params array entry #{i} has no name")
-    if dtype not in ALLOWED_DTYPES:
+    if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
         raise ParamsError(f"params array {name!r} dtype {dtype!r} is not one of "
                           f"{sorted(ALLOWED_DTYPES)}")
     if (not isinstance(shape, list) or len(shape) > 4

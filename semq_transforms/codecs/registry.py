@@ -68,6 +68,6 @@ def get_codec(spec: str | Mapping[str, Any] | Codec) -> Codec:
         raise CodecConfigError(f"a codec must be given as a spec string or config dict, got "
                                f"{type(spec).__name__}")
     codec_id = config.get("id")
-    if codec_id not in _REGISTRY:
+    if not isinstance(codec_id, str) or codec_id not in _REGISTRY:
         raise UnknownCodecError(f"unknown codec id {codec_id!r}; known ids: {registered_ids()}")
     return _REGISTRY[codec_id].from_config(dict(config))

@@ -14,14 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from semq_transforms.codecs.base import Codec, check_bits
+from semq_transforms.codecs.base import Codec, check_bits, check_float16_range
 from semq_transforms.codecs.bitpack import pack_nibbles, unpack_nibbles
 from semq_transforms.codecs.calibration import calibrate_range
 from semq_transforms.codecs.params import CodecParams
 from semq_transforms.codecs.registry import register_codec
-from semq_transforms.errors import NonFiniteError, ParamsError
-
-F16_MAX = float(np.finfo(np.float16).max)
+from semq_transforms.errors import ParamsError
 
 
 @register_codec
@@ -43,12 +41,10 @@ class Float16Codec(Codec):
     def _fit(self, x: np.ndarray) -> CodecParams:
         return CodecParams(codec=self.spec, dim=x.shape[1])
 
+    def _check_encodable(self, x: np.ndarray) -> None:
+        check_float16_range(x, self.spec)
+
     def _encode(self, x: np.ndarray, params: CodecParams) -> np.ndarray:
-        big = np.abs(x).max(axis=1) > F16_MAX
-        if big.any():
-            row = int(np.argmax(big))
-            raise NonFiniteError(f"x row {row} has a value beyond the float16 range "
-                                 f"(|v| > {F16_MAX}); use a wider codec such as 'int8'")
         return x.astype("<f2").view(np.uint8)
 
     def _decode(self, codes: np.ndarray, params: CodecParams) -> np.ndarray:
@@ -84,9 +80,12 @@ class IntCodec(Codec):
 
     def _fit(self, x: np.ndarray) -> CodecParams:
         lo, hi = calibrate_range(x, self.levels)
-        # A constant column still needs a positive scale; any value restores it exactly.
-        scale = np.where(hi > lo, (hi - lo) / (self.levels - 1), 1.0).astype(np.float32)
-        zero_point = (-lo / scale).astype(np.float32)
+        # The float32 scale must be positive and large enough that zero_point = -lo / scale
+        # stays finite: a constant column (or one varying below float32 resolution) gets the
+        # smallest scale that still represents its magnitude, and restores to ~its value.
+        floor = np.maximum(np.maximum(np.abs(lo), np.abs(hi)) * 2.0**-20, 2.0**-100)
+        scale = np.maximum((hi - lo) / (self.levels - 1), floor).astype(np.float32)
+        zero_point = (-lo / scale.astype(np.float64)).astype(np.float32)
         return CodecParams(codec=self.spec, dim=x.shape[1],
                            arrays={"scale": scale, "zero_point": zero_point})
 

@@ -20,14 +20,22 @@ queries will look. Fitting one shard (all of it pure numpy, deterministic):
    step_i + L_i / 2), 0, L_i - 1)``, level ``(code + 1/2 - L_i / 2) * step_i``, where the step
    is the one that minimized ``D_i`` (searched around the Gaussian optimum, so clipping of the
    tails is chosen on the data).
-6. **Correct** per vector: with ``û`` the quantized direction, ``s = |z| <u, û> / |û|^2`` is
-   the least-squares scale of ``û`` onto ``z``; it makes the score an unbiased estimate along
-   ``û`` and the restored vector the closest point on that line.
+6. **Correct** per vector, with ``û`` the quantized direction and ``cos = <u, û> / |û|``, two
+   float32 scales (the only side data):
 
-Restored vector ``y = m + s * V û``; score ``<q, y> = <q, m> + s * <V^T q, û>`` (computed on
-the ``k`` kept axes without restoring). One vector's code is the bit planes of its axis codes
-(:func:`semq_transforms.codecs.bitpack.pack_planes`, ``b * d`` bits) followed by ``s`` as
-float32 little-endian: ``ceil(b * d / 8) + 4`` bytes.
+   * ``s_score = |z| <u, û> / |û|^2``, the least-squares scale of ``û`` onto ``z``, used by
+     ``score``. It ranks best: the quantization error sits mostly on low-variance axes that
+     queries barely look at, so shrinking by ``cos`` is right there.
+   * ``s_restore = s_score / max(cos^2, 1/4)``, used by ``decode``: the RaBitQ estimator
+     ``<q, û> / <u, û>``, which makes the inner product of a restored vector with any fixed
+     vector unbiased under random quantization error, so models trained on float vectors
+     (a classifier's logits) see restored vectors at the right scale. ``cos`` is floored so
+     a direction the code barely captures is not blown up.
+
+Restored vector ``y = m + s_restore * V û``; score ``<q, m> + s_score * <V^T q, û>``, computed
+on the ``k`` kept axes without restoring. One vector's code is the bit planes of its axis
+codes (:func:`semq_transforms.codecs.bitpack.pack_planes`, ``b * d`` bits) followed by
+``s_score`` and ``s_restore`` as float32 little-endian: ``ceil(b * d / 8) + 8`` bytes.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from semq_transforms.codecs.base import Codec, check_bits
+from semq_transforms.codecs.base import Codec, check_bits, rowwise_matmul
 from semq_transforms.codecs.bitpack import pack_planes, plane_sizes, unpack_planes
 from semq_transforms.codecs.calibration import strided_sample
 from semq_transforms.codecs.params import CodecParams
@@ -57,7 +65,10 @@ GAUSS_STEPS = (1.5958, 0.9955, 0.5854, 0.3355, 0.1883, 0.1040, 0.0568, 0.0307,
                0.0165, 0.0088, 0.0047, 0.0025)
 #: Multipliers of the Gaussian step tried per axis and width.
 STEP_GRID = tuple(float(g) for g in np.geomspace(0.5, 4.0, 16))
-SIDE_BYTES = 4
+#: Per-vector side data: s_score and s_restore, float32 each.
+SIDE_BYTES = 8
+#: Floor of cos^2 in s_restore (at most a 4x inflation).
+MIN_COS_SQ = 0.25
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,7 @@ class _State:
 
 @register_codec
 class SemqCodec(Codec):
-    """Direction codec: PCA rotation, query-weighted bit allocation, per-vector LS scale."""
+    """Direction codec: PCA rotation, query-weighted bit allocation, two per-vector scales."""
 
     codec_id = "semq"
 
@@ -158,9 +169,9 @@ class SemqCodec(Codec):
 
     def _encode(self, x: np.ndarray, st: _State) -> np.ndarray:
         centered = x - st.mean
-        norm = np.sqrt(np.einsum("ij,ij->i", centered, centered))
+        norm = _row_norms(centered)
         inv_norm = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
-        t = centered @ st.basis_over_step                 # z_i / step_i
+        t = rowwise_matmul(centered, st.basis_over_step)  # z_i / step_i
         t *= inv_norm[:, None]                           # u_i / step_i
         level = t + st.half
         np.floor(level, out=level)
@@ -171,24 +182,29 @@ class SemqCodec(Codec):
         weighted = level * st.step_sq
         dot = np.einsum("ij,ij->i", t, weighted)         # <u, û>
         energy = np.einsum("ij,ij->i", level, weighted)  # |û|^2
-        scale = (norm * dot / energy).astype("<f4")
+        scales = np.empty((x.shape[0], 2), dtype="<f4")
+        scales[:, 0] = norm * dot / energy                               # s_score
+        scales[:, 1] = scales[:, 0] / np.maximum(dot * dot / energy, MIN_COS_SQ)  # s_restore
         out = np.empty((x.shape[0], st.packed_bytes + SIDE_BYTES), dtype=np.uint8)
         out[:, :st.packed_bytes] = pack_planes(codes, st.sizes)
-        out[:, st.packed_bytes:] = scale[:, None].view(np.uint8)
+        out[:, st.packed_bytes:] = scales.view(np.uint8)
         return out
 
     def _levels(self, codes: np.ndarray, st: _State) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 codes -> (centered level indices float32 [m, k], scale float32 [m])."""
+        """uint8 codes -> (centered level indices float32 [m, k], scales float32 [m, 2]).
+
+        Column 0 of the scales is ``s_score``, column 1 ``s_restore``.
+        """
         axis_codes = unpack_planes(codes[:, :st.packed_bytes], st.sizes, st.step.shape[0])
         level = axis_codes.astype(np.float32)
         level += np.float32(0.5) - st.half
-        scale = np.ascontiguousarray(codes[:, st.packed_bytes:]).view("<f4")[:, 0]
-        return level, scale.astype(np.float32)
+        scales = np.ascontiguousarray(codes[:, st.packed_bytes:]).view("<f4")
+        return level, scales.astype(np.float32)
 
     def _decode(self, codes: np.ndarray, st: _State) -> np.ndarray:
-        level, scale = self._levels(codes, st)
-        restored = level @ st.restore
-        restored *= scale[:, None]
+        level, scales = self._levels(codes, st)
+        restored = rowwise_matmul(level, st.restore)
+        restored *= scales[:, 1:2]
         restored += st.mean
         return restored
 
@@ -197,11 +213,23 @@ class SemqCodec(Codec):
 
     def _score(self, prepared: Any, codes: np.ndarray, st: _State) -> np.ndarray:
         q_axes, q_mean = prepared
-        level, scale = self._levels(codes, st)
+        level, scales = self._levels(codes, st)
         scores = q_axes @ level.T
-        scores *= scale[None, :]
+        scores *= scales[:, 0]
         scores += q_mean[:, None]
         return scores
+
+
+def _row_norms(rows: np.ndarray) -> np.ndarray:
+    """Euclidean norms of float32 ``rows`` [n, d]; rows whose float32 sum of squares under-
+    or overflows (tiny or huge vectors) are redone in float64, so the direction stays exact."""
+    squares = np.einsum("ij,ij->i", rows, rows)
+    unsafe = ~((squares > 1e-30) & (squares < 1e30))
+    if unsafe.any():
+        wide = rows[unsafe].astype(np.float64)
+        squares = squares.astype(np.float64)
+        squares[unsafe] = np.einsum("ij,ij->i", wide, wide)
+    return np.sqrt(squares)
 
 
 def _principal_axes(centered: np.ndarray) -> np.ndarray:

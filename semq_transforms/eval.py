@@ -1,0 +1,155 @@
+"""Evaluation helpers for inner-product search, in the vocabulary of faiss'
+``contrib/evaluation.py``. Pure numpy, no I/O.
+
+Result tables follow the faiss convention: ``D`` float32 ``[nq, k]`` scores and ``I`` int64
+``[nq, k]`` ids, each row sorted best first (for inner products: decreasing score). Equal
+scores are ordered by increasing id, so results are deterministic.
+
+>>> import numpy as np
+>>> x = np.eye(4, dtype=np.float32)
+>>> D, I = exact_knn(x[:2], x, 1)
+>>> I.ravel().tolist(), D.ravel().tolist()
+([0, 1], [1.0, 1.0])
+>>> knn_intersection_measure(np.array([[0, 1]]), np.array([[1, 2]]))
+0.5
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Float32 score entries ``exact_knn`` materializes per query chunk (64 MiB).
+KNN_CHUNK_SCORES = 1 << 24
+#: Boolean entries ``knn_intersection_measure`` materializes per row chunk.
+INTERSECTION_CHUNK = 1 << 22
+
+
+def exact_knn(q: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact maximum-inner-product top-``k``, computed in query chunks to bound memory.
+
+    Args:
+        q: float queries ``[nq, d]`` (converted to float32).
+        x: float database vectors ``[n, d]`` (converted to float32).
+        k: results per query, ``1 <= k <= n``.
+    Returns:
+        ``D, I``: float32 ``[nq, k]`` inner products and int64 ``[nq, k]`` row ids of ``x``,
+        sorted by decreasing score, ties by increasing id.
+    """
+    q = _as_matrix(q, "q")
+    x = _as_matrix(x, "x")
+    if q.shape[1] != x.shape[1]:
+        raise ValueError(f"q has dimension {q.shape[1]}, x has dimension {x.shape[1]}")
+    _check_k(k, x.shape[0])
+    D = np.empty((q.shape[0], k), dtype=np.float32)
+    I = np.empty((q.shape[0], k), dtype=np.int64)  # faiss naming: D, I
+    chunk = max(1, KNN_CHUNK_SCORES // x.shape[0])
+    for start in range(0, q.shape[0], chunk):
+        stop = min(start + chunk, q.shape[0])
+        D[start:stop], I[start:stop] = topk(q[start:stop] @ x.T, k)
+    return D, I
+
+
+def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest entries of every row of a score matrix.
+
+    ``np.argpartition`` selects candidates, then only those are sorted. Equal scores are
+    ordered by increasing column id, also across the selection boundary (rows where the
+    ``k``-th score is tied with a value left outside the partition are re-selected with a
+    stable full sort), so the result does not depend on numpy's partition internals.
+
+    Args:
+        scores: float ``[nq, n]`` (for example ``codec.score(q, codes, params)``).
+        k: results per row, ``1 <= k <= n``.
+    Returns:
+        ``D, I``: float32 ``[nq, k]`` scores and int64 ``[nq, k]`` column ids, sorted by
+        decreasing score, ties by increasing id.
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D [nq, n], got shape {list(scores.shape)}")
+    n = scores.shape[1]
+    _check_k(k, n)
+    if k < n:
+        I = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        D = np.take_along_axis(scores, I, axis=1)
+        kth = D.min(axis=1, keepdims=True)
+        # A row is ambiguous when more entries tie with its k-th score than were kept.
+        kept_ties = np.count_nonzero(D == kth, axis=1)
+        all_ties = np.count_nonzero(scores == kth, axis=1)
+        redo = np.flatnonzero(all_ties > kept_ties)
+        if redo.size:
+            I[redo] = np.argsort(-scores[redo], axis=1, kind="stable")[:, :k]
+            D[redo] = np.take_along_axis(scores[redo], I[redo], axis=1)
+    else:
+        I = np.broadcast_to(np.arange(n), scores.shape).copy()
+        D = scores.copy()
+    order = np.lexsort((I, -D), axis=1)
+    return (np.take_along_axis(D, order, axis=1).astype(np.float32, copy=False),
+            np.take_along_axis(I, order, axis=1).astype(np.int64, copy=False))
+
+
+def knn_intersection_measure(I1: np.ndarray, I2: np.ndarray) -> float:
+    """Mean over queries of ``|I1_i ∩ I2_i| / k`` for two result tables.
+
+    Rows are compared as sets (an id repeated within a row counts once). Negative ids (faiss'
+    padding for "no result") never count as a match.
+
+    Args:
+        I1, I2: integer ``[nq, k]`` id tables of the same shape, ``nq, k >= 1``.
+    Returns:
+        A float in ``[0, 1]``.
+    Raises:
+        ValueError: if the shapes differ, are not 2-D, or are empty.
+    """
+    I1, I2 = np.asarray(I1), np.asarray(I2)
+    if I1.shape != I2.shape:
+        raise ValueError(f"result tables differ in shape: {list(I1.shape)} vs {list(I2.shape)}")
+    if I1.ndim != 2 or I1.size == 0:
+        raise ValueError(f"result tables must be non-empty 2-D [nq, k], got {list(I1.shape)}")
+    nq, k = I1.shape
+    chunk = max(1, INTERSECTION_CHUNK // (k * k))
+    hits = 0
+    for start in range(0, nq, chunk):
+        a = np.sort(I1[start:start + chunk], axis=1)
+        b = I2[start:start + chunk]
+        first = np.ones(a.shape, dtype=bool)
+        first[:, 1:] = a[:, 1:] != a[:, :-1]
+        found = (a[:, :, None] == b[:, None, :]).any(axis=2)
+        hits += int(np.count_nonzero(found & first & (a >= 0)))
+    return hits / (nq * k)
+
+
+def recall_at_k(scores_or_I: np.ndarray, gt_I: np.ndarray, k: int) -> float:
+    """k-NN recall ``R@k`` (intersection measure) of a search against ground truth.
+
+    Args:
+        scores_or_I: either a float score matrix ``[nq, n]`` (its :func:`topk` is taken) or
+            an integer id table ``[nq, >= k]`` sorted best first (its first ``k`` columns).
+        gt_I: integer ground-truth ids ``[nq, >= k]`` sorted best first, e.g. the ``I`` of
+            :func:`exact_knn`.
+        k: cut-off.
+    Returns:
+        ``knn_intersection_measure(I[:, :k], gt_I[:, :k])``.
+    """
+    result = np.asarray(scores_or_I)
+    gt_I = np.asarray(gt_I)
+    if result.dtype.kind == "f":
+        _, result = topk(result, k)
+    elif result.dtype.kind not in "iu":
+        raise ValueError(f"scores_or_I must be float scores or integer ids, got {result.dtype}")
+    for name, table in (("scores_or_I", result), ("gt_I", gt_I)):
+        if table.ndim != 2 or table.shape[1] < k:
+            raise ValueError(f"{name} must be [nq, >= {k}], got shape {list(table.shape)}")
+    return knn_intersection_measure(result[:, :k], gt_I[:, :k])
+
+
+def _as_matrix(a: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D [n, d] array, got {list(a.shape)}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _check_k(k: int, n: int) -> None:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= n:
+        raise ValueError(f"k must be an integer in [1, {n}], got {k!r}")

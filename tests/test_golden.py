@@ -1,0 +1,76 @@
+"""Backward compatibility against stored fixtures (numcodecs style): tests/golden/<spec>.npz
+were written by tests/golden/make_golden.py; today's code must reproduce them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semq_transforms.codecs import SPECS, CodecParams, get_codec
+from semq_transforms.codecs.params import PARAMS_MAGIC
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+REGENERATE = ("Only if this change is intended: run tests/golden/make_golden.py and bump the "
+              "format/codec version, so data written before the change is not misread.")
+
+#: Codecs whose decode is elementwise numpy arithmetic (no BLAS): reproducible to the bit.
+ELEMENTWISE_DECODE = ("f16", "int8", "int4", "block4", "block8", "binary")
+
+
+@pytest.fixture(params=SPECS)
+def golden(request):
+    spec = request.param
+    path = GOLDEN / f"{spec}.npz"
+    assert path.is_file(), f"no golden fixture for {spec!r} at {path}. {REGENERATE}"
+    with np.load(path, allow_pickle=False) as data:
+        stored = {name: data[name] for name in data.files}
+    return spec, get_codec(spec), stored
+
+
+def test_every_fixture_is_a_known_spec():
+    assert sorted(p.stem for p in GOLDEN.glob("*.npz")) == sorted(SPECS)
+
+
+def test_stored_params_parse(golden):
+    spec, _, stored = golden
+    blob = stored["params"].tobytes()
+    assert blob.startswith(PARAMS_MAGIC), f"{spec}: stored params are not format {PARAMS_MAGIC}"
+    params = CodecParams.from_bytes(blob)
+    assert params.codec == spec and params.dim == stored["x"].shape[1]
+    assert params.to_bytes() == blob, f"{spec}: params re-serialize differently. {REGENERATE}"
+
+
+def test_encode_with_stored_params_reproduces_stored_codes(golden):
+    spec, codec, stored = golden
+    params = CodecParams.from_bytes(stored["params"].tobytes())
+    codes = codec.encode(stored["x"], params)
+    assert codes.dtype == stored["codes"].dtype and codes.shape == stored["codes"].shape, (
+        f"{spec}: code layout changed. {REGENERATE}")
+    differ = int((codes != stored["codes"]).any(axis=1).sum())
+    assert differ == 0, f"{spec}: {differ} of {len(codes)} rows encode differently. {REGENERATE}"
+
+
+def test_decode_and_score_of_stored_codes(golden):
+    spec, codec, stored = golden
+    params = CodecParams.from_bytes(stored["params"].tobytes())
+    decoded = codec.decode(stored["codes"], params)
+    scores = codec.score(stored["queries"], stored["codes"], params)
+    assert decoded.dtype == np.float32 and scores.dtype == np.float32
+    if spec in ELEMENTWISE_DECODE:
+        assert np.array_equal(decoded, stored["decoded"]), f"{spec}: decode changed. {REGENERATE}"
+    # semq decodes with a matrix product and every score is one: BLAS may legitimately sum in
+    # another order on another CPU / thread count / BLAS build, so those match to 1e-6.
+    np.testing.assert_allclose(decoded, stored["decoded"], rtol=1e-6, atol=1e-6,
+                               err_msg=f"{spec}: decode changed. {REGENERATE}")
+    np.testing.assert_allclose(scores, stored["scores"], rtol=1e-6, atol=1e-6,
+                               err_msg=f"{spec}: score changed. {REGENERATE}")
+
+
+def test_refit_reproduces_stored_params(golden):
+    spec, codec, stored = golden
+    params = codec.fit(stored["x"])
+    assert params.to_bytes() == stored["params"].tobytes(), (
+        f"{spec}: fitting the stored input gives other params "
+        f"(digest {params.digest()[:16]}). {REGENERATE}")
