@@ -41,12 +41,12 @@ codes (:func:`semq_transforms.codecs.bitpack.pack_planes`, ``b * d`` bits) follo
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from semq_transforms.codecs.base import Codec, check_bits, rowwise_matmul
+from semq_transforms.codecs.base import CHUNK_ROWS, Codec, check_bits, rowwise_matmul
 from semq_transforms.codecs.bitpack import pack_planes, plane_sizes, unpack_planes
 from semq_transforms.codecs.calibration import strided_sample
 from semq_transforms.codecs.params import CodecParams
@@ -86,6 +86,7 @@ class _State:
     restore: np.ndarray       # float32 [k, d], step_i * V^T
     sizes: list[int]          # bit-plane sizes
     packed_bytes: int
+    scratch: dict[str, np.ndarray] = field(default_factory=dict)  # encode's chunk buffers
 
 
 @register_codec
@@ -168,24 +169,34 @@ class SemqCodec(Codec):
         )
 
     def _encode(self, x: np.ndarray, st: _State) -> np.ndarray:
-        centered = x - st.mean
+        m = x.shape[0]
+        # Chunk buffers reused across the chunks of one call (fewer passes through malloc
+        # and cold memory). ``centered`` always has CHUNK_ROWS rows, zero past m, so the
+        # matmul runs at one shape whatever m is (see rowwise_matmul).
+        if not st.scratch:
+            st.scratch["centered"] = np.zeros((CHUNK_ROWS, st.dim), dtype=np.float32)
+            st.scratch["level"] = np.empty((CHUNK_ROWS, st.step.shape[0]), dtype=np.float32)
+            st.scratch["weighted"] = np.empty_like(st.scratch["level"])
+        padded = st.scratch["centered"]
+        padded[m:] = 0
+        centered = np.subtract(x, st.mean, out=padded[:m])
         norm = _row_norms(centered)
         inv_norm = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
-        t = rowwise_matmul(centered, st.basis_over_step)  # z_i / step_i
-        t *= inv_norm[:, None]                           # u_i / step_i
-        level = t + st.half
+        t = rowwise_matmul(padded, st.basis_over_step)[:m]  # z_i / step_i
+        t *= inv_norm[:, None]                              # u_i / step_i
+        level = np.add(t, st.half, out=st.scratch["level"][:m])
         np.floor(level, out=level)
-        np.maximum(level, 0, out=level)                  # (np.clip is 2x slower here)
-        np.minimum(level, st.top, out=level)             # the code, as float
+        np.maximum(level, 0, out=level)                     # (np.clip is 2x slower here)
+        np.minimum(level, st.top, out=level)                # the code, as float
         codes = level.astype(np.uint16)
-        level += np.float32(0.5) - st.half               # centered level index g_i
-        weighted = level * st.step_sq
-        dot = np.einsum("ij,ij->i", t, weighted)         # <u, û>
-        energy = np.einsum("ij,ij->i", level, weighted)  # |û|^2
-        scales = np.empty((x.shape[0], 2), dtype="<f4")
-        scales[:, 0] = norm * dot / energy                               # s_score
+        level += np.float32(0.5) - st.half                  # centered level index g_i
+        weighted = np.multiply(level, st.step_sq, out=st.scratch["weighted"][:m])
+        dot = np.einsum("ij,ij->i", t, weighted)            # <u, û>
+        energy = np.einsum("ij,ij->i", level, weighted)     # |û|^2
+        scales = np.empty((m, 2), dtype="<f4")
+        scales[:, 0] = norm * dot / energy                                        # s_score
         scales[:, 1] = scales[:, 0] / np.maximum(dot * dot / energy, MIN_COS_SQ)  # s_restore
-        out = np.empty((x.shape[0], st.packed_bytes + SIDE_BYTES), dtype=np.uint8)
+        out = np.empty((m, st.packed_bytes + SIDE_BYTES), dtype=np.uint8)
         out[:, :st.packed_bytes] = pack_planes(codes, st.sizes)
         out[:, st.packed_bytes:] = scales.view(np.uint8)
         return out

@@ -1,0 +1,44 @@
+"""The codec benchmark script runs end to end (on small synthetic data) and writes its JSON,
+so it cannot rot unnoticed between benchmark runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import make_anisotropic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_runs_and_reports(tmp_path):
+    data = tmp_path / "tiny.npz"
+    x = make_anisotropic(700, 32, seed=5)
+    labels = np.arange(700) % 3
+    np.savez(data, train_x=x[:600], train_y=labels[:600], test_x=x[600:], test_y=labels[600:])
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/codecs.py"), "--data", str(data), "--out",
+         str(out), "--codecs", "semq2,int8", "--no-lr", "--repeat", "1"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "| semq2 |" in proc.stdout and "## targets" in proc.stdout
+    report = json.loads(out.read_text())
+    rows = {r["codec"]: r for r in report["codecs"]}
+    assert set(rows) == {"semq2", "int8"}
+    for r in rows.values():
+        assert 0.5 < r["recall_at_10"] <= 1.0
+        assert r["encode_mb_s"] > 0
+    assert abs(rows["semq2"]["bits_per_dim"] - (2 + 64 / 32)) < 1e-9  # 8 side bytes at d=32
+
+
+def test_benchmark_without_data_exits_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/codecs.py"), "--data",
+         str(tmp_path / "missing.npz"), "--out", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "not found" in proc.stderr
