@@ -48,3 +48,20 @@ class ParamsError(SemqError, ValueError):
 
 class CodesMismatchError(InvalidInputError):
     """Codes do not belong to the given parameters (wrong width, dtype or shape)."""
+
+
+class FormatError(SemqError, ValueError):
+    """A shard file, manifest or index layout is malformed, truncated, corrupt or of an
+    unsupported version. Messages name the file and the part that is wrong."""
+
+
+class IntegrityError(FormatError):
+    """Stored digests do not match the content they cover."""
+
+
+class VersionConflictError(SemqError, RuntimeError):
+    """A manifest version to be committed already exists (another writer won the race)."""
+
+
+class IndexNotFoundError(SemqError, LookupError):
+    """No index (or no such version) exists at the given URL."""
