@@ -18,40 +18,38 @@ thread. Prints a markdown table and target checks, writes JSON. Exit code 0 unle
 (2 if the dataset is missing).
 """
 
-import os
+# First import: pins every BLAS/OpenMP library to one thread before numpy is loaded.
+from _common import (
+    DEFAULT_DATA,
+    RABITQ_SEED,
+    REPO,
+    best_rate,
+    best_seconds,
+    faiss,
+    limit_threads,
+    load_data,
+    machine_info,
+    rabitq_index,
+    sq_index,
+)
 
-# One thread everywhere; must be set before numpy (and its BLAS) is imported.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
-
+# isort: split
 import argparse
-import importlib.metadata
 import importlib.util
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing the package
-
 from semq_transforms.codecs import SPECS, get_codec
 from semq_transforms.eval import exact_knn, recall_at_k
 
-try:
-    import faiss
-except ImportError:  # references are skipped
-    faiss = None
-
-DEFAULT_DATA = REPO.parent / "shared/datasets/banking77/minilm-l6-v2.npz"
 DEFAULT_OUT = REPO / "benchmarks/results/codecs.json"
 K = 10
 TIMING_ROWS = 30_000      # the corpus is tiled to at least this many rows for en/decode timing
 RABITQ_BITS = (1, 2, 4)
-RABITQ_SEED = 123
 #: RaBitQ query quantization widths searched: faiss' default (4) and 8. qb=8 matches float
 #: queries (qb=0) to within 1e-4 recall here while qb=0 is ~100x slower; the better of the two
 #: is the reference recall (the stronger baseline), throughput is from the default.
@@ -63,98 +61,7 @@ RABITQ_QB = (None, 8)
 LR_PARAMS = {"max_iter": 2000, "solver": "lbfgs", "C": 1.0, "tol": 1e-4, "random_state": 0}
 
 
-# -- setup ------------------------------------------------------------------------------------
-
-def limit_threads() -> dict:
-    """Pin BLAS/OpenMP (numpy, sklearn, faiss) to one thread; report what was pinned."""
-    info = {"env": {v: os.environ[v] for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                "MKL_NUM_THREADS")}}
-    try:
-        from threadpoolctl import threadpool_info, threadpool_limits
-    except ImportError:
-        info["threadpoolctl"] = None
-    else:
-        # Keep the limiter referenced for the whole run (module global below).
-        global _THREADPOOL_LIMIT
-        _THREADPOOL_LIMIT = threadpool_limits(1)
-        info["threadpoolctl"] = [{k: p.get(k) for k in ("internal_api", "version",
-                                                        "num_threads", "filepath")}
-                                 for p in threadpool_info()]
-    if faiss is not None:
-        faiss.omp_set_num_threads(1)
-        info["faiss_omp_max_threads"] = faiss.omp_get_max_threads()
-    return info
-
-
-_THREADPOOL_LIMIT = None
-
-
-def load_data(path: Path) -> dict:
-    """The npz as float32 corpus/queries and int64 labels."""
-    if not path.is_file():
-        sys.stderr.write(
-            f"error: dataset not found: {path}\n"
-            f"Put the banking77 MiniLM-L6-v2 embeddings there (an .npz with train_x [n, 384] "
-            f"float32, train_y, test_x, test_y), i.e. {DEFAULT_DATA}, or pass --data PATH.\n")
-        sys.exit(2)
-    with np.load(path) as z:
-        return {"x": np.ascontiguousarray(z["train_x"], dtype=np.float32),
-                "y": z["train_y"].astype(np.int64),
-                "q": np.ascontiguousarray(z["test_x"], dtype=np.float32),
-                "qy": z["test_y"].astype(np.int64)}
-
-
-def machine_info() -> dict:
-    cpu = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    blas = None
-    try:
-        deps = np.show_config(mode="dicts").get("Build Dependencies", {})
-        blas = {k: deps[k] for k in ("blas", "lapack") if k in deps}
-    except (TypeError, AttributeError):  # numpy < 1.26: show_config only prints
-        blas = "unavailable"
-    return {
-        "platform": platform.platform(), "python": platform.python_version(),
-        "cpu_model": cpu, "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "numpy": np.__version__, "sklearn": _version("scikit-learn"),
-        "faiss": getattr(faiss, "__version__", None), "numpy_blas": blas,
-    }
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 # -- measurements -----------------------------------------------------------------------------
-
-def best_seconds(fn, repeat: int):
-    """Run ``fn`` ``repeat`` times; return (fastest wall-clock seconds, last result)."""
-    best, result = float("inf"), None
-    for _ in range(max(1, repeat)):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
-def best_rate(fn, nbytes: float, repeat: int) -> float:
-    """Throughput of ``fn`` in units of ``nbytes`` per second (best of ``repeat`` runs).
-
-    With ``nbytes`` in MB this is MB/s; with pairs in millions, Mpairs/s.
-    """
-    seconds, _ = best_seconds(fn, repeat)
-    return nbytes / seconds
-
 
 def lr_accuracy(train_x, train_y, test_x, test_y) -> float:
     from sklearn.linear_model import LogisticRegression
@@ -199,15 +106,6 @@ def bench_codec(spec: str, ctx: dict) -> dict:
 
 # -- faiss references -------------------------------------------------------------------------
 
-def rabitq_index(d: int, nb_bits: int):
-    rotation = faiss.RandomRotationMatrix(d, d)
-    rotation.init(RABITQ_SEED)
-    inner = faiss.IndexRaBitQ(d, faiss.METRIC_INNER_PRODUCT, nb_bits)
-    return faiss.IndexPreTransform(rotation, inner)
-
-
-def sq_index(d: int, qtype: int):
-    return faiss.IndexScalarQuantizer(d, qtype, faiss.METRIC_INNER_PRODUCT)
 
 
 def codes_index(index):
@@ -281,8 +179,8 @@ def faiss_references(ctx: dict) -> list[dict]:
     for nb in RABITQ_BITS:
         rows.append(bench_faiss(f"faiss-rabitq{nb}", lambda d, nb=nb: rabitq_index(d, nb), ctx,
                                 qb_values=RABITQ_QB, decode_check=same_as_one_bit))
-    for bits, qtype in ((4, faiss.ScalarQuantizer.QT_4bit), (8, faiss.ScalarQuantizer.QT_8bit)):
-        rows.append(bench_faiss(f"faiss-sq{bits}", lambda d, t=qtype: sq_index(d, t), ctx))
+    for bits in (4, 8):
+        rows.append(bench_faiss(f"faiss-sq{bits}", lambda d, b=bits: sq_index(d, b), ctx))
     return rows
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.s3_server import s3_storage_options, s3_url  # noqa: F401  (fixtures)
+
 ROOT = Path(__file__).resolve().parents[1]
 BANKING77 = ROOT.parent / "shared/datasets/banking77/minilm-l6-v2.npz"
 

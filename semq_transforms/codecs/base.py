@@ -157,6 +157,36 @@ class Codec(ABC):
             out[:, start:stop] = self._score(prepared, codes[start:stop], state)
         return out
 
+    def score_candidates(self, q: np.ndarray, codes: np.ndarray,
+                         params: CodecParams) -> np.ndarray:
+        """Score each query against its own candidates (reranking).
+
+        Args:
+            q: float queries ``[nq, d]``.
+            codes: uint8 ``[nq, c, code_bytes]``; ``codes[i]`` are query ``i``'s candidates.
+        Returns:
+            float32 ``[nq, c]``: entry ``(i, j)`` is what ``score`` gives for query ``i`` and
+            code ``codes[i, j]``.
+        """
+        self.check_params(params)
+        q = check_vectors(q, "q", dim=params.dim)
+        width = self.code_bytes(params.dim)
+        if (not isinstance(codes, np.ndarray) or codes.dtype != np.uint8 or codes.ndim != 3
+                or codes.shape[0] != q.shape[0] or codes.shape[2] != width):
+            raise CodesMismatchError(
+                f"candidate codes must be uint8 [{q.shape[0]}, c, {width}], got "
+                f"{getattr(codes, 'dtype', type(codes).__name__)} "
+                f"{list(getattr(codes, 'shape', []))}")
+        nq, c = codes.shape[:2]
+        state = self._prepare(params)
+        out = np.empty((nq, c), dtype=np.float32)
+        step = max(1, CHUNK_ROWS // max(c, 1))
+        for start in range(0, nq, step):
+            stop = min(start + step, nq)
+            flat = np.ascontiguousarray(codes[start:stop]).reshape(-1, width)
+            out[start:stop] = self._score_candidates(q[start:stop], flat, state, c)
+        return out
+
     # -- checks ---------------------------------------------------------------------------
 
     def param_shapes(self, dim: int) -> Mapping[str, tuple[np.dtype, tuple[int, ...] | None]]:
@@ -234,6 +264,16 @@ class Codec(ABC):
         """Default scoring: decode the chunk and take inner products -> float32 [nq, m]."""
         return prepared @ self._decode(codes, state).T
 
+    def _score_candidates(self, q: np.ndarray, codes: np.ndarray, state: Any,
+                          c: int) -> np.ndarray:
+        """``q`` [m, d], ``codes`` [m * c, code_bytes] (c per query) -> float32 [m, c].
+
+        Default: inner products with the decoded candidates, which equals ``score`` for every
+        codec whose score is ``<q, decode(code)>``; codecs that score otherwise override it.
+        """
+        restored = self._decode(codes, state).reshape(q.shape[0], c, -1)
+        return np.einsum("qd,qcd->qc", q, restored).astype(np.float32, copy=False)
+
 
 def check_bits(codec_id: str, bits: Any, allowed: tuple[int, ...]) -> int:
     """Validate a ``bits`` option against the codec's allowed values."""
@@ -293,8 +333,8 @@ def check_vectors(x: Any, name: str, *, dim: int | None = None) -> np.ndarray:
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise EmptyInputError(f"{name} is empty: shape {list(x.shape)}")
     if dim is not None and x.shape[1] != dim:
-        raise InputShapeError(f"{name} has dimension {x.shape[1]}, params were fitted for "
-                              f"dimension {dim}")
+        raise InputShapeError(f"{name} has dimension {x.shape[1]}, expected dimension {dim} "
+                              f"(that of the codec params / index)")
     with np.errstate(over="ignore"):  # float64 beyond float32 becomes Inf, reported below
         x32 = np.ascontiguousarray(x, dtype=np.float32)
     # min/max propagate NaN and show Inf without allocating a boolean mask.

@@ -230,6 +230,13 @@ class SemqCodec(Codec):
         scores += q_mean[:, None]
         return scores
 
+    def _score_candidates(self, q: np.ndarray, codes: np.ndarray, st: _State,
+                          c: int) -> np.ndarray:
+        q_axes, q_mean = self._prepare_queries(q, st)
+        level, scales = self._levels(codes, st)
+        dots = np.einsum("qk,qck->qc", q_axes, level.reshape(q.shape[0], c, -1))
+        return (dots * scales[:, 0].reshape(q.shape[0], c) + q_mean[:, None]).astype(np.float32)
+
 
 def _row_norms(rows: np.ndarray) -> np.ndarray:
     """Euclidean norms of float32 ``rows`` [n, d]; rows whose float32 sum of squares under-

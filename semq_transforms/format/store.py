@@ -1,0 +1,492 @@
+"""The versioned index layout on any fsspec URL, and the commit step of the two-level write.
+
+An index is a prefix on any fsspec URL (a local path, ``file://``, ``memory://``, ``s3://``,
+``gs://``, ...)::
+
+    <prefix>/runs/<run_id>/shard-00000.semq        shard files, written by workers
+    <prefix>/manifests/v00000001.manifest.arrow    one manifest per version, never overwritten
+    <prefix>/_latest                               hint: the latest version number as text
+
+Workers write shard files (:meth:`IndexStore.open_write` on :func:`shard_path`) and return
+:class:`~semq_transforms.format.meta.ShardMeta`; one step then calls :meth:`IndexStore.commit`,
+which checks the shard files, picks version ``parent + 1`` and creates that manifest with a
+create-if-absent write. If another writer created it first, the commit raises
+:class:`~semq_transforms.errors.VersionConflictError` and the caller decides what to do (re-run
+against the new latest). ``FORMAT.md`` beside this file ("Manifest and index layout") is the specification.
+
+Readers rely only on the manifests folder: :meth:`IndexStore.versions` lists it. ``_latest`` is a
+hint that lets :meth:`IndexStore.latest_version` skip that listing; a missing, stale or garbage
+hint changes nothing but speed.
+
+Credentials: ``storage_options`` go to fsspec and nowhere else; nothing this module writes or
+logs contains them.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import posixpath
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import IO, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
+
+from semq_transforms.errors import (
+    FormatError,
+    IndexNotFoundError,
+    IntegrityError,
+    VersionConflictError,
+)
+from semq_transforms.format.manifest import (
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    check_rel_path,
+    check_run_id,
+)
+from semq_transforms.format.meta import ShardMeta
+
+logger = logging.getLogger(__name__)
+
+RUNS_DIR = "runs"
+MANIFESTS_DIR = "manifests"
+LATEST_HINT = "_latest"
+_MANIFEST_NAME = re.compile(r"v([0-9]{8,19})\.manifest\.arrow")
+_HINT_MAX_BYTES = 64
+# memory:// is one dict per process: a process-wide lock makes its check-then-write exclusive.
+_MEMORY_CREATE_LOCK = threading.Lock()
+# errno values meaning "this filesystem has no hard links" (FAT, some FUSE and SMB mounts).
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS,
+                  errno.EXDEV}
+
+
+def shard_path(run_id: str, shard_no: int) -> str:
+    """Relative path of shard ``shard_no`` (>= 0) of run ``run_id``:
+    ``runs/<run_id>/shard-00000.semq`` (five digits, more when needed)."""
+    if type(shard_no) is not int or shard_no < 0:
+        raise FormatError(f"shard_no must be an int >= 0, got {shard_no!r}")
+    return f"{RUNS_DIR}/{check_run_id(run_id)}/shard-{shard_no:05d}.semq"
+
+
+def manifest_path(version: int) -> str:
+    """Relative path of the manifest of ``version`` (>= 1): ``manifests/v00000001.manifest.arrow``
+    (zero-padded to 8 digits so that a listing sorts by version)."""
+    if type(version) is not int or not 1 <= version < 2**63:
+        raise FormatError(f"version must be an int >= 1, got {version!r}")
+    return f"{MANIFESTS_DIR}/v{version:08d}.manifest.arrow"
+
+
+class IndexStore:
+    """The files of one index under ``url``, on any fsspec filesystem.
+
+    Args:
+        url: the index prefix: a local path, ``file://...``, ``memory://...``, ``s3://bucket/
+            prefix``, ``gs://...`` or any other fsspec URL.
+        storage_options: passed to fsspec to build the filesystem (credentials, endpoint);
+            kept in memory only, never written or logged.
+
+    Paths given to the methods are relative to the prefix (``runs/r1/shard-00000.semq``) and
+    are checked: no leading ``/``, no ``..``, no ``:``.
+    """
+
+    shard_path = staticmethod(shard_path)
+    manifest_path = staticmethod(manifest_path)
+
+    def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
+        if not isinstance(url, str) or not url:
+            raise FormatError(f"url must be a non-empty string, got {url!r}")
+        self.fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        self.root = root.rstrip("/") or "/"
+        self.url = _redact(url.rstrip("/") or url)
+
+    def __repr__(self) -> str:
+        return f"IndexStore({self.url!r})"
+
+    # -- paths and files ------------------------------------------------------------------
+
+    def _full(self, rel_path: str) -> str:
+        check_rel_path(rel_path, "rel_path")
+        return f"{self.root.rstrip('/')}/{rel_path}"
+
+    def url_of(self, rel_path: str) -> str:
+        """Full URL of ``rel_path`` (``s3://bucket/prefix/runs/...``, ``file:///...``)."""
+        return _redact(self.fs.unstrip_protocol(self._full(rel_path)))
+
+    def exists(self, rel_path: str) -> bool:
+        """Whether ``rel_path`` exists (asks the backend; no cached listing is used)."""
+        full = self._full(rel_path)
+        self.fs.invalidate_cache(full)
+        return bool(self.fs.exists(full))
+
+    def open_read(self, rel_path: str) -> IO[bytes]:
+        """A binary file object reading ``rel_path`` (use as a context manager)."""
+        full = self._full(rel_path)
+        self.fs.invalidate_cache(full)
+        return self.fs.open(full, "rb")
+
+    def open_write(self, rel_path: str) -> IO[bytes]:
+        """A binary file object writing ``rel_path``, replacing any file there.
+
+        For shard files (run-unique paths a retried worker may rewrite). Manifests are never
+        written this way: :meth:`commit` uses :meth:`create_exclusive`.
+        """
+        full = self._full(rel_path)
+        if isinstance(self.fs, LocalFileSystem):
+            self.fs.makedirs(posixpath.dirname(full), exist_ok=True)
+        return self.fs.open(full, "wb")
+
+    # -- versions -------------------------------------------------------------------------
+
+    def versions(self) -> list[int]:
+        """Committed versions, ascending, from a listing of the manifests folder.
+
+        Files there that are not named ``vNNNNNNNN.manifest.arrow`` (temporary files of a local
+        commit in progress) are ignored.
+        """
+        folder = self._full(MANIFESTS_DIR)
+        try:
+            names = self.fs.ls(folder, detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            match = _MANIFEST_NAME.fullmatch(posixpath.basename(str(name).rstrip("/")))
+            if match:
+                found.append(int(match.group(1)))
+        return sorted(set(found))
+
+    def latest_version(self) -> int | None:
+        """The highest committed version, or None for an empty index.
+
+        Reads the ``_latest`` hint first: when the hinted version exists and the next one does
+        not, that is the answer (versions are contiguous, see FORMAT.md). Otherwise (no hint,
+        garbage, stale) falls back to :meth:`versions`.
+        """
+        hinted = self._read_hint()
+        if (hinted is not None and self.exists(manifest_path(hinted))
+                and not self.exists(manifest_path(hinted + 1))):
+            return hinted
+        found = self.versions()
+        return found[-1] if found else None
+
+    def read_manifest(self, version: int | None = None) -> Manifest:
+        """Read and verify the manifest of ``version`` (None: the latest).
+
+        Raises:
+            IndexNotFoundError: no manifest at all (None), or no such version.
+            FormatError / IntegrityError: the manifest file is corrupt or unsupported.
+        """
+        if version is None:
+            version = self.latest_version()
+            if version is None:
+                raise IndexNotFoundError(f"no index at {self.url}: no manifest under "
+                                         f"{self.url_of(MANIFESTS_DIR)}/")
+        rel_path = manifest_path(version)
+        try:
+            with self.open_read(rel_path) as f:
+                data = f.read(MAX_MANIFEST_BYTES + 1)
+        except FileNotFoundError:
+            available = self.versions()
+            raise IndexNotFoundError(
+                f"version {version} not found at {self.url}; available versions: "
+                f"{_describe_versions(available)}") from None
+        source = self.url_of(rel_path)
+        manifest = Manifest.from_bytes(data, source=source, max_bytes=MAX_MANIFEST_BYTES)
+        if manifest.version != version:
+            raise FormatError(f"manifest {source}: holds version {manifest.version}, its file "
+                              f"name says {version}")
+        return manifest
+
+    # -- writing --------------------------------------------------------------------------
+
+    def create_exclusive(self, rel_path: str, data: bytes) -> None:
+        """Create ``rel_path`` with ``data`` if it does not exist; never overwrite.
+
+        Per backend:
+
+        * local files: write a uniquely named temporary file in the same folder, fsync it,
+          then ``os.link`` it to ``rel_path``. ``link`` fails if the name exists (exclusive)
+          and the file appears complete or not at all (atomic); plain ``O_CREAT | O_EXCL``
+          would be exclusive too but lets a reader or a crash see a half-written file. On a
+          filesystem without hard links, falls back to ``O_CREAT | O_EXCL``.
+        * ``s3://`` (s3fs): opens with mode ``"xb"``, so s3fs sends ``If-None-Match: *`` with
+          the PUT (or the multipart completion); the server answers 412 if the key exists.
+          Needs a server that honours the header (AWS S3, MinIO, moto; one that ignores it
+          would let the write overwrite).
+        * ``memory://``: check-then-write under a process-wide lock (the memory filesystem is
+          one dict per process, so this is exclusive).
+        * any other backend (``gs://`` included, for now): check existence, then write. This
+          is racy: two writers can both pass the check and the later write wins. A warning is
+          logged; run one committer at a time on such backends.
+
+        Raises:
+            VersionConflictError: ``rel_path`` already exists.
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        full = self._full(rel_path)
+        if isinstance(self.fs, LocalFileSystem):
+            _create_local(full, bytes(data), self.url_of(rel_path))
+        elif isinstance(self.fs, MemoryFileSystem):
+            with _MEMORY_CREATE_LOCK:
+                if self.fs.exists(full):
+                    raise _exists_error(self.url_of(rel_path))
+                self.fs.pipe_file(full, bytes(data))
+        elif _is_s3(self.fs):
+            self._create_s3(full, bytes(data), self.url_of(rel_path))
+        else:
+            logger.warning(
+                "%s: no atomic create-if-absent is known for the %r filesystem; creating %s by "
+                "check-then-write, which two concurrent writers can both pass (the later one "
+                "overwrites). Run one committer at a time on this storage.",
+                self.url, _protocol(self.fs), rel_path)
+            self.fs.invalidate_cache(full)
+            if self.fs.exists(full):
+                raise _exists_error(self.url_of(rel_path))
+            with self.fs.open(full, "wb") as f:
+                f.write(data)
+
+    def _create_s3(self, full: str, data: bytes, url: str) -> None:
+        for attempt in range(3):
+            try:
+                with self.fs.open(full, "xb") as f:
+                    f.write(data)
+                return
+            except FileExistsError as exc:  # s3fs's mapping of 412 on If-None-Match
+                raise _exists_error(url) from exc
+            except OSError as exc:
+                code = _s3_error_code(exc)
+                if code in ("PreconditionFailed", "412"):
+                    raise _exists_error(url) from exc
+                # AWS answers 409 ConditionalRequestConflict while another conditional write
+                # to the same key is in flight; retrying yields 200 or 412.
+                if code == "ConditionalRequestConflict" and attempt < 2:
+                    time.sleep(0.1 * (attempt + 1))
+                    continue
+                raise
+
+    def commit(self, shards: Iterable[ShardMeta], *, dim: int, codecs: Sequence[str],
+               run_id: str, parent_version: int | None | Literal["latest"] = "latest",
+               input_fingerprint: str | None = None) -> Manifest:
+        """Commit a new version listing ``shards``; return its manifest.
+
+        Args:
+            shards: what the shard writers returned; their files must already be written.
+            dim, codecs: the version's dimension and codec specs (every shard must match).
+            run_id: the ingestion run committing (``[A-Za-z0-9._-]``, names a folder).
+            parent_version: ``"latest"`` (the current latest, or none for an empty index),
+                ``None`` (no parent: this is version 1) or a committed version number.
+            input_fingerprint: caller's identifier of the input data, stored as given.
+
+        The new version is ``parent + 1``. Steps: validate the shard metadata; check that
+        every shard file exists with ``file_bytes`` bytes (one listing per run folder); create
+        the manifest with :meth:`create_exclusive`; then write the ``_latest`` hint (best
+        effort). Nothing is retried or overwritten.
+
+        Raises:
+            FormatError: invalid shard metadata or arguments; a shard file is missing.
+            IntegrityError: a shard file's size differs from its ``file_bytes``.
+            IndexNotFoundError: ``parent_version`` is a number that is not committed.
+            VersionConflictError: the version was committed by another writer first.
+        """
+        shards = tuple(shards)
+        check_run_id(run_id)
+        for shard in shards:
+            if not isinstance(shard, ShardMeta):
+                raise FormatError(f"commit takes ShardMeta objects, got {type(shard).__name__}")
+            check_rel_path(shard.path, "shard path")
+        self._check_shard_files(shards)
+
+        if parent_version == "latest":
+            parent = self.latest_version()
+        elif parent_version is None:
+            parent = None
+        elif type(parent_version) is int and parent_version >= 1:
+            if not self.exists(manifest_path(parent_version)):
+                raise IndexNotFoundError(
+                    f"parent_version {parent_version} is not committed at {self.url}; "
+                    f"available versions: {_describe_versions(self.versions())}")
+            parent = parent_version
+        else:
+            raise FormatError(f"parent_version must be 'latest', None or a committed version "
+                              f">= 1, got {parent_version!r}")
+        version = (parent or 0) + 1
+        manifest = Manifest.new(version=version, dim=dim, codecs=codecs, shards=shards,
+                                run_id=run_id, parent_version=parent,
+                                input_fingerprint=input_fingerprint)
+        try:
+            self.create_exclusive(manifest_path(version), manifest.to_bytes())
+        except VersionConflictError as exc:
+            raise VersionConflictError(
+                f"version {version} at {self.url} was committed by another writer; re-run "
+                f"against the new latest (parent_version='latest')") from exc
+        self._write_hint(version)
+        logger.info("%s: committed version %d (run %s, %d shards, %d rows, digest %s)",
+                    self.url, version, run_id, len(shards), manifest.rows, manifest.digest[:16])
+        return manifest
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _check_shard_files(self, shards: Sequence[ShardMeta]) -> None:
+        by_folder: dict[str, list[ShardMeta]] = {}
+        for shard in shards:
+            by_folder.setdefault(posixpath.dirname(shard.path), []).append(shard)
+        missing: list[str] = []
+        wrong_size: list[str] = []
+        for folder, members in by_folder.items():
+            full = self._full(folder) if folder else self.root
+            try:
+                entries = self.fs.ls(full, detail=True, refresh=True)
+            except FileNotFoundError:
+                entries = []
+            sizes = {posixpath.basename(str(e["name"]).rstrip("/")): e.get("size")
+                     for e in entries if e.get("type") == "file"}
+            for shard in members:
+                size = sizes.get(posixpath.basename(shard.path))
+                if size is None:
+                    missing.append(shard.path)
+                elif size != shard.file_bytes:
+                    wrong_size.append(f"{shard.path} ({size} bytes, metadata says "
+                                      f"{shard.file_bytes})")
+        if missing:
+            raise FormatError(f"cannot commit at {self.url}: {len(missing)} shard file(s) "
+                              f"missing (upload not finished, or wrong path): "
+                              f"{_first(missing)}")
+        if wrong_size:
+            raise IntegrityError(f"cannot commit at {self.url}: {len(wrong_size)} shard "
+                                 f"file(s) differ in size from their metadata: "
+                                 f"{_first(wrong_size)}")
+
+    def _read_hint(self) -> int | None:
+        try:
+            with self.open_read(LATEST_HINT) as f:
+                text = f.read(_HINT_MAX_BYTES + 1)
+        except OSError:  # missing or unreadable: the hint is optional
+            return None
+        try:
+            value = int(text.decode("ascii").strip()) if len(text) <= _HINT_MAX_BYTES else 0
+        except (UnicodeDecodeError, ValueError):
+            value = 0
+        return value if 1 <= value < 2**63 - 1 else None
+
+    def _write_hint(self, version: int) -> None:
+        try:
+            with self.open_write(LATEST_HINT) as f:
+                f.write(f"{version}\n".encode("ascii"))
+        except OSError as exc:  # the hint is an optimisation: never fail a commit over it
+            logger.warning("%s: committed version %d but could not update the %s hint (%s); "
+                           "readers are unaffected", self.url, version, LATEST_HINT, exc)
+
+
+def _create_local(path: str, data: bytes, url: str) -> None:
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    # Hidden, unique, never matching the manifest name pattern: listings ignore it.
+    temp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        _write_new_file(temp, data)
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            raise _exists_error(url) from None
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            try:  # no hard links here: exclusive, but not atomic for readers
+                _write_new_file(path, data)
+            except FileExistsError:
+                raise _exists_error(url) from None
+        _fsync_folder(folder)
+    finally:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+
+
+def _write_new_file(path: str, data: bytes) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags, 0o666)  # the umask applies, as for any other file
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_folder(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _exists_error(url: str) -> VersionConflictError:
+    return VersionConflictError(f"{url} already exists; it is never overwritten")
+
+
+def _protocol(fs: Any) -> str:
+    protocol = fs.protocol
+    return protocol if isinstance(protocol, str) else protocol[0]
+
+
+def _is_s3(fs: Any) -> bool:
+    protocol = fs.protocol
+    protocols = {protocol} if isinstance(protocol, str) else set(protocol)
+    return bool(protocols & {"s3", "s3a"})
+
+
+def _s3_error_code(exc: BaseException) -> str | None:
+    """The S3 error code behind an s3fs OSError (from the botocore error it was raised from)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error") or {}
+            code = error.get("Code")
+            if code:
+                return str(code)
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
+def _redact(url: str) -> str:
+    """``url`` without a password in its user-info part (``scheme://user:***@host``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _describe_versions(found: Sequence[int]) -> str:
+    if not found:
+        return "none"
+    if list(found) == list(range(found[0], found[-1] + 1)) and len(found) > 3:
+        return f"{found[0]}..{found[-1]}"
+    return ", ".join(map(str, found))
+
+
+def _first(items: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

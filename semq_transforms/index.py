@@ -1,0 +1,435 @@
+"""Query-time API: open a published index and search, restore, verify and diff it.
+
+>>> index = Index.open("file:///data/my-index")           # latest version    # doctest: +SKIP
+>>> D, I = index.search(queries, k=10)                     # float32 [nq, k], ids [nq, k]
+
+An index is a prefix on any fsspec URL holding shard files and numbered manifest versions
+(``semq_transforms.format.store``). Shards are read lazily, on first use, and kept in a small
+LRU cache, so memory is bounded by the shards a query touches, not by the index size.
+
+Search fans out over shards: in each shard the first code level (the scan level) scores every
+row, its best ``rerank`` candidates per query are re-scored with the last level (the rerank
+level), and the per-shard top-k lists are merged. Everything is scored from compressed codes;
+float originals are never stored. Queries are processed in chunks so the score matrix of one
+step stays under :data:`SCORE_BUDGET` entries; decoded shards are cached up to
+``cache_bytes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from semq_transforms.codecs import check_vectors
+from semq_transforms.errors import InvalidInputError
+from semq_transforms.eval import knn_intersection_measure, topk
+from semq_transforms.format.manifest import Manifest
+from semq_transforms.format.meta import ShardMeta
+from semq_transforms.format.shard import Shard, read_shard, verify_shard
+from semq_transforms.format.store import IndexStore
+
+#: Bytes of shard codes kept in memory per open index (least recently used shards are dropped
+#: beyond it; a shard larger than the budget is still read, used, then dropped).
+DEFAULT_CACHE_BYTES = 1 << 30
+#: Query-by-row scores held at once while scanning a shard (bounds search memory: queries are
+#: processed in chunks of ``SCORE_BUDGET // shard rows``).
+SCORE_BUDGET = 1 << 24
+#: Scan-level candidates re-scored per query and shard when ``rerank`` is not given, as a
+#: multiple of ``k``.
+DEFAULT_RERANK_FACTOR = 10
+
+
+@dataclass(frozen=True)
+class ShardProblem:
+    """One thing ``verify`` found wrong: which shard (path) and what."""
+
+    path: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Result of :meth:`Index.verify`."""
+
+    url: str
+    version: int
+    shards_checked: int
+    problems: tuple[ShardProblem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "version": self.version, "ok": self.ok,
+                "shards_checked": self.shards_checked,
+                "problems": [{"path": p.path, "problem": p.problem} for p in self.problems]}
+
+
+@dataclass(frozen=True)
+class DiffReport:
+    """Result of :meth:`Index.diff`: how a second version differs from this one.
+
+    ``added`` / ``removed``: ids only in the other / only in this index. ``changed``: common
+    ids whose restored vectors differ. ``drift_mean`` / ``drift_max``: Euclidean distance
+    between restored vectors of common ids. ``neighbor_overlap``: mean recall@k of the other
+    index's search results against this one's, on ``sample_queries`` queries drawn from this
+    index's restored vectors (1.0 = neighborhoods unchanged).
+    """
+
+    added: np.ndarray
+    removed: np.ndarray
+    changed: np.ndarray
+    drift_mean: float
+    drift_max: float
+    neighbor_overlap: float | None
+    k: int
+    sample_queries: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self, *, max_ids: int = 100) -> dict[str, Any]:
+        def ids(a: np.ndarray) -> dict[str, Any]:
+            return {"count": int(a.size), "sample": [_json_id(v) for v in a[:max_ids]]}
+        return {"added": ids(self.added), "removed": ids(self.removed),
+                "changed": ids(self.changed), "drift_mean": self.drift_mean,
+                "drift_max": self.drift_max, "neighbor_overlap": self.neighbor_overlap,
+                "k": self.k, "sample_queries": self.sample_queries, **self.extra}
+
+
+def _json_id(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class Index:
+    """A read-only view of one manifest version of an index. Build with :meth:`open`."""
+
+    def __init__(self, store: IndexStore, manifest: Manifest, *,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, verify_shards: bool = True) -> None:
+        self._store = store
+        self.manifest = manifest
+        self._cache: OrderedDict[str, Shard] = OrderedDict()
+        self._cache_bytes = cache_bytes
+        self._verify_shards = verify_shards
+
+    # -- opening ------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, version: int | None = None, *,
+             storage_options: dict[str, Any] | None = None,
+             cache_bytes: int = DEFAULT_CACHE_BYTES, verify_shards: bool = True) -> Index:
+        """Open ``version`` (default: the latest) of the index at ``url``.
+
+        ``cache_bytes`` bounds the shard codes kept in memory between calls; shards are read
+        (and, with ``verify_shards``, checked against their digests) on first use.
+
+        Raises:
+            IndexNotFoundError: no index, or no such version, at ``url``.
+            FormatError: the manifest is malformed or of a newer major format version.
+        """
+        store = IndexStore(url, storage_options=storage_options)
+        return cls(store, store.read_manifest(version), cache_bytes=cache_bytes,
+                   verify_shards=verify_shards)
+
+    def versions(self) -> list[int]:
+        """All committed versions of this index, ascending."""
+        return self._store.versions()
+
+    @property
+    def url(self) -> str:
+        return self._store.url
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def codecs(self) -> tuple[str, ...]:
+        return tuple(self.manifest.codecs)
+
+    @property
+    def rows(self) -> int:
+        return self.manifest.rows
+
+    @property
+    def shards(self) -> tuple[ShardMeta, ...]:
+        return tuple(self.manifest.shards)
+
+    def __repr__(self) -> str:
+        return (f"Index({self.url!r}, version={self.version}, rows={self.rows}, "
+                f"dim={self.dim}, codecs={list(self.codecs)})")
+
+    # -- shards -------------------------------------------------------------------------
+
+    def _shard(self, meta: ShardMeta) -> Shard:
+        """The decoded shard, from the LRU cache or read (and verified) now."""
+        shard = self._cache.pop(meta.path, None)
+        if shard is None:
+            with self._store.open_read(meta.path) as f:
+                shard = read_shard(f, verify=self._verify_shards)
+        self._cache[meta.path] = shard
+        cached = sum(_shard_bytes(s) for s in self._cache.values())
+        while len(self._cache) > 1 and cached > self._cache_bytes:
+            _, dropped = self._cache.popitem(last=False)
+            cached -= _shard_bytes(dropped)
+        if cached > self._cache_bytes:          # the newest alone is over budget: use once
+            self._cache.clear()
+        return shard
+
+    # -- search -------------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, k: int = 10, *,
+               rerank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` rows by estimated inner product for each float query.
+
+        Args:
+            queries: float32 ``[nq, d]``.
+            k: results per query.
+            rerank: scan-level candidates per query and shard re-scored with the rerank
+                level (multi-level indexes); default ``10 * k``; ``0`` scores with the scan
+                level only.
+        Returns:
+            ``(D, I)``: float32 scores ``[nq, k]`` and ids ``[nq, k]`` (int64, or object for
+            string ids), best first. If the index has fewer than ``k`` rows, missing entries
+            are ``-inf`` / ``-1`` (``""`` for string ids).
+        """
+        queries = check_vectors(queries, "queries", dim=self.dim)
+        k = _count(k, "k", minimum=1)
+        rerank = DEFAULT_RERANK_FACTOR * k if rerank is None else _count(rerank, "rerank",
+                                                                          minimum=0)
+        nq = queries.shape[0]
+        best_scores = np.full((nq, 0), -np.inf, dtype=np.float32)
+        best_ids: np.ndarray | None = None
+        for meta in self.manifest.shards:
+            scores, ids = self._search_shard(self._shard(meta), queries, k, rerank)
+            if best_ids is None:
+                best_ids = ids[:, :0]
+            merged_scores = np.concatenate([best_scores, scores], axis=1)
+            merged_ids = np.concatenate([best_ids, ids], axis=1)
+            keep = min(k, merged_scores.shape[1])
+            best_scores, order = topk(merged_scores, keep)
+            best_ids = np.take_along_axis(merged_ids, order, axis=1)
+        return _pad_results(best_scores, best_ids, nq, k, self.manifest)
+
+    def _search_shard(self, shard: Shard, queries: np.ndarray, k: int,
+                      rerank: int) -> tuple[np.ndarray, np.ndarray]:
+        step = max(1, SCORE_BUDGET // shard.rows)
+        parts = [self._search_rows(shard, queries[i:i + step], k, rerank)
+                 for i in range(0, queries.shape[0], step)]
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+    @staticmethod
+    def _search_rows(shard: Shard, queries: np.ndarray, k: int,
+                     rerank: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of one query chunk in one shard -> (scores, ids), each [nq, <= k]."""
+        scan = shard.levels[0]
+        scan_scores = scan.codec.score(queries, scan.codes, scan.params)
+        if len(shard.levels) == 1 or rerank == 0:
+            scores, rows = topk(scan_scores, min(k, shard.rows))
+            return scores, shard.ids[rows]
+        fine = shard.levels[-1]
+        _, cand = topk(scan_scores, min(max(rerank, k), shard.rows))  # [nq, c] row numbers
+        rescored = fine.codec.score_candidates(queries, fine.codes[cand], fine.params)
+        scores, order = topk(rescored, min(k, cand.shape[1]))
+        return scores, shard.ids[np.take_along_axis(cand, order, axis=1)]
+
+    # -- restore ------------------------------------------------------------------------
+
+    def restore(self, ids: Sequence[Any] | np.ndarray | None = None, *,
+                level: int = -1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream ``(ids, vectors)`` batches, one per shard, restored from ``level`` codes.
+
+        Args:
+            ids: only these ids (default: all rows).
+            level: which code level restores (default: the last, finest).
+        Yields:
+            ids ``[m]`` and float32 vectors ``[m, d]``; shards with no wanted id are skipped.
+        """
+        wanted = None if ids is None else np.asarray(ids)
+        for meta in self.manifest.shards:
+            if wanted is not None and not _may_hold(meta, wanted):
+                continue
+            shard = self._shard(meta)
+            rows = np.arange(shard.rows) if wanted is None else np.flatnonzero(
+                np.isin(shard.ids, wanted))
+            if rows.size == 0:
+                continue
+            lv = shard.levels[level]
+            yield shard.ids[rows], lv.codec.decode(lv.codes[rows], lv.params)
+
+    def restore_table(self, ids: Sequence[Any] | np.ndarray | None = None, *,
+                      level: int = -1) -> pa.Table:
+        """Restored vectors as an Arrow table: ``id`` and ``vector`` (fixed_size_list<float>)."""
+        batches = [_as_batch(i, v, self.dim) for i, v in self.restore(ids, level=level)]
+        if not batches:
+            return _empty_table(self.dim, self.manifest.shards[0].id_type
+                                if self.manifest.shards else "int64")
+        return pa.Table.from_batches(batches)
+
+    def export_parquet(self, dest: str, *, level: int = -1,
+                       storage_options: dict[str, Any] | None = None) -> int:
+        """Write all restored vectors to a Parquet file at ``dest`` (any fsspec URL), one
+        row group per shard, streaming shard by shard. Returns the number of rows written."""
+        import fsspec
+        import pyarrow.parquet as pq
+
+        written = 0
+        schema = _empty_table(self.dim, self.manifest.shards[0].id_type
+                              if self.manifest.shards else "int64").schema
+        with fsspec.open(dest, "wb", **(storage_options or {})) as f, \
+                pq.ParquetWriter(f, schema) as writer:
+            for ids, vectors in self.restore(level=level):
+                writer.write_batch(_as_batch(ids, vectors, self.dim))
+                written += len(ids)
+        return written
+
+    # -- verify -------------------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        """Check every shard of this version against the manifest and its own digests.
+
+        Reads each shard once (not through the cache); reports, never raises, for shards
+        that are missing, truncated, corrupt, or differ from what the manifest recorded.
+        """
+        problems: list[ShardProblem] = []
+        for meta in self.manifest.shards:
+            problems.extend(self._verify_shard(meta))
+        return VerifyReport(url=self.url, version=self.version,
+                            shards_checked=len(self.manifest.shards), problems=tuple(problems))
+
+    def _verify_shard(self, meta: ShardMeta) -> list[ShardProblem]:
+        try:
+            with self._store.open_read(meta.path) as f:
+                data = f.read()
+        except (OSError, FileNotFoundError) as exc:
+            return [ShardProblem(meta.path, f"cannot read shard file: {exc}")]
+        found = []
+        if len(data) != meta.file_bytes:
+            found.append(f"file is {len(data)} bytes, manifest says {meta.file_bytes}")
+        if hashlib.sha256(data).hexdigest() != meta.file_sha256:
+            found.append("file SHA-256 differs from the manifest")
+        check = verify_shard(io.BytesIO(data))
+        found.extend(check.problems)
+        if check.ok:
+            shard = read_shard(io.BytesIO(data), verify=False)
+            header_digest = shard.header.get("digests", {}).get("content")
+            if header_digest != meta.content_sha256:
+                found.append("content digest differs from the manifest")
+            if tuple(lv.codec.spec for lv in shard.levels) != meta.codecs:
+                found.append(f"codecs {[lv.codec.spec for lv in shard.levels]} differ from "
+                             f"the manifest's {list(meta.codecs)}")
+        return [ShardProblem(meta.path, p) for p in found]
+
+    # -- diff ---------------------------------------------------------------------------
+
+    def diff(self, other: Index, *, k: int = 10, sample_queries: int = 100,
+             seed: int = 0) -> DiffReport:
+        """Compare this index (the base) with ``other`` (e.g. a newer version).
+
+        Ids are compared exactly; vectors of common ids are compared as restored by each
+        index's finest level; neighborhoods are compared by searching both indexes with
+        ``sample_queries`` rows restored from this index (seeded sample).
+        """
+        if other.dim != self.dim:
+            raise InvalidInputError(f"cannot diff indexes of dimension {self.dim} and "
+                                    f"{other.dim}")
+        mine = dict(_restored_pairs(self))
+        theirs = dict(_restored_pairs(other))
+        common = sorted(set(mine) & set(theirs), key=_sort_key)
+        added = np.array(sorted(set(theirs) - set(mine), key=_sort_key))
+        removed = np.array(sorted(set(mine) - set(theirs), key=_sort_key))
+        drift = np.array([float(np.linalg.norm(mine[i] - theirs[i])) for i in common])
+        changed = np.array([i for i, dv in zip(common, drift) if dv > 0])
+        overlap = None
+        n_sample = min(sample_queries, len(mine))
+        if n_sample and other.rows:
+            rng = np.random.default_rng(seed)
+            keys = sorted(mine, key=_sort_key)
+            picks = rng.choice(len(keys), size=n_sample, replace=False)
+            queries = np.stack([mine[keys[p]] for p in picks]).astype(np.float32)
+            kk = min(k, self.rows, other.rows)
+            _, base_ids = self.search(queries, kk)
+            _, other_ids = other.search(queries, kk)
+            overlap = knn_intersection_measure(_id_codes(base_ids), _id_codes(other_ids))
+        return DiffReport(added=added, removed=removed, changed=changed,
+                          drift_mean=float(drift.mean()) if drift.size else 0.0,
+                          drift_max=float(drift.max()) if drift.size else 0.0,
+                          neighbor_overlap=overlap, k=k, sample_queries=n_sample,
+                          extra={"base_version": self.version, "other_version": other.version})
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def _count(value: Any, name: str, *, minimum: int) -> int:
+    """``value`` as an int >= ``minimum`` (numpy integers accepted, bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidInputError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _shard_bytes(shard: Shard) -> int:
+    return sum(lv.codes.nbytes for lv in shard.levels) + shard.ids.nbytes
+
+
+def _may_hold(meta: ShardMeta, wanted: np.ndarray) -> bool:
+    """Whether a shard's id range can contain any of ``wanted`` (cheap pruning)."""
+    if meta.id_type == "int64" and wanted.dtype.kind in "iu":
+        return bool(((wanted >= int(meta.id_min)) & (wanted <= int(meta.id_max))).any())
+    return True
+
+
+def _restored_pairs(index: Index) -> Iterator[tuple[Any, np.ndarray]]:
+    for ids, vectors in index.restore():
+        yield from zip(ids.tolist(), vectors)
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, int) else (1, str(value))
+
+
+def _id_codes(ids: np.ndarray) -> np.ndarray:
+    """Map ids (int or str) to comparable int64 codes for the overlap measure."""
+    if ids.dtype.kind in "iu":
+        return ids.astype(np.int64)
+    flat = [str(v) for v in ids.ravel()]
+    lookup = {v: n for n, v in enumerate(sorted(set(flat)))}
+    return np.array([lookup[v] for v in flat], dtype=np.int64).reshape(ids.shape)
+
+
+def _pad_results(scores: np.ndarray, ids: np.ndarray | None, nq: int, k: int,
+                 manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
+    string_ids = bool(manifest.shards) and manifest.shards[0].id_type == "string"
+    fill = "" if string_ids else -1
+    out_ids = np.full((nq, k), fill, dtype=object if string_ids else np.int64)
+    out_scores = np.full((nq, k), -np.inf, dtype=np.float32)
+    if ids is not None and ids.shape[1]:
+        out_ids[:, :ids.shape[1]] = ids
+        out_scores[:, :scores.shape[1]] = scores
+    return out_scores, out_ids
+
+
+def _as_batch(ids: np.ndarray, vectors: np.ndarray, dim: int) -> pa.RecordBatch:
+    id_array = pa.array(ids.tolist(), type=pa.string()) if ids.dtype == object else pa.array(
+        ids, type=pa.int64())
+    values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), type=pa.float32())
+    return pa.RecordBatch.from_arrays(
+        [id_array, pa.FixedSizeListArray.from_arrays(values, dim)], names=["id", "vector"])
+
+
+def _empty_table(dim: int, id_type: str) -> pa.Table:
+    schema = pa.schema([("id", pa.string() if id_type == "string" else pa.int64()),
+                        ("vector", pa.list_(pa.float32(), dim))])
+    return schema.empty_table()
+
+
+__all__ = ["DiffReport", "Index", "ShardProblem", "VerifyReport"]
