@@ -165,6 +165,11 @@ class Index:
     def shards(self) -> tuple[ShardMeta, ...]:
         return tuple(self.manifest.shards)
 
+    @property
+    def id_type(self) -> str:
+        """``"int64"`` or ``"string"`` (``"int64"`` for an index with no shards)."""
+        return self.manifest.shards[0].id_type if self.manifest.shards else "int64"
+
     def __repr__(self) -> str:
         return (f"Index({self.url!r}, version={self.version}, rows={self.rows}, "
                 f"dim={self.dim}, codecs={list(self.codecs)})")
@@ -272,8 +277,7 @@ class Index:
         """Restored vectors as an Arrow table: ``id`` and ``vector`` (fixed_size_list<float>)."""
         batches = [_as_batch(i, v, self.dim) for i, v in self.restore(ids, level=level)]
         if not batches:
-            return _empty_table(self.dim, self.manifest.shards[0].id_type
-                                if self.manifest.shards else "int64")
+            return _empty_table(self.dim, self.id_type)
         return pa.Table.from_batches(batches)
 
     def export_parquet(self, dest: str, *, level: int = -1,
@@ -284,8 +288,7 @@ class Index:
         import pyarrow.parquet as pq
 
         written = 0
-        schema = _empty_table(self.dim, self.manifest.shards[0].id_type
-                              if self.manifest.shards else "int64").schema
+        schema = _empty_table(self.dim, self.id_type).schema
         with fsspec.open(dest, "wb", **(storage_options or {})) as f, \
                 pq.ParquetWriter(f, schema) as writer:
             for ids, vectors in self.restore(level=level):
@@ -321,13 +324,12 @@ class Index:
         check = verify_shard(io.BytesIO(data))
         found.extend(check.problems)
         if check.ok:
-            shard = read_shard(io.BytesIO(data), verify=False)
-            header_digest = shard.header.get("digests", {}).get("content")
-            if header_digest != meta.content_sha256:
+            shard = read_shard(io.BytesIO(data), verify=False)   # digests checked just above
+            if shard.content_sha256 != meta.content_sha256:
                 found.append("content digest differs from the manifest")
-            if tuple(lv.codec.spec for lv in shard.levels) != meta.codecs:
-                found.append(f"codecs {[lv.codec.spec for lv in shard.levels]} differ from "
-                             f"the manifest's {list(meta.codecs)}")
+            if shard.codecs != meta.codecs:
+                found.append(f"codecs {list(shard.codecs)} differ from the manifest's "
+                             f"{list(meta.codecs)}")
         return [ShardProblem(meta.path, p) for p in found]
 
     # -- diff ---------------------------------------------------------------------------
@@ -338,7 +340,9 @@ class Index:
 
         Ids are compared exactly; vectors of common ids are compared as restored by each
         index's finest level; neighborhoods are compared by searching both indexes with
-        ``sample_queries`` rows restored from this index (seeded sample).
+        ``sample_queries`` rows restored from this index (seeded sample). Both versions'
+        restored vectors are held in memory (``2 * rows * d`` floats): meant for indexes
+        that fit, not for streaming billions of rows.
         """
         if other.dim != self.dim:
             raise InvalidInputError(f"cannot diff indexes of dimension {self.dim} and "

@@ -26,6 +26,15 @@ def make_anisotropic(n: int = 2000, d: int = 64, seed: int = 0) -> np.ndarray:
     return x.astype(np.float32)
 
 
+def write_tiny_embeddings(path: Path) -> Path:
+    """A small stand-in for the Banking77 npz (train/test 600/100 x 32, 3 labels) at ``path``,
+    for smoke-running the benchmark scripts."""
+    x = make_anisotropic(700, 32, seed=5)
+    labels = np.arange(700) % 3
+    np.savez(path, train_x=x[:600], train_y=labels[:600], test_x=x[600:], test_y=labels[600:])
+    return path
+
+
 def _read_only(a: np.ndarray) -> np.ndarray:
     a.setflags(write=False)
     return a

@@ -8,18 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from tests.conftest import make_anisotropic
+from tests.conftest import write_tiny_embeddings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_benchmark_runs_and_reports(tmp_path):
-    data = tmp_path / "tiny.npz"
-    x = make_anisotropic(700, 32, seed=5)
-    labels = np.arange(700) % 3
-    np.savez(data, train_x=x[:600], train_y=labels[:600], test_x=x[600:], test_y=labels[600:])
+    data = write_tiny_embeddings(tmp_path / "tiny.npz")
     out = tmp_path / "result.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks/codecs.py"), "--data", str(data), "--out",
