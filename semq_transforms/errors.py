@@ -65,3 +65,13 @@ class VersionConflictError(SemqError, RuntimeError):
 
 class IndexNotFoundError(SemqError, LookupError):
     """No index (or no such version) exists at the given URL."""
+
+
+class ConfigError(SemqError, ValueError):
+    """A job configuration file is unreadable or invalid. Messages name the file and the field
+    path (``configs/x.yaml: validation.k: ...``) and never contain storage option values."""
+
+
+class InputReadError(SemqError, OSError):
+    """An input file of the ingestion pipeline cannot be read at all (missing, truncated, not of
+    its format, a required column missing or of the wrong type). The message names the file."""

@@ -1,0 +1,43 @@
+"""Reusable pieces of the ingestion pipeline.
+
+* :mod:`~semq_transforms.transforms.sources`: find input files, plan splits from metadata, read
+  and validate batches of vectors (pure Python, pyarrow, fsspec; no Beam).
+* :mod:`~semq_transforms.transforms.read`: ``ReadEmbeddings`` and ``WriteDeadLetters``, the
+  Beam transforms of the input stage.
+* :mod:`~semq_transforms.transforms.runners`: ``direct_options``, a local runner that works
+  offline.
+
+The Beam names are imported lazily, so ``import semq_transforms.transforms`` does not import
+Beam.
+"""
+
+from typing import Any
+
+from semq_transforms.transforms.sources import (
+    REJECT_REASONS,
+    Batch,
+    InputPlan,
+    Split,
+    expand_inputs,
+    find_duplicate_ids,
+    iter_split,
+    plan_inputs,
+    plan_splits,
+    read_split,
+    write_dead_letters,
+)
+
+_LAZY = {"ReadEmbeddings": "read", "WriteDeadLetters": "read", "direct_options": "runners"}
+
+__all__ = ["REJECT_REASONS", "Batch", "InputPlan", "ReadEmbeddings", "Split",
+           "WriteDeadLetters", "direct_options", "expand_inputs", "find_duplicate_ids",
+           "iter_split", "plan_inputs", "plan_splits", "read_split", "write_dead_letters"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f"semq_transforms.transforms.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'semq_transforms.transforms' has no attribute {name!r}")

@@ -1,0 +1,63 @@
+"""Arrow columns to numpy for the input stage: list vectors to float32 ``[n, dim]`` with
+null and length masks, id columns to int64 or str arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+
+def to_float32(values: pa.Array) -> np.ndarray:
+    """Float values as float32 (nulls become NaN; float64 beyond float32's range becomes
+    +/-Inf, so both end up rejected as non-finite)."""
+    if pa.types.is_float16(values.type):
+        values = values.cast(pa.float32())
+    array = values.to_numpy(zero_copy_only=False)
+    with np.errstate(over="ignore"):
+        return array.astype(np.float32, copy=False)
+
+
+def most_common(lengths: np.ndarray) -> int:
+    if not lengths.size:
+        return 0
+    values, counts = np.unique(lengths, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def vectors_from_arrow(column: pa.Array, dim: int | None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(vectors float32 [n, dim], null bool [n], right_length bool [n], dim)`` from a list
+    column; rows that are null or of another length hold zeros."""
+    n = len(column)
+    null = ~column.is_valid().to_numpy(zero_copy_only=False)
+    if pa.types.is_fixed_size_list(column.type):
+        width = column.type.list_size
+        dim = width if dim is None else dim
+        if width != dim:
+            return np.zeros((n, dim), np.float32), null, np.zeros(n, bool), dim
+        flat = to_float32(column.values.slice(column.offset * width, n * width))
+        return flat.reshape(n, width), null, np.ones(n, bool), dim
+    offsets = column.offsets.to_numpy().astype(np.int64, copy=False)
+    lengths = np.diff(offsets)
+    if dim is None:
+        dim = most_common(lengths[~null])
+    right_length = (lengths == dim) & ~null
+    first = int(offsets[0])
+    flat = to_float32(column.values.slice(first, int(offsets[-1]) - first))
+    if right_length.all():  # the common case: one contiguous block of n * dim values
+        return flat.reshape(n, dim), null, right_length, dim
+    vectors = np.zeros((n, dim), np.float32)
+    gather = (offsets[:-1][right_length] - first)[:, None] + np.arange(dim)
+    vectors[right_length] = flat[gather]
+    return vectors, null, right_length, dim
+
+
+def ids_from_arrow(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids [n], null bool [n])``: int64 for integer columns, object (str) for strings."""
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    null = ~column.is_valid().to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(column.type):
+        return column.fill_null(0).cast(pa.int64()).to_numpy(), null
+    ids = column.cast(pa.large_string()).to_numpy(zero_copy_only=False)
+    return np.asarray(ids, dtype=object), null
