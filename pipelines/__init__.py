@@ -1,5 +1,5 @@
-"""Runnable Beam pipelines and the command-line entry points.
+"""Runnable Beam pipelines.
 
-The ingestion job (``python -m pipelines.ingest --config configs/<name>.yaml``) arrives with
-the pipeline issue; this package holds it.
+``python -m pipelines.ingest --config configs/<name>.yaml [beam options]`` is the ingestion
+job (see ``pipelines/ingest.py``).
 """

@@ -1,0 +1,354 @@
+"""The middle of the ingestion pipeline as Beam transforms: cut accepted rows into shards by
+global position, encode and write each shard, and measure retrieval on a query sample.
+
+    shards = read.batches | "Cut shards" >> CutShards(100_000)
+    queries = read.batches | "Sample queries" >> SampleQueries(n=256, seed=0)
+    encoded = shards | "Encode shards" >> EncodeShards(index_url, run_id=run_id,
+                                                       codecs=["semq1", "semq4"],
+                                                       queries=queries, k=10)
+    encoded.metas       # PCollection[ShardMeta]
+    encoded.neighbors   # PCollection[ShardNeighbors]: per shard exact and compressed top-k
+
+**Shards.** Shard ``n`` holds the accepted rows whose global input position is in
+``[n * rows_per_shard, (n + 1) * rows_per_shard)``, in position order. Rejected rows leave
+gaps, so a shard may hold fewer rows (or not exist): the cut depends only on the input and
+the config, never on how the runner split or ordered the work. Memory is bounded by one shard.
+
+**Determinism.** ``encode_levels`` and ``write_shard`` are deterministic in their inputs, so
+the same input and config give byte-identical shard files.
+
+**Queries.** :class:`SampleQueries` picks the ``n`` accepted rows whose position hashes
+(splitmix64 of ``position ^ seed``) are smallest: a seeded, order-independent sample, kept as
+a bounded running selection (never all rows in one list). Neighbors are identified by global
+position (unique int64, whatever the id type), so recall is computed on positions.
+
+Counters (namespace ``semq``): ``shards_written``, ``bytes_out``, ``rows_encoded``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from semq_transforms.eval import exact_knn, knn_intersection_measure, topk
+from semq_transforms.format.shard import EncodedLevel, encode_levels, write_shard
+from semq_transforms.format.store import IndexStore
+from semq_transforms.transforms.read import METRICS_NAMESPACE
+from semq_transforms.transforms.sources import Batch
+
+__all__ = ["DEFAULT_RERANK_FACTOR", "CutShards", "EncodeShards", "MergeNeighbors",
+           "SampleQueries", "ShardNeighbors", "ShardRows", "position_hash"]
+
+#: Scan-level candidates per query re-scored with the last level (as ``Index.search``).
+DEFAULT_RERANK_FACTOR = 10
+#: Float32 score entries materialized per query chunk when scoring a shard.
+_SCORE_BUDGET = 1 << 24
+NEIGHBORS = "neighbors"
+METAS = "metas"
+
+
+@dataclass(frozen=True, eq=False)
+class ShardRows:
+    """The accepted rows of one shard, in position order.
+
+    Attributes:
+        shard_no: ``position // rows_per_shard`` of every row.
+        ids: ``[n]`` ids (int64 or object strings).
+        vectors: float32 ``[n, d]``.
+        positions: int64 ``[n]``, ascending global input positions.
+    """
+
+    shard_no: int
+    ids: np.ndarray
+    vectors: np.ndarray
+    positions: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return int(self.positions.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class ShardNeighbors:
+    """Top-k of the sample queries within one shard (or merged over shards).
+
+    ``exact_D/exact_I``: float inner products and positions, ``[nq, <= k]``;
+    ``approx_D/approx_I``: compressed scores (scan level, reranked by the last level) and
+    positions. Positions are global input positions; rows sorted best first.
+    """
+
+    exact_D: np.ndarray
+    exact_I: np.ndarray
+    approx_D: np.ndarray
+    approx_I: np.ndarray
+
+
+def position_hash(positions: np.ndarray, seed: int) -> np.ndarray:
+    """splitmix64 of ``positions ^ seed`` as uint64 ``[n]`` (the query-sampling key)."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(positions, dtype=np.int64).astype(np.uint64) ^ np.uint64(seed)
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+# -- cutting shards -------------------------------------------------------------------------
+
+
+class _SliceByShardFn(beam.DoFn):
+    """Batch -> ``(shard_no, (positions, ids, vectors))`` per shard the batch touches."""
+
+    def __init__(self, rows_per_shard: int) -> None:
+        super().__init__()
+        self._rows_per_shard = rows_per_shard
+
+    def process(self, batch: Batch) -> Iterator[tuple[int, tuple]]:
+        if not batch.accepted:
+            return
+        shard_nos = batch.positions // self._rows_per_shard
+        # positions are ascending within a batch, so each shard is one contiguous slice
+        bounds = np.flatnonzero(np.diff(shard_nos)) + 1
+        for start, stop in zip([0, *bounds], [*bounds, batch.accepted], strict=True):
+            yield (int(shard_nos[start]),
+                   (batch.positions[start:stop], batch.ids[start:stop],
+                    batch.vectors[start:stop]))
+
+
+def _assemble_shard(item: tuple[int, Any]) -> ShardRows:
+    shard_no, slices = item
+    slices = sorted(slices, key=lambda s: int(s[0][0]))
+    positions = np.concatenate([s[0] for s in slices])
+    ids = np.concatenate([s[1] for s in slices])
+    vectors = np.ascontiguousarray(np.concatenate([s[2] for s in slices]), dtype=np.float32)
+    if positions.size > 1 and not np.all(np.diff(positions) > 0):
+        raise ValueError(f"shard {shard_no}: positions overlap between batches (the same row "
+                         f"was read twice)")
+    return ShardRows(shard_no, ids, vectors, positions)
+
+
+class CutShards(beam.PTransform):
+    """Batches -> one :class:`ShardRows` per non-empty shard of ``rows_per_shard`` global
+    positions (a GroupByKey of batch slices; memory bounded by one shard)."""
+
+    def __init__(self, rows_per_shard: int) -> None:
+        super().__init__()
+        if type(rows_per_shard) is not int or rows_per_shard < 1:
+            raise ValueError(f"rows_per_shard must be an int >= 1, got {rows_per_shard!r}")
+        self._rows_per_shard = rows_per_shard
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        return (batches
+                | "Slice batches by shard" >> beam.ParDo(_SliceByShardFn(self._rows_per_shard))
+                | "Group slices by shard" >> beam.GroupByKey()
+                | "Assemble shards" >> beam.Map(_assemble_shard))
+
+
+# -- the query sample -----------------------------------------------------------------------
+
+
+def _batch_candidates(batch: Batch, *, n: int, seed: int) -> Iterator[tuple[int, int, Any]]:
+    """The ``n`` rows of a batch with the smallest position hashes: (hash, position, vector)."""
+    if not batch.accepted:
+        return
+    hashes = position_hash(batch.positions, seed)
+    keep = np.argsort(hashes, kind="stable")[:n]
+    for i in keep:
+        yield int(hashes[i]), int(batch.positions[i]), batch.vectors[i].copy()
+
+
+def _stack_queries(sample: list) -> tuple[np.ndarray, np.ndarray]:
+    """Selected (hash, position, vector) -> (positions int64 [nq], float32 [nq, d]) by
+    position; ``[0]`` and ``[0, 0]`` when nothing was accepted."""
+    sample = sorted(sample, key=lambda s: s[1])
+    if not sample:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    return (np.array([s[1] for s in sample], np.int64),
+            np.stack([s[2] for s in sample]).astype(np.float32))
+
+
+class SampleQueries(beam.PTransform):
+    """Batches -> one element ``(positions [nq], queries float32 [nq, d])``: the ``n``
+    accepted rows with the smallest :func:`position_hash` under ``seed``."""
+
+    def __init__(self, *, n: int, seed: int) -> None:
+        super().__init__()
+        self._n = n
+        self._seed = seed
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        return (batches
+                | "Pick candidates per batch" >> beam.FlatMap(
+                    _batch_candidates, n=self._n, seed=self._seed)
+                | "Keep smallest hashes" >> beam.combiners.Top.Smallest(
+                    self._n, key=lambda s: (s[0], s[1]))
+                | "Stack queries" >> beam.Map(_stack_queries))
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+
+def _compressed_topk(queries: np.ndarray, levels: Sequence[EncodedLevel], k: int,
+                     rerank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index.search on one shard's levels: scan with the first level, re-score
+    ``max(rerank, k)`` candidates with the last one. Returns (scores, row numbers)."""
+    scan, fine = levels[0], levels[-1]
+    rows = scan.rows
+    D_parts, I_parts = [], []
+    step = max(1, _SCORE_BUDGET // rows)
+    for start in range(0, queries.shape[0], step):
+        q = queries[start:start + step]
+        scan_scores = scan.codec.score(q, scan.codes, scan.params)
+        if len(levels) == 1:
+            D, I = topk(scan_scores, min(k, rows))
+        else:
+            _, cand = topk(scan_scores, min(max(rerank, k), rows))
+            rescored = fine.codec.score_candidates(q, fine.codes[cand], fine.params)
+            D, order = topk(rescored, min(k, cand.shape[1]))
+            I = np.take_along_axis(cand, order, axis=1)
+        D_parts.append(D)
+        I_parts.append(I)
+    return np.concatenate(D_parts), np.concatenate(I_parts)
+
+
+class _EncodeShardFn(beam.DoFn):
+    """ShardRows -> ShardMeta (main) and ShardNeighbors (``neighbors`` output)."""
+
+    def __init__(self, index_url: str, *, run_id: str, codecs: Sequence[str], k: int,
+                 rerank: int, storage_options: Mapping[str, Any] | None) -> None:
+        super().__init__()
+        self._index_url = index_url
+        self._run_id = run_id
+        self._codecs = list(codecs)
+        self._k = k
+        self._rerank = rerank
+        self._storage_options = dict(storage_options) if storage_options else None
+        self._shards_written = Metrics.counter(METRICS_NAMESPACE, "shards_written")
+        self._bytes_out = Metrics.counter(METRICS_NAMESPACE, "bytes_out")
+        self._rows_encoded = Metrics.counter(METRICS_NAMESPACE, "rows_encoded")
+
+    def setup(self) -> None:
+        self._store = IndexStore(self._index_url, storage_options=self._storage_options)
+
+    def process(self, shard: ShardRows, sample: tuple | None = None) -> Iterator[Any]:
+        levels = encode_levels(shard.vectors, self._codecs)
+        validation: dict[str, float] = {}
+        if sample is not None and sample[0].size:
+            neighbors = self._neighbors(shard, levels, sample[1])
+            # a shard smaller than k compares all its rows (its whole exact top)
+            validation = {f"recall_at_{self._k}": knn_intersection_measure(
+                neighbors.exact_I, neighbors.approx_I)}
+            yield beam.pvalue.TaggedOutput(NEIGHBORS, neighbors)
+        path = self._store.shard_path(self._run_id, shard.shard_no)
+        with self._store.open_write(path) as f:
+            meta = write_shard(f, ids=shard.ids, levels=levels, path=path)
+        meta = dataclasses.replace(meta, validation=validation)
+        self._shards_written.inc()
+        self._bytes_out.inc(meta.file_bytes)
+        self._rows_encoded.inc(meta.rows)
+        yield meta
+
+    def _neighbors(self, shard: ShardRows, levels: Sequence[EncodedLevel],
+                   queries: np.ndarray) -> ShardNeighbors:
+        k = min(self._k, shard.rows)
+        exact_D, exact_rows = exact_knn(queries, shard.vectors, k)
+        approx_D, approx_rows = _compressed_topk(queries, levels, k, self._rerank)
+        return ShardNeighbors(exact_D, shard.positions[exact_rows],
+                              approx_D, shard.positions[approx_rows])
+
+
+class EncodeShards(beam.PTransform):
+    """ShardRows -> :class:`ShardMeta` (output ``metas``) and per-shard
+    :class:`ShardNeighbors` (output ``neighbors``, only when ``queries`` is given).
+
+    Args:
+        index_url: index prefix; shard ``n`` is written to ``runs/<run_id>/`` + its name.
+        run_id: the run folder.
+        codecs: code levels, scan level first.
+        queries: optional singleton PCollection from :class:`SampleQueries` (side input).
+        k: neighbors per query for recall; rerank: candidates re-scored (default ``10 k``).
+        storage_options: fsspec options for writing.
+
+    Each ShardMeta carries ``validation = {"recall_at_<k>": ...}`` (within-shard recall of
+    the compressed top-k against exact float top-k) when queries are given.
+    """
+
+    def __init__(self, index_url: str, *, run_id: str, codecs: Sequence[str],
+                 queries: beam.PCollection | None = None, k: int = 10,
+                 rerank: int | None = None,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self._fn = _EncodeShardFn(
+            index_url, run_id=run_id, codecs=codecs, k=k,
+            rerank=DEFAULT_RERANK_FACTOR * k if rerank is None else rerank,
+            storage_options=storage_options)
+        self._queries = queries
+
+    def expand(self, shards: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        side = ([beam.pvalue.AsSingleton(self._queries)] if self._queries is not None else [])
+        return shards | "Encode and write shards" >> beam.ParDo(self._fn, *side).with_outputs(
+            NEIGHBORS, main=METAS)
+
+
+# -- merging neighbors ----------------------------------------------------------------------
+
+
+def _merge_topk(D1: np.ndarray, I1: np.ndarray, D2: np.ndarray, I2: np.ndarray,
+                k: int) -> tuple[np.ndarray, np.ndarray]:
+    D = np.concatenate([D1, D2], axis=1)
+    I = np.concatenate([I1, I2], axis=1)
+    # ties broken by position, so the merge does not depend on the order shards arrive in
+    order = np.lexsort((I, -D), axis=1)[:, :k]
+    return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
+
+
+class _MergeNeighborsFn(beam.CombineFn):
+    """Running top-k over ShardNeighbors (accumulator: one ShardNeighbors or None)."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self._k = k
+
+    def create_accumulator(self) -> ShardNeighbors | None:
+        return None
+
+    def add_input(self, acc: ShardNeighbors | None,
+                  item: ShardNeighbors) -> ShardNeighbors | None:
+        return self.merge_accumulators([acc, item])
+
+    def merge_accumulators(self, accs: Any) -> ShardNeighbors | None:
+        merged = None
+        for acc in accs:
+            if acc is None:
+                continue
+            if merged is None:
+                merged = acc
+                continue
+            eD, eI = _merge_topk(merged.exact_D, merged.exact_I, acc.exact_D, acc.exact_I,
+                                 self._k)
+            aD, aI = _merge_topk(merged.approx_D, merged.approx_I, acc.approx_D,
+                                 acc.approx_I, self._k)
+            merged = ShardNeighbors(eD, eI, aD, aI)
+        return merged
+
+    def extract_output(self, acc: ShardNeighbors | None) -> ShardNeighbors | None:
+        return acc
+
+
+class MergeNeighbors(beam.PTransform):
+    """ShardNeighbors -> one element: the global running top-k (or None if there were no
+    shards), a CombineGlobally that never holds more than ``[nq, 2k]`` per merge."""
+
+    def __init__(self, *, k: int) -> None:
+        super().__init__()
+        self._k = k
+
+    def expand(self, neighbors: beam.PCollection) -> beam.PCollection:
+        return neighbors | "Keep running top-k" >> beam.CombineGlobally(
+            _MergeNeighborsFn(self._k))

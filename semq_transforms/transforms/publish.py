@@ -1,0 +1,273 @@
+"""The end of the ingestion pipeline: the publish gate, the commit and the run report.
+
+One final DoFn receives the list of written :class:`ShardMeta` (``beam.combiners.ToList``:
+metadata only, a few hundred bytes per shard) and, as side inputs, the read totals, the
+dead-letter count and the merged top-k of the query sample. It evaluates the gate
+(:func:`gate_problems`), calls ``IndexStore.commit`` only if the gate passes, and always
+writes ``runs/<run_id>/report.json`` and ``report.md`` under the index (counts, bytes,
+compression, recall per shard and overall, the verdict and the *redacted* config).
+
+    published = metas | "Publish" >> PublishIndex(index_url, run_id=..., dim=..., ...)
+    # PCollection of one dict: the report
+
+Counters (namespace ``semq``): ``versions_published``, ``gate_failed``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from semq_transforms.config import redact_url
+from semq_transforms.errors import SemqError
+from semq_transforms.eval import knn_intersection_measure
+from semq_transforms.format.meta import ShardMeta
+from semq_transforms.format.store import IndexStore
+from semq_transforms.transforms.encode import ShardNeighbors
+from semq_transforms.transforms.read import METRICS_NAMESPACE
+from semq_transforms.transforms.sources import Batch
+
+__all__ = ["PublishIndex", "ReadTotals", "gate_problems", "report_markdown", "report_path"]
+
+TOTAL_KEYS = ("rows_read", "rows_accepted", "rows_rejected", "bytes_read")
+
+
+def report_path(run_id: str, suffix: str = "json") -> str:
+    """The report's path relative to the index root: ``runs/<run_id>/report.<suffix>``."""
+    return f"runs/{run_id}/report.{suffix}"
+
+
+class _SumTotalsFn(beam.CombineFn):
+    """Batches -> {rows_read, rows_accepted, rows_rejected, bytes_read}."""
+
+    def create_accumulator(self) -> dict[str, int]:
+        return dict.fromkeys(TOTAL_KEYS, 0)
+
+    def add_input(self, acc: dict[str, int], batch: Batch) -> dict[str, int]:
+        acc["rows_read"] += batch.rows
+        acc["rows_accepted"] += batch.accepted
+        acc["rows_rejected"] += len(batch.rejected)
+        acc["bytes_read"] += batch.bytes_read
+        return acc
+
+    def merge_accumulators(self, accs: Any) -> dict[str, int]:
+        out = self.create_accumulator()
+        for acc in accs:
+            for key in TOTAL_KEYS:
+                out[key] += acc[key]
+        return out
+
+    def extract_output(self, acc: dict[str, int]) -> dict[str, int]:
+        return acc
+
+
+class ReadTotals(beam.PTransform):
+    """Batches -> one dict of read totals (``rows_read``, ``rows_accepted``,
+    ``rows_rejected``, ``bytes_read``)."""
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        return batches | "Sum read totals" >> beam.CombineGlobally(_SumTotalsFn())
+
+
+def gate_problems(*, rows_planned: int, totals: Mapping[str, int], dead_letters: int,
+                  rows_encoded: int, recall: float | None, k: int, min_recall_at_k: float,
+                  max_rejected_fraction: float) -> list[str]:
+    """Why the run must not be published (empty list: publish).
+
+    Checks: the rows read are the rows planned; rows read == rows encoded + rows rejected
+    (rejected counted from the dead letters, and equal to the readers' own count); the
+    rejected fraction is at most ``max_rejected_fraction``; ``recall`` (overall recall@k of
+    the compressed search on the query sample) is at least ``min_recall_at_k``.
+    """
+    problems = []
+    rows_read = totals["rows_read"]
+    if rows_read != rows_planned:
+        problems.append(f"rows read ({rows_read}) != rows planned from the input metadata "
+                        f"({rows_planned})")
+    if dead_letters != totals["rows_rejected"]:
+        problems.append(f"dead letters ({dead_letters}) != rows rejected by the readers "
+                        f"({totals['rows_rejected']})")
+    if rows_read != rows_encoded + dead_letters:
+        problems.append(f"rows read ({rows_read}) != rows encoded ({rows_encoded}) + rows "
+                        f"rejected ({dead_letters})")
+    if rows_encoded == 0:
+        problems.append("no row was accepted: nothing to publish")
+    fraction = dead_letters / rows_read if rows_read else 0.0
+    if fraction > max_rejected_fraction:
+        problems.append(f"rejected fraction {fraction:.6f} > max_rejected_fraction "
+                        f"{max_rejected_fraction} ({dead_letters} of {rows_read} rows; see "
+                        f"dead_letters.parquet)")
+    if recall is None:
+        if rows_encoded:
+            problems.append(f"recall@{k} could not be measured (no query sample)")
+    elif recall < min_recall_at_k:
+        problems.append(f"recall@{k} {recall:.4f} < min_recall_at_k {min_recall_at_k}")
+    return problems
+
+
+def report_markdown(report: Mapping[str, Any]) -> str:
+    """A short human-readable rendering of a report dict."""
+    counts, gate = report["counts"], report["gate"]
+    lines = [f"# Ingestion run `{report['run_id']}`", "",
+             f"**Verdict: {'PUBLISHED version ' + str(report['version']) if gate['passed'] else 'NOT PUBLISHED'}**",
+             ""]
+    for problem in gate["problems"]:
+        lines.append(f"* {problem}")
+    if gate["problems"]:
+        lines.append("")
+    lines += ["| count | value |", "|---|---:|"]
+    lines += [f"| {key} | {value} |" for key, value in counts.items()]
+    b = report["bytes"]
+    ratio = b["compression_ratio"]
+    lines += ["", f"Bytes read {b['read']}, float32 bytes {b['float32']}, written {b['out']}, "
+                  f"compression ratio {ratio:.2f}" if ratio else
+              f"Bytes read {b['read']}, written {b['out']}", ""]
+    v = report["validation"]
+    overall = v["recall_at_k"]
+    lines.append(f"recall@{v['k']} on {v['queries']} sampled queries: "
+                 f"{'n/a' if overall is None else f'{overall:.4f}'} "
+                 f"(min {v['min_recall_at_k']})")
+    lines += ["", "| shard | rows | bytes | recall@k |", "|---|---:|---:|---:|"]
+    for shard in v["shards"]:
+        r = shard["recall_at_k"]
+        lines.append(f"| {shard['path']} | {shard['rows']} | {shard['file_bytes']} | "
+                     f"{'n/a' if r is None else f'{r:.4f}'} |")
+    lines += ["", "Config (redacted):", "", "```json",
+              json.dumps(report["config"], indent=2, sort_keys=True), "```", ""]
+    return "\n".join(lines)
+
+
+class _PublishFn(beam.DoFn):
+    """[ShardMeta] + side inputs -> the report dict; commits only if the gate passes."""
+
+    def __init__(self, index_url: str, *, run_id: str, dim: int, codecs: Sequence[str],
+                 rows_planned: int, k: int, min_recall_at_k: float,
+                 max_rejected_fraction: float, input_fingerprint: str | None,
+                 safe_config: Mapping[str, Any] | None,
+                 storage_options: Mapping[str, Any] | None) -> None:
+        super().__init__()
+        self._index_url = index_url
+        self._run_id = run_id
+        self._dim = dim
+        self._codecs = list(codecs)
+        self._rows_planned = rows_planned
+        self._k = k
+        self._min_recall = min_recall_at_k
+        self._max_rejected = max_rejected_fraction
+        self._fingerprint = input_fingerprint
+        self._safe_config = dict(safe_config) if safe_config else {}
+        self._storage_options = dict(storage_options) if storage_options else None
+        self._published = Metrics.counter(METRICS_NAMESPACE, "versions_published")
+        self._gate_failed = Metrics.counter(METRICS_NAMESPACE, "gate_failed")
+
+    def process(self, metas: list[ShardMeta], totals: Mapping[str, int], dead_letters: int,
+                neighbors: ShardNeighbors | None, sample: tuple) -> Any:
+        metas = sorted(metas, key=lambda m: m.path)
+        store = IndexStore(self._index_url, storage_options=self._storage_options)
+        rows_encoded = sum(m.rows for m in metas)
+        recall = (None if neighbors is None
+                  else knn_intersection_measure(neighbors.exact_I, neighbors.approx_I))
+        problems = gate_problems(
+            rows_planned=self._rows_planned, totals=totals, dead_letters=dead_letters,
+            rows_encoded=rows_encoded, recall=recall, k=self._k,
+            min_recall_at_k=self._min_recall, max_rejected_fraction=self._max_rejected)
+        version = None
+        error = None
+        if not problems:
+            try:
+                manifest = store.commit(metas, dim=self._dim, codecs=self._codecs,
+                                        run_id=self._run_id,
+                                        input_fingerprint=self._fingerprint)
+                version = manifest.version
+            except SemqError as exc:
+                error = exc
+                problems.append(f"commit failed: {exc}")
+        report = self._report(metas, totals, dead_letters, rows_encoded, recall,
+                              len(sample[0]), problems, version)
+        with store.open_write(report_path(self._run_id, "json")) as f:
+            f.write(json.dumps(report, indent=2, sort_keys=True).encode("utf-8"))
+        with store.open_write(report_path(self._run_id, "md")) as f:
+            f.write(report_markdown(report).encode("utf-8"))
+        if error is not None:
+            raise error
+        (self._published if version is not None else self._gate_failed).inc()
+        yield report
+
+    def _report(self, metas: Sequence[ShardMeta], totals: Mapping[str, int],
+                dead_letters: int, rows_encoded: int, recall: float | None, queries: int,
+                problems: list[str], version: int | None) -> dict[str, Any]:
+        bytes_out = sum(m.file_bytes for m in metas)
+        float_bytes = rows_encoded * self._dim * 4
+        key = f"recall_at_{self._k}"
+        return {
+            "run_id": self._run_id,
+            "index_url": redact_url(self._index_url),
+            "version": version,
+            "input_fingerprint": self._fingerprint,
+            "counts": {"rows_planned": self._rows_planned, **totals,
+                       "dead_letters": dead_letters, "rows_encoded": rows_encoded,
+                       "shards": len(metas)},
+            "bytes": {"read": totals["bytes_read"], "float32": float_bytes, "out": bytes_out,
+                      "compression_ratio": float_bytes / bytes_out if bytes_out else None},
+            "validation": {
+                "k": self._k, "queries": queries, "recall_at_k": recall,
+                "min_recall_at_k": self._min_recall,
+                "max_rejected_fraction": self._max_rejected,
+                "shards": [{"path": m.path, "rows": m.rows, "file_bytes": m.file_bytes,
+                            "recall_at_k": m.validation.get(key)} for m in metas]},
+            "gate": {"passed": version is not None, "problems": problems},
+            "codecs": self._codecs,
+            "dim": self._dim,
+            "config": self._safe_config,
+        }
+
+
+class PublishIndex(beam.PTransform):
+    """ShardMeta -> one report dict; commits a new version only if the gate passes.
+
+    Args:
+        index_url: index prefix; run_id, dim, codecs: as for ``IndexStore.commit``.
+        totals: singleton PCollection from :class:`ReadTotals`.
+        dead_letters: PCollection of dead-letter dicts (counted here).
+        neighbors: singleton PCollection from ``MergeNeighbors`` (None when no shards).
+        sample: singleton PCollection from ``SampleQueries``.
+        rows_planned: total input rows of the read plan.
+        k, min_recall_at_k, max_rejected_fraction: the gate (``ValidationConfig``).
+        input_fingerprint: stored in the manifest.
+        safe_config: the *redacted* config dict (``JobConfig.model_dump_safe()``) for the
+            report; never pass ``model_dump()``.
+        storage_options: fsspec options for writing.
+    """
+
+    def __init__(self, index_url: str, *, run_id: str, dim: int, codecs: Sequence[str],
+                 totals: beam.PCollection, dead_letters: beam.PCollection,
+                 neighbors: beam.PCollection, sample: beam.PCollection, rows_planned: int,
+                 k: int, min_recall_at_k: float, max_rejected_fraction: float,
+                 input_fingerprint: str | None = None,
+                 safe_config: Mapping[str, Any] | None = None,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self._fn = _PublishFn(index_url, run_id=run_id, dim=dim, codecs=codecs,
+                              rows_planned=rows_planned, k=k, min_recall_at_k=min_recall_at_k,
+                              max_rejected_fraction=max_rejected_fraction,
+                              input_fingerprint=input_fingerprint, safe_config=safe_config,
+                              storage_options=storage_options)
+        self._totals = totals
+        self._dead_letters = dead_letters
+        self._neighbors = neighbors
+        self._sample = sample
+
+    def expand(self, metas: beam.PCollection) -> beam.PCollection:
+        dead_letter_count = (self._dead_letters
+                             | "Count dead letters" >> beam.combiners.Count.Globally())
+        return (metas
+                | "Collect shard metadata" >> beam.combiners.ToList()
+                | "Check gate and commit" >> beam.ParDo(
+                    self._fn, beam.pvalue.AsSingleton(self._totals),
+                    beam.pvalue.AsSingleton(dead_letter_count),
+                    beam.pvalue.AsSingleton(self._neighbors),
+                    beam.pvalue.AsSingleton(self._sample)))
