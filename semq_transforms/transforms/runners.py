@@ -46,5 +46,6 @@ def direct_options(mode: RunningMode = "in_memory", workers: int = 2,
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if type(workers) is not int or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-    return PipelineOptions(runner="FnApiRunner", direct_running_mode=mode,
+    # flags=[]: without it PipelineOptions parses sys.argv (and warns about its own flags).
+    return PipelineOptions([], runner="FnApiRunner", direct_running_mode=mode,
                            direct_num_workers=1 if mode == "in_memory" else workers, **extra)
