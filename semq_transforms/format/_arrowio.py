@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 import fsspec
 
+from semq_transforms import _flatbuffer as fb_
 from semq_transforms.errors import FormatError
 
 FILE_MAGIC = b"ARROW1"
@@ -38,8 +39,7 @@ _CONTINUATION = 0xFFFFFFFF
 _METADATA_V5 = 4  # org.apache.arrow.flatbuf.MetadataVersion.V5
 _HEADER_RECORD_BATCH = 3  # MessageHeader union type of RecordBatch
 _LITTLE_ENDIAN = 0  # org.apache.arrow.flatbuf.Endianness.Little
-_U8, _U16, _I16 = struct.Struct("<B"), struct.Struct("<H"), struct.Struct("<h")
-_U32, _I32, _I64 = struct.Struct("<I"), struct.Struct("<i"), struct.Struct("<q")
+_U8, _I16, _I32, _I64 = fb_.U8, fb_.I16, fb_.I32, fb_.I64
 _BLOCK = struct.Struct("<qi4xq")  # Block struct: offset, metaDataLength, padding, bodyLength
 
 
@@ -241,7 +241,7 @@ def parse_footer(data: bytes, file_size: int, max_footer: int, name: str
         raise problem(name, "container", "not an Arrow IPC file (no leading ARROW1 magic)")
     footer_start = file_size - _TAIL - footer_len  # in the file
     lo = len(data) - _TAIL - footer_len  # in data
-    fb = _FlatBuffer(data, lo, lo + footer_len, "footer", name)
+    fb = _flatbuffer(data, lo, lo + footer_len, "footer", name)
     root = fb.root()
     if fb.scalar(root, 0, _I16, 0) != _METADATA_V5:
         raise problem(name, "container", "footer is not Arrow metadata version V5")
@@ -277,7 +277,7 @@ def check_batches(data: bytes, blocks: list[Block], max_rows: int, name: str) ->
         if cont != _CONTINUATION or fb_len + 8 != block.metadata_length:
             raise problem(name, "container", f"{where}: message prefix does not match its block")
         lo = block.offset + 8
-        fb = _FlatBuffer(data, lo, lo + fb_len, where, name)
+        fb = _flatbuffer(data, lo, lo + fb_len, where, name)
         msg = fb.root()
         if fb.scalar(msg, 0, _I16, 0) != _METADATA_V5:
             raise problem(name, "container", f"{where}: not Arrow metadata version V5")
@@ -299,45 +299,8 @@ def check_batches(data: bytes, blocks: list[Block], max_rows: int, name: str) ->
     return rows
 
 
-class _FlatBuffer:
-    """Bounds-checked reads of one flatbuffer lying in ``data[lo:hi]``."""
-
-    def __init__(self, data: bytes, lo: int, hi: int, what: str, name: str) -> None:
-        self.data, self.lo, self.hi, self.what, self.name = data, lo, hi, what, name
-
-    def struct(self, fmt: struct.Struct, pos: int) -> tuple[Any, ...]:
-        if pos < self.lo or pos + fmt.size > self.hi:
-            raise problem(self.name, "container",
-                          f"{self.what} flatbuffer is malformed (reference out of bounds)")
-        return fmt.unpack_from(self.data, pos)
-
-    def root(self) -> int:
-        return self.lo + self.struct(_U32, self.lo)[0]
-
-    def _field(self, table: int, index: int) -> int | None:
-        vtable = table - self.struct(_I32, table)[0]
-        vtable_size = self.struct(_U16, vtable)[0]
-        slot = 4 + 2 * index
-        if slot + 2 > vtable_size:
-            return None
-        offset = self.struct(_U16, vtable + slot)[0]
-        return table + offset if offset else None
-
-    def scalar(self, table: int, index: int, fmt: struct.Struct, default: int) -> int:
-        pos = self._field(table, index)
-        return default if pos is None else self.struct(fmt, pos)[0]
-
-    def table(self, table: int, index: int) -> int | None:
-        pos = self._field(table, index)
-        return None if pos is None else pos + self.struct(_U32, pos)[0]
-
-    def vector(self, table: int, index: int, item_size: int) -> tuple[int, int]:
-        """(position of the first item, item count); (0, 0) when the field is absent."""
-        pos = self.table(table, index)
-        if pos is None:
-            return 0, 0
-        count = self.struct(_U32, pos)[0]
-        if pos + 4 + count * item_size > self.hi:
-            raise problem(self.name, "container",
-                          f"{self.what} flatbuffer is malformed (vector runs past its end)")
-        return pos + 4, count
+def _flatbuffer(data: bytes, lo: int, hi: int, what: str, name: str) -> fb_.FlatBuffer:
+    """The flatbuffer in ``data[lo:hi]``; malformed references are FormatErrors naming the
+    shard and ``what`` (the footer, or a record batch)."""
+    return fb_.FlatBuffer(data, lo, hi, lambda detail: problem(
+        name, "container", f"{what} flatbuffer is malformed ({detail})"))

@@ -22,9 +22,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from semq_transforms._flatbuffer import I64, U8, FlatBuffer
+
 MAGIC = b"ARROW1"
 _TRAILER = 4 + len(MAGIC)   # int32 footer size + magic
-_BLOCK_SIZE = 24
+_BLOCK = struct.Struct("<qi4xq")  # offset, metaDataLength, padding, bodyLength
 _RECORD_BATCH_HEADER = 3
 _CONTINUATION = 0xFFFFFFFF
 _MAX_FOOTER_BYTES = 64 << 20
@@ -34,66 +36,10 @@ _MAX_METADATA_BYTES = 16 << 20
 ReadRange = Callable[[int, int], bytes]
 
 
-class _Table:
-    """One flatbuffer table inside ``buf`` (read-only, bounds checked)."""
-
-    def __init__(self, buf: bytes, pos: int) -> None:
-        self.buf = buf
-        self.pos = _check(buf, pos, 4)
-        vtable = pos - struct.unpack_from("<i", buf, pos)[0]
-        _check(buf, vtable, 4)
-        vt_size, _ = struct.unpack_from("<HH", buf, vtable)
-        if vt_size < 4 or vt_size % 2:
-            raise ValueError(f"malformed flatbuffer vtable (size {vt_size})")
-        _check(buf, vtable, vt_size)
-        self.vtable, self.vt_size = vtable, vt_size
-
-    def _field(self, slot: int) -> int:
-        """Absolute position of field ``slot``, or 0 when absent (default value)."""
-        entry = 4 + 2 * slot
-        if entry + 2 > self.vt_size:
-            return 0
-        offset = struct.unpack_from("<H", self.buf, self.vtable + entry)[0]
-        return self.pos + offset if offset else 0
-
-    def scalar(self, slot: int, fmt: str, default: int = 0) -> int:
-        pos = self._field(slot)
-        if not pos:
-            return default
-        _check(self.buf, pos, struct.calcsize(fmt))
-        return struct.unpack_from(fmt, self.buf, pos)[0]
-
-    def _indirect(self, slot: int) -> int:
-        pos = self._field(slot)
-        if not pos:
-            return 0
-        _check(self.buf, pos, 4)
-        return _check(self.buf, pos + struct.unpack_from("<I", self.buf, pos)[0], 4)
-
-    def table(self, slot: int) -> _Table | None:
-        pos = self._indirect(slot)
-        return _Table(self.buf, pos) if pos else None
-
-    def struct_vector(self, slot: int, item_size: int) -> list[bytes]:
-        pos = self._indirect(slot)
-        if not pos:
-            return []
-        count = struct.unpack_from("<I", self.buf, pos)[0]
-        _check(self.buf, pos + 4, count * item_size)
-        return [self.buf[pos + 4 + i * item_size: pos + 4 + (i + 1) * item_size]
-                for i in range(count)]
-
-
-def _check(buf: bytes, pos: int, size: int) -> int:
-    if pos < 0 or size < 0 or pos + size > len(buf):
-        raise ValueError(f"flatbuffer offset {pos} (+{size} bytes) is outside the "
-                         f"{len(buf)}-byte metadata")
-    return pos
-
-
-def _root(buf: bytes) -> _Table:
-    _check(buf, 0, 4)
-    return _Table(buf, struct.unpack_from("<I", buf, 0)[0])
+def _flatbuffer(buf: bytes, lo: int = 0) -> FlatBuffer:
+    """The flatbuffer in ``buf[lo:]``; malformed references raise ``ValueError``."""
+    return FlatBuffer(buf, lo, len(buf),
+                      lambda detail: ValueError(f"malformed Arrow IPC metadata ({detail})"))
 
 
 def record_batch_rows(read_range: ReadRange, size: int) -> list[int]:
@@ -111,10 +57,11 @@ def record_batch_rows(read_range: ReadRange, size: int) -> list[int]:
     footer_start = size - _TRAILER - footer_size
     if not 0 < footer_size <= _MAX_FOOTER_BYTES or footer_start < 8:
         raise ValueError(f"Arrow IPC footer size {footer_size} does not fit a {size}-byte file")
-    footer = _root(read_range(footer_start, size - _TRAILER))
+    footer = _flatbuffer(read_range(footer_start, size - _TRAILER))
+    first, count = footer.vector(footer.root(), 3, _BLOCK.size)
     rows = []
-    for number, block in enumerate(footer.struct_vector(3, _BLOCK_SIZE)):
-        offset, meta_len, _, body_len = struct.unpack("<qiiq", block)
+    for number in range(count):
+        offset, meta_len, body_len = footer.struct(_BLOCK, first + number * _BLOCK.size)
         if (offset < 8 or not 8 <= meta_len <= _MAX_METADATA_BYTES or body_len < 0
                 or offset + meta_len + body_len > footer_start):
             raise ValueError(f"record batch {number}: block (offset {offset}, metadata "
@@ -123,11 +70,12 @@ def record_batch_rows(read_range: ReadRange, size: int) -> list[int]:
         if len(meta) != meta_len:
             raise ValueError(f"record batch {number}: truncated metadata")
         start = 8 if struct.unpack_from("<I", meta, 0)[0] == _CONTINUATION else 4
-        message = _root(meta[start:])
-        if message.scalar(1, "<B") != _RECORD_BATCH_HEADER:
+        message = _flatbuffer(meta, start)
+        root = message.root()
+        if message.scalar(root, 1, U8, 0) != _RECORD_BATCH_HEADER:
             raise ValueError(f"record batch {number}: the block does not hold a record batch")
-        header = message.table(2)
-        length = header.scalar(0, "<q") if header is not None else -1
+        header = message.table(root, 2)
+        length = message.scalar(header, 0, I64, 0) if header is not None else -1
         if length < 0:
             raise ValueError(f"record batch {number}: no valid row count ({length})")
         rows.append(int(length))
