@@ -410,6 +410,22 @@ class JobConfig(_Model):
     encode: EncodeConfig = Field(default_factory=EncodeConfig)
     validation: ValidationConfig
 
+    def with_index_url(self, index_url: str) -> JobConfig:
+        """This config publishing to ``index_url`` instead (checked like the YAML field; a
+        relative path is taken from the working directory)."""
+        output = OutputConfig.model_validate(
+            {**self.output.model_dump(), "index_url": index_url},
+            context={"base_dir": os.getcwd(), "env": {}})
+        return self.model_copy(update={"output": output})
+
+    def create_transform(self) -> Any:
+        """The ingestion job as a PTransform to apply to a pipeline (a PBegin): ``pipeline |
+        config.create_transform()``. Its ``run_id`` names the run folder; its output is a
+        PCollection of one report dict. (Imports Beam; the config models themselves do not.)"""
+        from semq_transforms.transforms.ingest import _IngestJob
+
+        return _IngestJob(self)
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:

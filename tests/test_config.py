@@ -553,3 +553,17 @@ def test_local_config_drives_sample_generation(tmp_path: Path) -> None:
     files = ensure_sample_data(config.input.url, rows=400, dim=config.input.dim, files=4)
     assert len(files) == 4 and all(f.startswith(f"{tmp_path}/data/sample/") for f in files)
     assert pq.read_schema(files[0]).field(config.input.vector_column).type.list_size == 384
+
+
+def test_with_index_url_checks_like_the_yaml_field(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    config = load_config(LOCAL)
+    monkeypatch.chdir(tmp_path)
+    moved = config.with_index_url("  out/idx ")
+    assert moved.output.index_url == f"{tmp_path.as_posix()}/out/idx"
+    assert moved.input == config.input and config.output.index_url != moved.output.index_url
+    assert config.with_index_url("s3://bucket/idx").output.index_url == "s3://bucket/idx"
+    with pytest.raises(ValueError, match="only resolved inside storage_options"):
+        config.with_index_url("${ENV:WHERE}")
+    with pytest.raises(ValueError, match="non-empty"):
+        config.with_index_url(" ")

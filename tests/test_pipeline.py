@@ -171,3 +171,103 @@ def test_command_line_local_config(tmp_path):
     assert Index.open(index_url).manifest.rows == 20_000
     report = json.loads(next(Path(index_url).glob("runs/*/report.json")).read_text())
     assert report["gate"]["passed"] and report["config"]["output"]["index_url"] == index_url
+
+
+def _write_ids_file(folder: Path, name: str, ids: list, vectors: np.ndarray) -> None:
+    pq.write_table(pa.table({"id": ids, "embedding": pa.FixedSizeListArray.from_arrays(
+        pa.array(vectors.reshape(-1)), vectors.shape[1])}), folder / name, row_group_size=50)
+
+
+@pytest.mark.parametrize("kind", ["int", "str"])
+def test_duplicate_ids_are_dead_letters(tmp_path, kind):
+    """Repeated ids across files and shards: the first row (by file, then row) keeps the id;
+    every later one is a ``duplicate_id`` dead letter naming that first row."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    x = sample_embeddings(600, DIM, seed=9)
+    ids = list(range(600))
+    for later, first in [(250, 3), (420, 3), (599, 100), (310, 309)]:
+        ids[later] = ids[first]
+    ids = ids if kind == "int" else [f"doc-{i}" for i in ids]
+    _write_ids_file(folder, "a.parquet", ids[:300], x[:300])
+    _write_ids_file(folder, "b.parquet", ids[300:], x[300:])
+    data = job(folder, str(tmp_path / "idx"), max_rejected_fraction=0.01)
+    data["input"]["batch_rows"] = 100
+    data["encode"]["rows_per_shard"] = 200
+    run_id, report = run_job(data)
+    assert report["gate"]["passed"], report["gate"]
+    dead = pq.read_table(tmp_path / "idx" / "runs" / run_id / "dead_letters.parquet")
+    rows = {(Path(d["source"]).name, d["row"]): d for d in dead.to_pylist()}
+    assert set(rows) == {("a.parquet", 250), ("b.parquet", 120), ("b.parquet", 299),
+                         ("b.parquet", 10)}
+    assert {d["reason"] for d in rows.values()} == {"duplicate_id"}
+    assert rows[("b.parquet", 120)]["detail"].endswith("a.parquet row 3")
+    assert rows[("b.parquet", 299)]["detail"].endswith("a.parquet row 100")
+    assert rows[("b.parquet", 10)]["detail"].endswith("b.parquet row 9")
+    assert rows[("a.parquet", 250)]["id"] == str(ids[3])
+    assert report["counts"]["rows_encoded"] == 596 and report["counts"]["dead_letters"] == 4
+    index = Index.open(str(tmp_path / "idx"))
+    got_ids, got_vectors = [], []
+    for shard_ids, vectors in index.restore():
+        got_ids += np.asarray(shard_ids).tolist()
+        got_vectors.append(vectors)
+    assert len(got_ids) == len(set(got_ids)) == 596
+    kept = np.concatenate(got_vectors)[got_ids.index(ids[3])]
+    assert kept @ x[3] > kept @ x[250]  # the id keeps the first row's vector
+    assert index.manifest.rows == 596
+
+
+def test_every_row_rejected_publishes_nothing(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    nan = np.full((40, DIM), np.nan, np.float32)
+    _write_ids_file(folder, "bad.parquet", list(range(40)), nan)
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(job(folder, str(tmp_path / "idx"),
+                                              max_rejected_fraction=1.0)))
+    assert main(["--config", str(config_file)]) == 1
+    assert "no row was accepted" in capsys.readouterr().out
+    assert IndexStore(str(tmp_path / "idx")).versions() == []
+    [report_file] = (tmp_path / "idx").glob("runs/*/report.json")
+    report = json.loads(report_file.read_text())
+    assert report["counts"]["rows_read"] == 40 and report["counts"]["dead_letters"] == 40
+    assert report["counts"]["shards"] == 0
+    dead = pq.read_table(report_file.parent / "dead_letters.parquet")
+    assert dead.column("reason").to_pylist() == ["non_finite"] * 40
+
+
+def test_unchanged_rerun_publishes_nothing_new(input_dir, tmp_path, capsys):
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(job(input_dir, str(tmp_path / "idx"))))
+    assert main(["--config", str(config_file)]) == 0
+    shard_files = sorted((tmp_path / "idx").glob("runs/*/*.semq"))
+    stamps = [p.stat().st_mtime_ns for p in shard_files]
+    capsys.readouterr()
+    assert main(["--config", str(config_file)]) == 0
+    assert "unchanged since version 1; nothing to publish" in capsys.readouterr().out
+    assert IndexStore(str(tmp_path / "idx")).versions() == [1]
+    assert [p.stat().st_mtime_ns for p in shard_files] == stamps  # served files untouched
+
+
+def test_runner_modes_give_identical_shards_and_manifest(input_dir, tmp_path):
+    """In-memory and multi-process runs (DoFns pickled into two worker processes) write
+    byte-identical shards and manifests with the same digest."""
+    env_path = os.environ.get("PYTHONPATH", "")
+    digests, files = [], []
+    for mode in ("in_memory", "multi_processing"):
+        index_url = str(tmp_path / mode)
+        data = job(input_dir, index_url)
+        data["output"]["run_id"] = "same-run"  # else derived from the config (index_url)
+        config = parse_config(data)
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env_path] if p)
+        try:
+            pipeline = beam.Pipeline(options=direct_options(mode, 2))
+            build_pipeline(pipeline, config)
+            pipeline.run().wait_until_finish()
+        finally:
+            os.environ["PYTHONPATH"] = env_path
+        digests.append(IndexStore(index_url).read_manifest().digest)
+        files.append({p.name: p.read_bytes()
+                      for p in sorted(Path(index_url).glob("runs/*/*.semq"))})
+    assert len(files[0]) == 4 and files[0] == files[1]
+    assert digests[0] == digests[1]

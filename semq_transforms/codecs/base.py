@@ -17,7 +17,7 @@ The public methods validate their arguments and then call the ``_fit`` / ``_enco
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -42,6 +42,19 @@ SCORE_CHUNK_ROWS = 8192
 #: Largest magnitude accepted in vectors and queries: beyond it, squared norms and inner
 #: products can overflow float32 (1e16**2 * d stays finite for d up to 1e6).
 MAX_ABS_VALUE = 1e16
+
+
+class FitCache:
+    """Statistics of one array that several codecs fitting it can share:
+    ``cache.get(key, compute)`` runs ``compute()`` once per key. Valid for one ``x`` only."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] = {}
+
+    def get(self, key: str, compute: Callable[[], Any]) -> Any:
+        if key not in self._values:
+            self._values[key] = compute()
+        return self._values[key]
 
 
 class Codec(ABC):
@@ -96,16 +109,20 @@ class Codec(ABC):
 
     # -- public operations (validate, then call the hooks) ---------------------------------
 
-    def fit(self, x: np.ndarray) -> CodecParams:
+    def fit(self, x: np.ndarray, *, cache: FitCache | None = None) -> CodecParams:
         """Fit this shard's parameters.
 
         Args:
             x: float32 (or float64) array ``[n, d]``, finite, ``n >= 1``.
+            cache: statistics of this same ``x`` shared between the codecs of one shard's
+                levels (``semq1`` and ``semq4`` need the same principal axes); None: a
+                fresh one. Never reuse a cache for another ``x``.
         Returns:
-            The shard's :class:`CodecParams`; deterministic in ``x``.
+            The shard's :class:`CodecParams`; deterministic in ``x`` (with or without a
+            cache).
         """
         x = check_vectors(x, "x")
-        return self._fit(x)
+        return self._fit(x, FitCache() if cache is None else cache)
 
     def encode(self, x: np.ndarray, params: CodecParams) -> np.ndarray:
         """Encode vectors with fitted params.
@@ -242,7 +259,7 @@ class Codec(ABC):
     # (the params themselves unless a codec needs more); chunks of rows share it.
 
     @abstractmethod
-    def _fit(self, x: np.ndarray) -> CodecParams: ...
+    def _fit(self, x: np.ndarray, cache: FitCache) -> CodecParams: ...
 
     def _prepare(self, params: CodecParams) -> Any:
         """Derive per-call state from checked params (default: the params as given)."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from semq_transforms.codecs.base import Codec
+from semq_transforms.codecs.base import Codec, FitCache
 from semq_transforms.codecs.params import CodecParams
 from semq_transforms.codecs.registry import register_codec
 
@@ -37,7 +37,7 @@ class BinaryCodec(Codec):
     def param_shapes(self, dim: int):
         return {"mean": (np.float32, (dim,)), "amplitude": (np.float32, (dim,))}
 
-    def _fit(self, x: np.ndarray) -> CodecParams:
+    def _fit(self, x: np.ndarray, cache: FitCache) -> CodecParams:
         mean = x.mean(axis=0, dtype=np.float64)
         amplitude = np.abs(x - mean).mean(axis=0, dtype=np.float64)
         return CodecParams(codec=self.spec, dim=x.shape[1],

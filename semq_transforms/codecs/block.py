@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from semq_transforms.codecs.base import Codec, check_bits, check_float16_range
+from semq_transforms.codecs.base import Codec, FitCache, check_bits, check_float16_range
 from semq_transforms.codecs.bitpack import pack_nibbles, unpack_nibbles
 from semq_transforms.codecs.params import CodecParams
 from semq_transforms.codecs.registry import register_codec
@@ -53,7 +53,7 @@ class BlockCodec(Codec):
     def code_bytes(self, dim: int) -> int:
         return self._value_bytes(dim) + 4 * (-(-dim // BLOCK))
 
-    def _fit(self, x: np.ndarray) -> CodecParams:
+    def _fit(self, x: np.ndarray, cache: FitCache) -> CodecParams:
         return CodecParams(codec=self.spec, dim=x.shape[1])
 
     def _check_encodable(self, x: np.ndarray) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from semq_transforms.codecs.base import Codec, check_bits, check_float16_range
+from semq_transforms.codecs.base import Codec, FitCache, check_bits, check_float16_range
 from semq_transforms.codecs.bitpack import pack_nibbles, unpack_nibbles
 from semq_transforms.codecs.calibration import calibrate_range
 from semq_transforms.codecs.params import CodecParams
@@ -38,7 +38,7 @@ class Float16Codec(Codec):
     def code_bytes(self, dim: int) -> int:
         return 2 * dim
 
-    def _fit(self, x: np.ndarray) -> CodecParams:
+    def _fit(self, x: np.ndarray, cache: FitCache) -> CodecParams:
         return CodecParams(codec=self.spec, dim=x.shape[1])
 
     def _check_encodable(self, x: np.ndarray) -> None:
@@ -78,7 +78,7 @@ class IntCodec(Codec):
         if (params["scale"] <= 0).any():
             raise ParamsError(f"{self.spec} params 'scale' must be > 0")
 
-    def _fit(self, x: np.ndarray) -> CodecParams:
+    def _fit(self, x: np.ndarray, cache: FitCache) -> CodecParams:
         lo, hi = calibrate_range(x, self.levels)
         # The float32 scale must be positive and large enough that zero_point = -lo / scale
         # stays finite: a constant column (or one varying below float32 resolution) gets the

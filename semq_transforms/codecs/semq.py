@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from semq_transforms.codecs.base import CHUNK_ROWS, Codec, check_bits, rowwise_matmul
+from semq_transforms.codecs.base import CHUNK_ROWS, Codec, FitCache, check_bits, rowwise_matmul
 from semq_transforms.codecs.bitpack import pack_planes, plane_sizes, unpack_planes
 from semq_transforms.codecs.calibration import strided_sample
 from semq_transforms.codecs.params import CodecParams
@@ -132,16 +132,14 @@ class SemqCodec(Codec):
 
     # -- fit --------------------------------------------------------------------------------
 
-    def _fit(self, x: np.ndarray) -> CodecParams:
+    def _fit(self, x: np.ndarray, cache: FitCache) -> CodecParams:
         d = x.shape[1]
-        sample = strided_sample(x, FIT_ROWS).astype(np.float64)
-        mean = sample.mean(axis=0)
-        centered = sample - mean
-        axes = _principal_axes(centered)                         # float64 [d, d]
-        z = centered @ axes
+        # the same for every semq level of a shard: fitted once per shard through the cache
+        mean, axes, variance = cache.get("semq.pca", lambda: _pca(x))
         # Query energy along each axis: E[<q, v_i>^2] for q drawn like the shard's rows.
-        weight = np.mean(z * z, axis=0) + (mean @ axes) ** 2
-        direction = _unit_rows(strided_sample(z, STEP_ROWS))
+        weight = variance + (mean @ axes) ** 2
+        step_rows = strided_sample(strided_sample(x, FIT_ROWS), STEP_ROWS)
+        direction = _unit_rows((step_rows.astype(np.float64) - mean) @ axes)
         steps, errors = _step_tables(direction.astype(np.float32))
         width = _allocate_bits(weight, errors, self.bits * d)
         order = np.argsort(-width, kind="stable")
@@ -250,15 +248,21 @@ def _row_norms(rows: np.ndarray) -> np.ndarray:
     return np.sqrt(squares)
 
 
-def _principal_axes(centered: np.ndarray) -> np.ndarray:
-    """Eigenvectors of the covariance of float64 ``centered`` [n, d] as columns [d, d],
-    by decreasing variance, each with its largest-magnitude entry positive (deterministic)."""
+def _pca(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, principal axes and variances of an even-strided sample of ``x`` (at most
+    :data:`FIT_ROWS` rows), float64: ``mean [d]``, ``axes [d, d]`` (columns, by decreasing
+    variance, each with its largest-magnitude entry positive, so deterministic) and the
+    variance along each axis ``[d]`` (clipped at 0)."""
+    sample = strided_sample(x, FIT_ROWS).astype(np.float64)
+    mean = sample.mean(axis=0)
+    centered = sample - mean
     cov = centered.T @ centered / centered.shape[0]
     eigvals, eigvecs = np.linalg.eigh(cov)
-    axes = eigvecs[:, np.argsort(-eigvals, kind="stable")]
+    order = np.argsort(-eigvals, kind="stable")
+    axes = eigvecs[:, order]
     pivot = np.abs(axes).argmax(axis=0)
     signs = np.where(axes[pivot, np.arange(axes.shape[1])] < 0, -1.0, 1.0)
-    return axes * signs
+    return mean, axes * signs, np.maximum(eigvals[order], 0.0)
 
 
 def _unit_rows(z: np.ndarray) -> np.ndarray:

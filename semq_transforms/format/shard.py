@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from semq_transforms.codecs import Codec, CodecParams, get_codec
+from semq_transforms.codecs.base import FitCache
 from semq_transforms.errors import (
     FormatError,
     InputShapeError,
@@ -93,9 +94,10 @@ def encode_levels(x: np.ndarray, specs: Sequence[str | Mapping[str, Any] | Codec
     if isinstance(specs, (str, Mapping, Codec)) or not specs:
         raise InvalidInputError(f"specs must be a non-empty list of codec specs, got {specs!r}")
     levels = []
+    cache = FitCache()  # statistics of x the levels share (semq levels: one PCA per shard)
     for spec in specs:
         codec = get_codec(spec)
-        params = codec.fit(x)
+        params = codec.fit(x, cache=cache)
         levels.append(EncodedLevel(codec, params, codec.encode(x, params)))
     return levels
 

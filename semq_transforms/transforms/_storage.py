@@ -3,8 +3,9 @@ views that count or cache bytes. Errors name the file (InputReadError)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,17 +134,24 @@ def read_bytes(fs: Any, path: str, start: int, end: int) -> bytes:
     return fs.cat_file(path, start=start, end=end)
 
 
-def guard(url: str, step: Any, *args: Any) -> Any:
-    """Run ``step(*args)``, turning storage and decoding failures into InputReadError naming
-    ``url`` (an InputReadError passes through unchanged)."""
+@contextlib.contextmanager
+def read_errors(url: str) -> Iterator[None]:
+    """Turn storage and decoding failures inside the block into InputReadError naming ``url``
+    (an InputReadError passes through unchanged)."""
     try:
-        return step(*args)
+        yield
     except InputReadError:
         raise
     except FileNotFoundError as exc:
         raise InputReadError(f"cannot read {url}: file not found") from exc
     except (OSError, EOFError, pa.ArrowException) as exc:
         raise InputReadError(f"cannot read {url}: {type(exc).__name__}: {exc}") from exc
+
+
+def guard(url: str, step: Any, *args: Any) -> Any:
+    """Run ``step(*args)`` under :func:`read_errors`."""
+    with read_errors(url):
+        return step(*args)
 
 
 class CountingFile(io.RawIOBase):

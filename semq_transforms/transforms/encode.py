@@ -39,6 +39,7 @@ from apache_beam.metrics import Metrics
 from semq_transforms.eval import exact_knn, knn_intersection_measure, topk
 from semq_transforms.format.shard import EncodedLevel, encode_levels, write_shard
 from semq_transforms.format.store import IndexStore
+from semq_transforms.transforms.planning import ShardRows
 from semq_transforms.transforms.read import METRICS_NAMESPACE
 from semq_transforms.transforms.sources import Batch
 
@@ -51,27 +52,6 @@ DEFAULT_RERANK_FACTOR = 10
 _SCORE_BUDGET = 1 << 24
 NEIGHBORS = "neighbors"
 METAS = "metas"
-
-
-@dataclass(frozen=True, eq=False)
-class ShardRows:
-    """The accepted rows of one shard, in position order.
-
-    Attributes:
-        shard_no: ``position // rows_per_shard`` of every row.
-        ids: ``[n]`` ids (int64 or object strings).
-        vectors: float32 ``[n, d]``.
-        positions: int64 ``[n]``, ascending global input positions.
-    """
-
-    shard_no: int
-    ids: np.ndarray
-    vectors: np.ndarray
-    positions: np.ndarray
-
-    @property
-    def rows(self) -> int:
-        return int(self.positions.shape[0])
 
 
 @dataclass(frozen=True, eq=False)

@@ -42,16 +42,18 @@ def report_path(run_id: str, suffix: str = "json") -> str:
 
 
 class _SumTotalsFn(beam.CombineFn):
-    """Batches -> {rows_read, rows_accepted, rows_rejected, bytes_read}."""
+    """Batches, or per-shard counts dicts from ``ReadShards`` -> {rows_read, rows_accepted,
+    rows_rejected, bytes_read}."""
 
     def create_accumulator(self) -> dict[str, int]:
         return dict.fromkeys(TOTAL_KEYS, 0)
 
-    def add_input(self, acc: dict[str, int], batch: Batch) -> dict[str, int]:
-        acc["rows_read"] += batch.rows
-        acc["rows_accepted"] += batch.accepted
-        acc["rows_rejected"] += len(batch.rejected)
-        acc["bytes_read"] += batch.bytes_read
+    def add_input(self, acc: dict[str, int], item: Batch | Mapping[str, int]) -> dict[str, int]:
+        if isinstance(item, Batch):
+            item = {"rows_read": item.rows, "rows_accepted": item.accepted,
+                    "rows_rejected": len(item.rejected), "bytes_read": item.bytes_read}
+        for key in TOTAL_KEYS:
+            acc[key] += item[key]
         return acc
 
     def merge_accumulators(self, accs: Any) -> dict[str, int]:
@@ -66,7 +68,7 @@ class _SumTotalsFn(beam.CombineFn):
 
 
 class ReadTotals(beam.PTransform):
-    """Batches -> one dict of read totals (``rows_read``, ``rows_accepted``,
+    """Batches (or ``ReadShards`` counts) -> one dict of read totals (``rows_read``, ``rows_accepted``,
     ``rows_rejected``, ``bytes_read``)."""
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:

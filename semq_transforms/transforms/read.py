@@ -27,13 +27,24 @@ Counters (namespace ``semq``): ``rows_read``, ``rows_accepted``, ``rows_rejected
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from semq_transforms.transforms.planning import (
+    FileOffsets,
+    ShardRows,
+    ShardTask,
+    bucket_count,
+    bucket_duplicates,
+    id_buckets,
+    plan_shards,
+    read_shard,
+)
 from semq_transforms.transforms.sources import (
     REJECT_REASONS,
     Batch,
@@ -42,29 +53,29 @@ from semq_transforms.transforms.sources import (
     Split,
     filesystem_for,
     iter_split,
+    iter_split_ids,
     plan_inputs,
     write_dead_letters,
 )
 
 METRICS_NAMESPACE = "semq"
+#: Where a second read of rows (the query sample) counts, so ``semq`` counts each row once.
+_UNCOUNTED = "semq_sample"
 BATCHES = "batches"
 DEAD_LETTERS = "dead_letters"
+SHARDS = "shards"
+COUNTS = "counts"
 
 
 class _ReadSplitFn(beam.DoFn):
     """Split -> Batches (main output) and dead letters (``dead_letters`` output)."""
 
-    def __init__(self, *, vector_column: str, id_column: str | None, ids_url: str | None,
-                 dim: int | None, batch_rows: int, reject_zero_vectors: bool,
-                 storage_options: Mapping[str, Any] | None) -> None:
+    def __init__(self, read_options: Mapping[str, Any], *, metrics: bool = True) -> None:
         super().__init__()
-        self._read_options: dict[str, Any] = {
-            "vector_column": vector_column, "id_column": id_column, "ids_url": ids_url,
-            "dim": dim, "batch_rows": batch_rows, "reject_zero_vectors": reject_zero_vectors,
-            "storage_options": dict(storage_options) if storage_options else None}
+        self._read_options = dict(read_options)
 
         def counter(name: str) -> Any:
-            return Metrics.counter(METRICS_NAMESPACE, name)
+            return Metrics.counter(METRICS_NAMESPACE if metrics else _UNCOUNTED, name)
 
         self._splits_read = counter("splits_read")
         self._rows_read = counter("rows_read")
@@ -134,6 +145,9 @@ class ReadEmbeddings(beam.PTransform):
         self._reject_zero_vectors = reject_zero_vectors
         self._storage_options = dict(storage_options) if storage_options else None
         self._plan: InputPlan | None = None
+        self._only: tuple[Split, ...] | None = None
+        self._head_rows: int | None = None
+        self._metrics = True
 
     @property
     def plan(self) -> InputPlan:
@@ -145,17 +159,174 @@ class ReadEmbeddings(beam.PTransform):
                 batch_rows=self._batch_rows, storage_options=self._storage_options)
         return self._plan
 
+    @property
+    def read_options(self) -> dict[str, Any]:
+        """The :func:`iter_split` keyword arguments this transform reads with (``dim``
+        resolved by the plan)."""
+        return {"vector_column": self._vector_column, "id_column": self._id_column,
+                "ids_url": self._ids_url, "dim": self.plan.dim, "batch_rows": self._batch_rows,
+                "reject_zero_vectors": self._reject_zero_vectors,
+                "storage_options": self._storage_options}
+
+    def only(self, splits: Sequence[Split], *, head_rows: int | None = None,
+             metrics: bool = False) -> ReadEmbeddings:
+        """The same read restricted to ``splits`` (of this plan), and to the first
+        ``head_rows`` rows of each if given, counting into the ``semq`` metrics only if
+        ``metrics``: for a second look at some rows (the query sample)."""
+        other = copy.copy(self)
+        other._only = tuple(splits)
+        other._head_rows = head_rows
+        other._metrics = metrics
+        return other
+
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
-        plan = self.plan
-        read_fn = _ReadSplitFn(
-            vector_column=self._vector_column, id_column=self._id_column,
-            ids_url=self._ids_url, dim=plan.dim, batch_rows=self._batch_rows,
-            reject_zero_vectors=self._reject_zero_vectors,
-            storage_options=self._storage_options)
+        splits = list(self.plan.splits if self._only is None else self._only)
+        options = self.read_options
+        if self._head_rows is not None:
+            options["limit_rows"] = self._head_rows
+        read_fn = _ReadSplitFn(options, metrics=self._metrics)
         return (pbegin
-                | "Create splits" >> beam.Create(list(plan.splits))
+                | "Create splits" >> beam.Create(splits)
                 | "Spread splits over workers" >> beam.Reshuffle()
                 | "Read splits" >> beam.ParDo(read_fn).with_outputs(DEAD_LETTERS, main=BATCHES))
+
+
+class _IdBucketsFn(beam.DoFn):
+    """Split -> ``(bucket, (ids, positions))`` for its non-null ids (the id column only)."""
+
+    def __init__(self, read_options: Mapping[str, Any], buckets: int) -> None:
+        super().__init__()
+        self._options = {key: read_options[key] for key in ("id_column", "ids_url",
+                                                              "storage_options")}
+        self._buckets = buckets
+
+    def setup(self) -> None:
+        self._filesystem: Any = None
+
+    def process(self, split: Split) -> Iterator[tuple[int, tuple]]:
+        self._filesystem = filesystem_for(split.url, self._options["storage_options"],
+                                          self._filesystem)
+        for ids, id_null, positions in iter_split_ids(split, filesystem=self._filesystem,
+                                                      **self._options):
+            yield from id_buckets(ids, id_null, positions, self._buckets)
+
+
+class FindDuplicateIds(beam.PTransform):
+    """PBegin -> ``(shard_no, {position: detail})``: the rows of each shard whose id already
+    occurred at a lower global position (see :mod:`~semq_transforms.transforms.planning`).
+    Reads only the ids; a keyed grouping by id hash, never all ids in one place."""
+
+    def __init__(self, read: ReadEmbeddings, *, rows_per_shard: int) -> None:
+        super().__init__()
+        self._read = read
+        self._rows_per_shard = rows_per_shard
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        plan = self._read.plan
+        files = FileOffsets.of(plan.splits)
+        return (pbegin
+                | "Create id splits" >> beam.Create(list(plan.splits))
+                | "Spread id splits" >> beam.Reshuffle()
+                | "Read ids into buckets" >> beam.ParDo(_IdBucketsFn(
+                    self._read.read_options, bucket_count(plan.total_rows)))
+                | "Group ids by bucket" >> beam.GroupByKey()
+                | "Find repeated ids" >> beam.FlatMap(
+                    lambda item, rows, files: bucket_duplicates(
+                        item[1], rows_per_shard=rows, files=files),
+                    self._rows_per_shard, files))
+
+
+class _ReadShardFn(beam.DoFn):
+    """``(shard_no, {"task": [ShardTask], "duplicates": [{position: detail}, ...]})`` ->
+    ShardRows (main), dead letters (``dead_letters``) and one counts dict (``counts``)."""
+
+    def __init__(self, read_options: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._read_options = dict(read_options)
+
+        def counter(name: str) -> Any:
+            return Metrics.counter(METRICS_NAMESPACE, name)
+
+        self._counters = {key: counter(key) for key in (
+            "rows_read", "rows_accepted", "rows_rejected", "bytes_read")}
+        self._counters.update({f"rejected_{reason}": counter(f"rows_rejected_{reason}")
+                               for reason in REJECT_REASONS})
+        self._shards_read = counter("shards_read")
+
+    def setup(self) -> None:
+        self._filesystem: Any = None
+
+    def process(self, item: tuple[int, Mapping[str, Any]]) -> Iterator[Any]:
+        _, grouped = item
+        tasks = list(grouped["task"])
+        if len(tasks) != 1:  # duplicates for a shard with no rows cannot happen
+            raise ValueError(f"shard {item[0]}: expected one task, got {len(tasks)}")
+        task = tasks[0]
+        duplicates: dict[int, str] = {}
+        for part in grouped.get("duplicates", ()):
+            duplicates.update(part)
+        options = self._read_options
+        self._filesystem = filesystem_for(task.splits[0].url, options["storage_options"],
+                                          self._filesystem)
+        found = read_shard(task, duplicates=duplicates, filesystem=self._filesystem, **options)
+        for key, value in found.counts.items():
+            self._counters[key].inc(value)
+        self._shards_read.inc()
+        for dead_letter in found.dead_letters:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter)
+        yield beam.pvalue.TaggedOutput(COUNTS, found.counts)
+        if found.positions.size:
+            yield ShardRows(task.shard_no, found.ids, found.vectors, found.positions)
+
+
+class ReadShards(beam.PTransform):
+    """PBegin -> the input cut into shards, each read where it is encoded: outputs ``shards``
+    (one :class:`~semq_transforms.transforms.encode.ShardRows` per shard with accepted rows),
+    ``dead_letters`` (dicts, as :class:`ReadEmbeddings`, plus ``duplicate_id``) and ``counts``
+    (one dict per shard: rows_read, rows_accepted, rows_rejected, bytes_read,
+    ``rejected_<reason>``).
+
+    Shard ``n`` is the accepted rows at global positions ``[n * rows_per_shard,
+    (n + 1) * rows_per_shard)`` (see :mod:`~semq_transforms.transforms.planning`). Unlike
+    ``ReadEmbeddings | CutShards``, no vector crosses a worker boundary: only shard tasks (a
+    few hundred bytes) and, for duplicate detection, ids are shuffled.
+
+    Args:
+        read: the input (its plan and read options are used; it is not applied itself).
+        rows_per_shard: positions per shard.
+        find_duplicates: reject repeated ids (skipped when ids are global positions).
+
+    Counters (namespace ``semq``): as :class:`ReadEmbeddings`, plus ``shards_read``.
+    """
+
+    def __init__(self, read: ReadEmbeddings, *, rows_per_shard: int,
+                 find_duplicates: bool = True) -> None:
+        super().__init__()
+        self._read = read
+        self._tasks = plan_shards(read.plan.splits, rows_per_shard)
+        self._rows_per_shard = rows_per_shard
+        options = read.read_options
+        has_ids = options["id_column"] is not None and read.plan.formats != ("npy",) or (
+            options["ids_url"] is not None)
+        self._find_duplicates = find_duplicates and has_ids
+
+    @property
+    def tasks(self) -> list[ShardTask]:
+        """The planned shards."""
+        return list(self._tasks)
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
+        grouped: dict[str, beam.PCollection] = {
+            "task": pbegin | "Create shard tasks" >> beam.Create(
+                [(t.shard_no, t) for t in self._tasks])}
+        if self._find_duplicates:
+            grouped["duplicates"] = pbegin | "Find duplicate ids" >> FindDuplicateIds(
+                self._read, rows_per_shard=self._rows_per_shard)
+        return (grouped
+                | "Join tasks and duplicates" >> beam.CoGroupByKey()
+                | "Read and check shards" >> beam.ParDo(
+                    _ReadShardFn(self._read.read_options)).with_outputs(
+                        DEAD_LETTERS, COUNTS, main=SHARDS))
 
 
 class WriteDeadLetters(beam.PTransform):
@@ -181,5 +352,5 @@ class WriteDeadLetters(beam.PTransform):
                     write_dead_letters, self._dest_url, storage_options=self._storage_options))
 
 
-__all__ = ["BATCHES", "DEAD_LETTERS", "METRICS_NAMESPACE", "Batch", "ReadEmbeddings",
-           "WriteDeadLetters"]
+__all__ = ["BATCHES", "COUNTS", "DEAD_LETTERS", "METRICS_NAMESPACE", "SHARDS", "Batch",
+           "FindDuplicateIds", "ReadEmbeddings", "ReadShards", "WriteDeadLetters"]

@@ -14,7 +14,9 @@ Three steps, each usable on its own and all deterministic:
 * :func:`iter_split` / :func:`read_split` read one split into :class:`Batch` es. Every row read
   ends up either accepted (in ``Batch.vectors``) or rejected as a dead letter with a reason, so
   ``rows == accepted + len(rejected)`` for every batch. Duplicate ids span splits and are left to
-  a global step (:func:`find_duplicate_ids` for data that fits in memory).
+  a global step (:mod:`~semq_transforms.transforms.planning` in a pipeline,
+  :func:`find_duplicate_ids` for data that fits in memory); :func:`iter_split_ids` reads only
+  the ids for it.
 
 A file that cannot be read at all (missing, truncated, not of its format, the vector column
 missing or not a list of floats, an id column that is neither integer nor string) raises
@@ -35,6 +37,7 @@ Formats:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import posixpath
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -62,6 +65,7 @@ from semq_transforms.transforms._storage import (
     int64_ids,
     npy_header,
     read_bytes,
+    read_errors,
     read_range,
 )
 
@@ -69,8 +73,11 @@ logger = logging.getLogger(__name__)
 
 InputFormat = Literal["auto", "parquet", "arrow", "npy"]
 FORMATS = ("parquet", "arrow", "npy")
-REJECT_REASONS = ("null_id", "null_vector", "wrong_dimension", "non_finite", "zero_vector")
-"""Why a row is rejected, in order of precedence: a row gets the first reason that applies."""
+REJECT_REASONS = ("null_id", "null_vector", "wrong_dimension", "non_finite", "zero_vector",
+                  "duplicate_id")
+"""Why a row is rejected, in order of precedence: a row gets the first reason that applies.
+``duplicate_id`` is decided by a global step over all ids (see
+:mod:`semq_transforms.transforms.planning`), not by :func:`iter_split`."""
 
 _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow",
                ".feather": "arrow", ".ipc": "arrow", ".npy": "npy"}
@@ -428,25 +435,30 @@ class _Chunk:
     ``row_start``."""
 
     row_start: int
-    vectors: pa.Array
+    vectors: pa.Array | None
     ids: pa.Array | None
     bytes_read: int
 
 
-def _arrow_chunks(split: Split, vector_column: str, id_column: str | None, batch_rows: int,
-                  storage_options: Mapping[str, Any] | None,
-                  filesystem: Any = None) -> Iterator[_Chunk]:
+def _arrow_chunks(split: Split, vector_column: str | None, id_column: str | None,
+                  batch_rows: int, storage_options: Mapping[str, Any] | None,
+                  filesystem: Any = None, limit: int | None = None) -> Iterator[_Chunk]:
     """The split's rows, at most ``batch_rows`` at a time, reading only its row groups /
-    record batches and the needed columns."""
+    record batches and the needed columns (``vector_column`` None: the ids only).
+    ``limit``: only the first ``limit`` rows; Parquet pages are then streamed instead of
+    whole column chunks being fetched, so a look at a split's head costs about a page."""
+    expected = split.rows if limit is None else min(limit, split.rows)
     fs, path = fs_for(split.url, storage_options, filesystem)
-    columns = [vector_column] + ([id_column] if id_column is not None else [])
+    columns = (([vector_column] if vector_column is not None else [])
+               + ([id_column] if id_column is not None else []))
     # No fsspec cache: pyarrow issues one read per column chunk / message, so every request
     # is exactly the bytes it needs (a readahead block would fetch unrelated row groups).
     with fs.open(path, "rb", cache_type="none") as raw:
         f = CountingFile(raw)
         seen = 0
         if split.format == "parquet":
-            pf = pq.ParquetFile(f, pre_buffer=True)
+            pf = (pq.ParquetFile(f, pre_buffer=True) if limit is None
+                  else pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20))
             schema = pf.schema_arrow
             meta = pf.metadata
             if (split.row_groups and split.row_groups[-1] >= meta.num_row_groups) or sum(
@@ -454,14 +466,16 @@ def _arrow_chunks(split: Split, vector_column: str, id_column: str | None, batch
                 raise InputReadError(f"cannot read {split.url}: the file changed since it was "
                                      f"planned (row groups {split.row_groups} no longer hold "
                                      f"rows {split.row_start}..{split.row_stop})")
-            _check_vector_type(schema, vector_column, split.url)
+            if vector_column is not None:
+                _check_vector_type(schema, vector_column, split.url)
             if id_column is not None:
                 _check_id_type(schema, id_column, split.url)
             batches: Iterable[pa.RecordBatch] = pf.iter_batches(
                 batch_size=batch_rows, row_groups=list(split.row_groups), columns=columns)
         else:
             reader = ipc.open_file(f)
-            _check_vector_type(reader.schema, vector_column, split.url)
+            if vector_column is not None:
+                _check_vector_type(reader.schema, vector_column, split.url)
             if id_column is not None:
                 _check_id_type(reader.schema, id_column, split.url)
             if split.row_groups and split.row_groups[-1] >= reader.num_record_batches:
@@ -472,14 +486,19 @@ def _arrow_chunks(split: Split, vector_column: str, id_column: str | None, batch
                        for start in range(0, record_batch.num_rows, batch_rows))
         counted = 0
         for record_batch in batches:
+            if seen >= expected:
+                break
             if record_batch.num_rows == 0:
                 continue
-            yield _Chunk(split.row_start + seen, record_batch.column(vector_column),
+            record_batch = record_batch.slice(0, expected - seen)
+            yield _Chunk(split.row_start + seen,
+                         record_batch.column(vector_column) if vector_column is not None
+                         else None,
                          record_batch.column(id_column) if id_column is not None else None,
                          f.count - counted)
             counted = f.count
             seen += record_batch.num_rows
-    if seen != split.rows:
+    if seen != expected:
         raise InputReadError(f"cannot read {split.url}: read {seen} rows where the plan has "
                              f"{split.rows} (rows {split.row_start}..{split.row_stop}); the "
                              f"file changed since it was planned")
@@ -566,7 +585,7 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
                ids_url: str | None = None, dim: int | None = None, batch_rows: int = 8192,
                reject_zero_vectors: bool = True,
                storage_options: Mapping[str, Any] | None = None,
-               filesystem: Any = None) -> Iterator[Batch]:
+               filesystem: Any = None, limit_rows: int | None = None) -> Iterator[Batch]:
     """Read ``split`` as batches of at most ``batch_rows`` rows, in row order.
 
     Args:
@@ -582,17 +601,24 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
         reject_zero_vectors: reject all-zero vectors (``zero_vector``).
         storage_options, filesystem: how to reach the files: an fsspec filesystem to reuse, or
             options to build one.
+        limit_rows: read only the split's first ``limit_rows`` rows (a cheap look at its
+            head, as the query sample takes); None reads it all.
 
     Yields:
-        :class:`Batch` es covering the split's rows exactly once.
+        :class:`Batch` es covering the split's rows (or its first ``limit_rows``) exactly
+        once.
 
     Raises:
         InputReadError: the file cannot be read (names the file and the problem).
     """
     if type(batch_rows) is not int or batch_rows < 1:
         raise ValueError(f"batch_rows must be an int >= 1, got {batch_rows!r}")
+    if limit_rows is not None and (type(limit_rows) is not int or limit_rows < 1):
+        raise ValueError(f"limit_rows must be None or an int >= 1, got {limit_rows!r}")
     try:
         if split.format == "npy":
+            if limit_rows is not None and limit_rows < split.rows:
+                split = dataclasses.replace(split, row_stop=split.row_start + limit_rows)
             yield from _npy_batches(split, ids_url=ids_url, dim=dim, batch_rows=batch_rows,
                                     reject_zero_vectors=reject_zero_vectors,
                                     storage_options=storage_options, filesystem=filesystem)
@@ -600,7 +626,7 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
         if split.format not in FORMATS:
             raise ValueError(f"unknown split format {split.format!r}")
         for chunk in _arrow_chunks(split, vector_column, id_column, batch_rows,
-                                   storage_options, filesystem):
+                                   storage_options, filesystem, limit_rows):
             n = len(chunk.vectors)
             global_start = split.global_row_offset + chunk.row_start - split.row_start
             vectors, vector_null, right_length, dim = vectors_from_arrow(chunk.vectors, dim)
@@ -654,6 +680,43 @@ def read_split(split: Split, *, vector_column: str = "embedding", id_column: str
                  bytes_read=sum(b.bytes_read for b in batches))
 
 
+def iter_split_ids(split: Split, *, id_column: str | None = "id", ids_url: str | None = None,
+                   batch_rows: int = 65536, storage_options: Mapping[str, Any] | None = None,
+                   filesystem: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The ids of ``split`` without its vectors (only the id column, or the ``ids_url`` range):
+    ``(ids, id_null, positions)`` per chunk of at most ``batch_rows`` rows, in row order.
+
+    ``ids``: int64 or object (``str``) ``[n]``; ``id_null``: bool ``[n]``; ``positions``: int64
+    ``[n]`` global positions. Rows without an id source (``id_column`` None, NPY without
+    ``ids_url``) get their global positions as ids, as :func:`iter_split` does.
+    """
+    def ranges() -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(split.row_start, split.row_stop, batch_rows):
+            g0 = split.global_row_offset + start - split.row_start
+            stop = min(start + batch_rows, split.row_stop)
+            yield g0, np.arange(g0, g0 + stop - start, dtype=np.int64)
+
+    with read_errors(split.url):
+        if split.format == "npy" and ids_url is not None:
+            fs, _ = fs_for(split.url, storage_options, filesystem)
+            ids_fs, ids_path = fs_for(ids_url, storage_options, fs)
+            header = guard(ids_url, npy_header, ids_fs, ids_path, ids_url, True)
+            for g0, positions in ranges():
+                raw = np.frombuffer(read_range(ids_fs, ids_path, ids_url, header, g0,
+                                               g0 + positions.shape[0]), header.dtype)
+                ids = raw.astype(object) if raw.dtype.kind == "U" else int64_ids(raw, ids_url)
+                yield ids, np.zeros(positions.shape[0], bool), positions
+        elif split.format == "npy" or id_column is None:  # ids are global positions
+            for _, positions in ranges():
+                yield positions, np.zeros(positions.shape[0], bool), positions
+        else:
+            for chunk in _arrow_chunks(split, None, id_column, batch_rows, storage_options,
+                                       filesystem):
+                g0 = split.global_row_offset + chunk.row_start - split.row_start
+                ids, id_null = ids_from_arrow(chunk.ids)
+                yield ids, id_null, np.arange(g0, g0 + len(chunk.ids), dtype=np.int64)
+
+
 def find_duplicate_ids(batches: Iterable[Batch]) -> dict[Any, list[int]]:
     """Ids accepted more than once across ``batches``, each mapped to its global positions
     (ascending), in id order.
@@ -689,6 +752,7 @@ DEAD_LETTER_SCHEMA = pa.schema([
     pa.field("source", pa.string(), nullable=False),
     pa.field("row", pa.int64(), nullable=False),   # row number within the source file
     pa.field("reason", pa.string(), nullable=False),  # one of REJECT_REASONS
+    pa.field("detail", pa.string()),    # more about the reason (duplicate_id: the first row)
 ])
 
 
@@ -703,6 +767,7 @@ def write_dead_letters(dead_letters: Iterable[Mapping[str, Any]], dest_url: str,
         "source": pa.array([d["source"] for d in rows], pa.string()),
         "row": pa.array([d["row"] for d in rows], pa.int64()),
         "reason": pa.array([d["reason"] for d in rows], pa.string()),
+        "detail": pa.array([d.get("detail") for d in rows], pa.string()),
     }, schema=DEAD_LETTER_SCHEMA)
     fs, path = fs_for(dest_url, storage_options)
     if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):

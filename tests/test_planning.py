@@ -1,0 +1,175 @@
+"""How the ingestion job divides its work (semq_transforms.transforms.planning): shard ranges
+planned from metadata, reading a shard's rows from straddling splits, duplicate ids found by
+bucket, the query sample's split heads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from semq_transforms.transforms.planning import (
+    FileOffsets,
+    _id_hash,
+    bucket_duplicates,
+    id_buckets,
+    plan_shards,
+    read_shard,
+    sample_splits,
+)
+from semq_transforms.transforms.sources import iter_split, iter_split_ids, plan_inputs
+from tests.input_files import DIM, bad_rows_table, embedding_table, vectors, write_parquet
+
+
+@pytest.fixture
+def two_files(tmp_path):
+    """Files of 130 and 75 rows (row groups of 20), ids 0..204 with some bad rows."""
+    x = vectors(205, seed=1)
+    x[7] = np.nan
+    x[150] = 0.0
+    write_parquet(str(tmp_path / "a.parquet"), embedding_table(np.arange(130), x[:130]),
+                  row_group_size=20)
+    write_parquet(str(tmp_path / "b.parquet"), embedding_table(np.arange(130, 205), x[130:]),
+                  row_group_size=20)
+    return plan_inputs(str(tmp_path / "*.parquet"), batch_rows=20), x
+
+
+@pytest.mark.parametrize("rows_per_shard", [1, 7, 20, 50, 64, 205, 1000])
+def test_shard_tasks_cover_every_position_once(two_files, rows_per_shard):
+    plan, _ = two_files
+    tasks = plan_shards(plan.splits, rows_per_shard)
+    assert [t.shard_no for t in tasks] == sorted({p // rows_per_shard
+                                                  for p in range(plan.total_rows)})
+    for t in tasks:
+        assert t.stop - t.start == rows_per_shard
+        # exactly the splits that overlap the range
+        assert list(t.splits) == [s for s in plan.splits
+                                  if s.global_row_offset < t.stop
+                                  and s.global_row_offset + s.rows > t.start]
+
+
+@pytest.mark.parametrize("rows_per_shard", [7, 50, 64, 205])
+def test_read_shard_reconciles_with_straddling_splits(two_files, rows_per_shard):
+    plan, x = two_files
+    options = {"vector_column": "embedding", "id_column": "id", "batch_rows": 20,
+               "ids_url": None, "reject_zero_vectors": True, "storage_options": None}
+    reads = [read_shard(t, dim=DIM, **options) for t in plan_shards(plan.splits, rows_per_shard)]
+    positions = np.concatenate([r.positions for r in reads])
+    assert positions.tolist() == [p for p in range(205) if p not in (7, 150)]
+    assert sum(r.counts["rows_read"] for r in reads) == 205
+    dead = [d for r in reads for d in r.dead_letters]
+    assert sorted((d["row"], d["reason"]) for d in dead) == [(7, "non_finite"),
+                                                              (20, "zero_vector")]
+    for r in reads:
+        assert r.counts["rows_read"] == r.counts["rows_accepted"] + r.counts["rows_rejected"]
+        np.testing.assert_array_equal(r.vectors, x[r.positions])
+        assert r.ids.tolist() == r.positions.tolist()
+
+
+def test_read_shard_rejects_the_given_duplicates(two_files):
+    plan, _ = two_files
+    [task] = plan_shards(plan.splits, 1000)
+    found = read_shard(task, duplicates={3: "first occurrence: f row 1", 7: "x"}, dim=DIM,
+                       batch_rows=20)
+    reasons = {d["row"]: d["reason"] for d in found.dead_letters}
+    # row 7 is rejected for its NaN first; a row gets one reason
+    assert reasons == {3: "duplicate_id", 7: "non_finite", 20: "zero_vector"}
+    assert found.counts["rejected_duplicate_id"] == 1
+    assert 3 not in found.positions
+
+
+def _brute_force_later(ids: list, null: set[int]) -> set[int]:
+    seen, later = set(), set()
+    for position, value in enumerate(ids):
+        if position in null:
+            continue
+        if value in seen:
+            later.add(position)
+        seen.add(value)
+    return later
+
+
+@pytest.mark.parametrize("kind", ["int", "str"])
+@pytest.mark.parametrize("buckets", [1, 3, 16])
+def test_bucket_duplicates_match_brute_force(kind, buckets):
+    rng = np.random.default_rng(buckets)
+    raw = rng.integers(-50, 50, size=400)
+    ids = raw.astype(np.int64) if kind == "int" else np.array([f"id{v}" for v in raw],
+                                                                 dtype=object)
+    id_null = rng.random(400) < 0.05
+    positions = np.arange(1000, 1400, dtype=np.int64)
+    files = FileOffsets(("f0", "f1"), (0, 1200))
+    grouped: dict[int, list] = {}
+    # ids arrive in several chunks, in scrambled order, as from parallel readers
+    for part in np.array_split(rng.permutation(400), 5):
+        part = np.sort(part)
+        for bucket, value in id_buckets(ids[part], id_null[part], positions[part], buckets):
+            grouped.setdefault(bucket, []).append(value)
+    found: dict[int, str] = {}
+    for bucket in sorted(grouped):
+        for shard_no, dups in bucket_duplicates(grouped[bucket], rows_per_shard=100,
+                                                files=files):
+            assert all(p // 100 == shard_no for p in dups)
+            found.update(dups)
+    expected = {p + 1000 for p in _brute_force_later(raw.tolist(),
+                                                      set(np.flatnonzero(id_null).tolist()))}
+    assert set(found) == expected
+    for position, detail in found.items():
+        first = min(p for p in range(400) if raw[p] == raw[position - 1000] and not id_null[p])
+        file, row = files.locate(first + 1000)
+        assert detail == f"first occurrence: {file} row {row}"
+
+
+def test_string_id_hash_is_the_same_in_every_process():
+    """Python's str hash is salted per process; the bucket hash must not be."""
+    ids = np.array(["a", "doc-1", "é", ""], dtype=object)
+    code = ("import numpy as np; from semq_transforms.transforms.planning import _id_hash; "
+            "print(_id_hash(np.array(['a', 'doc-1', 'é', ''], dtype=object)).tolist())")
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, env={"PYTHONHASHSEED": seed, "PATH": ""},
+                              cwd=str(__import__("pathlib").Path(__file__).parents[1])).stdout
+               for seed in ("1", "2")}
+    assert outputs == {f"{_id_hash(ids).tolist()}\n"}
+
+
+def test_iter_split_ids_reads_only_ids(tmp_path):
+    table, _ = bad_rows_table()
+    url = write_parquet(str(tmp_path / "bad.parquet"), table, row_group_size=5)
+    plan = plan_inputs(url, batch_rows=5)
+    got_ids, nulls, positions = [], [], []
+    for s in plan.splits:
+        for ids, id_null, pos in iter_split_ids(s, batch_rows=3):
+            got_ids += ids.tolist()
+            nulls += id_null.tolist()
+            positions += pos.tolist()
+    column = table.column("id").to_pylist()
+    assert positions == list(range(len(column)))
+    assert nulls == [v is None for v in column]
+    assert [v for v, n in zip(got_ids, nulls, strict=True) if not n] == [
+        v for v in column if v is not None]
+
+
+def test_sample_splits_are_seeded_spread_heads(two_files, tmp_path):
+    plan, _ = two_files
+    splits, head = sample_splits(plan.splits, queries=10, seed=3, max_splits=4)
+    assert len(splits) == 4 and head == 10
+    assert splits == sorted(splits, key=lambda s: s.global_row_offset)
+    assert sample_splits(plan.splits, queries=10, seed=3, max_splits=4) == (splits, head)
+    assert sample_splits(plan.splits, queries=10, seed=4, max_splits=4)[0] != splits
+    every, _ = sample_splits(plan.splits, queries=10, seed=3, max_splits=64)
+    assert every == list(plan.splits)
+    # reading a head reads only those rows, and for Parquet streams the first pages instead
+    # of fetching the row group (10 MB here, pages of about 1 MB)
+    big = np.random.default_rng(2).standard_normal((40_000, 64)).astype(np.float32)
+    url = write_parquet(str(tmp_path / "big.parquet"), embedding_table(np.arange(40_000), big),
+                        row_group_size=40_000)
+    [split] = plan_inputs(url, batch_rows=40_000).splits
+    [head_batch] = list(iter_split(split, limit_rows=10))
+    [whole] = list(iter_split(split, batch_rows=40_000))
+    np.testing.assert_array_equal(head_batch.vectors, big[:10])
+    assert head_batch.rows == 10 and head_batch.bytes_read * 2 < whole.bytes_read
+    assert Counter(b.rows for b in iter_split(split, limit_rows=10, batch_rows=4)) == {
+        4: 2, 2: 1}
