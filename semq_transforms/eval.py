@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 #: Float32 score entries ``exact_knn`` materializes per query chunk (64 MiB).
-KNN_CHUNK_SCORES = 1 << 24
+KNN_CHUNK_SCORES = 1 << 22
 #: Boolean entries ``knn_intersection_measure`` materializes per row chunk.
 INTERSECTION_CHUNK = 1 << 22
 
@@ -52,10 +52,11 @@ def exact_knn(q: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
 def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest entries of every row of a score matrix.
 
-    ``np.argpartition`` selects candidates, then only those are sorted. Equal scores are
-    ordered by increasing column id, also across the selection boundary (rows where the
-    ``k``-th score is tied with a value left outside the partition are re-selected with a
-    stable full sort), so the result does not depend on numpy's partition internals.
+    ``np.partition`` finds each row's ``k``-th largest score, the entries at or above it are
+    the candidates, and only those are sorted. Equal scores are ordered by increasing column
+    id, also across the selection boundary (rows with more than ``k`` candidates, i.e. ties
+    at the ``k``-th score, are re-selected with a stable full sort), so the result does not
+    depend on numpy's partition internals.
 
     Args:
         scores: float ``[nq, n]`` (for example ``codec.score(q, codes, params)``).
@@ -70,16 +71,22 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     n = scores.shape[1]
     _check_k(k, n)
     if k < n:
-        I = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        D = np.take_along_axis(scores, I, axis=1)
-        kth = D.min(axis=1, keepdims=True)
-        # A row is ambiguous when more entries tie with its k-th score than were kept.
-        kept_ties = np.count_nonzero(D == kth, axis=1)
-        all_ties = np.count_nonzero(scores == kth, axis=1)
-        redo = np.flatnonzero(all_ties > kept_ties)
-        if redo.size:
+        # The k-th largest value per row (np.partition moves values only: about twice as
+        # fast as argpartition), then the entries at or above it. A row with more than k
+        # such entries has ties at the k-th score (or NaN): those rows alone get a stable
+        # full sort.
+        kth = np.partition(scores, n - k, axis=1)[:, n - k:n - k + 1]
+        selected = scores >= kth
+        exact = np.count_nonzero(selected, axis=1) == k
+        I = np.empty((scores.shape[0], k), dtype=np.int64)
+        if exact.all():
+            I[:] = np.nonzero(selected)[1].reshape(-1, k)
+        else:
+            rows = np.flatnonzero(exact)
+            I[rows] = np.nonzero(selected[rows])[1].reshape(-1, k)
+            redo = np.flatnonzero(~exact)
             I[redo] = np.argsort(-scores[redo], axis=1, kind="stable")[:, :k]
-            D[redo] = np.take_along_axis(scores[redo], I[redo], axis=1)
+        D = np.take_along_axis(scores, I, axis=1)
     else:
         I = np.broadcast_to(np.arange(n), scores.shape).copy()
         D = scores.copy()

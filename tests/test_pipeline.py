@@ -271,3 +271,50 @@ def test_runner_modes_give_identical_shards_and_manifest(input_dir, tmp_path):
                       for p in sorted(Path(index_url).glob("runs/*/*.semq"))})
     assert len(files[0]) == 4 and files[0] == files[1]
     assert digests[0] == digests[1]
+
+
+def test_written_shards_are_read_back_and_checked(tmp_path):
+    """check_written (run on every shard the job writes) refuses a file that storage lost
+    or altered: one flipped byte, or a truncated file."""
+    from semq_transforms.errors import IntegrityError
+    from semq_transforms.format.shard import encode_levels, write_shard
+    from semq_transforms.transforms.encode import check_written
+
+    store = IndexStore(str(tmp_path / "idx"))
+    x = sample_embeddings(300, DIM, seed=4)
+    path = store.shard_path("run-1", 0)
+    with store.open_write(path) as f:
+        meta = write_shard(f, ids=np.arange(300), levels=encode_levels(x, ["semq2"]), path=path)
+    check_written(store, meta)  # as written: fine
+    file = tmp_path / "idx" / path
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    file.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="did not keep what was written"):
+        check_written(store, meta)
+    file.write_bytes(bytes(data[:-10]))
+    with pytest.raises(IntegrityError, match=r"read back as \d+ bytes"):
+        check_written(store, meta)
+
+
+def test_memory_filesystem_end_to_end():
+    """Input and index both on memory:// (one process: the in-memory runner shares it)."""
+    root = "memory://semq-pipeline-e2e"
+    write_sample_embeddings(f"{root}/in", rows=1200, dim=DIM, seed=6, files=2)
+    data = job(Path("unused"), f"{root}/idx")
+    data["input"]["url"] = f"{root}/in/*.parquet"
+    data["encode"]["rows_per_shard"] = 500
+    try:
+        run_id, report = run_job(data)
+        assert report["gate"]["passed"] and report["counts"]["rows_encoded"] == 1200
+        index = Index.open(f"{root}/idx")
+        assert index.versions() == [1] and index.manifest.rows == 1200
+        assert index.verify().ok
+        x = sample_embeddings(1200, DIM, seed=6)
+        _, I = index.search(x[:40], k=10)
+        assert knn_intersection_measure(I, exact_knn(x[:40], x, 10)[1]) >= 0.9
+        store = IndexStore(f"{root}/idx")
+        assert store.exists(f"runs/{run_id}/dead_letters.parquet")
+    finally:
+        import fsspec
+        fsspec.filesystem("memory").rm(root, recursive=True)

@@ -138,9 +138,7 @@ class SemqCodec(Codec):
         mean, axes, variance = cache.get("semq.pca", lambda: _pca(x))
         # Query energy along each axis: E[<q, v_i>^2] for q drawn like the shard's rows.
         weight = variance + (mean @ axes) ** 2
-        step_rows = strided_sample(strided_sample(x, FIT_ROWS), STEP_ROWS)
-        direction = _unit_rows((step_rows.astype(np.float64) - mean) @ axes)
-        steps, errors = _step_tables(direction.astype(np.float32))
+        steps, errors = cache.get("semq.steps", lambda: _direction_steps(x, mean, axes))
         width = _allocate_bits(weight, errors, self.bits * d)
         order = np.argsort(-width, kind="stable")
         kept = order[width[order] > 0]
@@ -253,10 +251,16 @@ def _pca(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     :data:`FIT_ROWS` rows), float64: ``mean [d]``, ``axes [d, d]`` (columns, by decreasing
     variance, each with its largest-magnitude entry positive, so deterministic) and the
     variance along each axis ``[d]`` (clipped at 0)."""
-    sample = strided_sample(x, FIT_ROWS).astype(np.float64)
-    mean = sample.mean(axis=0)
-    centered = sample - mean
-    cov = centered.T @ centered / centered.shape[0]
+    sample = strided_sample(x, FIT_ROWS)
+    n = sample.shape[0]
+    # float64 in chunks of a fixed size (bounded memory, a summation order that does not
+    # depend on the machine): the mean, then the covariance of the centered rows
+    mean = sum(chunk.astype(np.float64).sum(axis=0) for chunk in _chunks(sample)) / n
+    cov = np.zeros((sample.shape[1], sample.shape[1]))
+    for chunk in _chunks(sample):
+        centered = chunk.astype(np.float64) - mean
+        cov += centered.T @ centered
+    cov /= n
     eigvals, eigvecs = np.linalg.eigh(cov)
     order = np.argsort(-eigvals, kind="stable")
     axes = eigvecs[:, order]
@@ -265,11 +269,24 @@ def _pca(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, axes * signs, np.maximum(eigvals[order], 0.0)
 
 
+def _chunks(rows: np.ndarray, size: int = 8192) -> list[np.ndarray]:
+    """``rows`` in consecutive blocks of ``size`` rows (views)."""
+    return [rows[start:start + size] for start in range(0, rows.shape[0], size)]
+
+
 def _unit_rows(z: np.ndarray) -> np.ndarray:
     """Rows of ``z`` scaled to unit norm; zero rows are dropped."""
     norm = np.linalg.norm(z, axis=1)
     keep = norm > 0
     return z[keep] / norm[keep, None]
+
+
+def _direction_steps(x: np.ndarray, mean: np.ndarray,
+                     axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_step_tables` of the unit directions, in the rotated frame, of
+    :data:`STEP_ROWS` evenly strided rows of the fit sample."""
+    rows = strided_sample(strided_sample(x, FIT_ROWS), STEP_ROWS).astype(np.float64)
+    return _step_tables(_unit_rows((rows - mean) @ axes).astype(np.float32))
 
 
 def _step_tables(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

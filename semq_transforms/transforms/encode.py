@@ -14,6 +14,9 @@ global position, encode and write each shard, and measure retrieval on a query s
 gaps, so a shard may hold fewer rows (or not exist): the cut depends only on the input and
 the config, never on how the runner split or ordered the work. Memory is bounded by one shard.
 
+**Checks.** Every shard is read back from storage after it is written and its size and SHA-256
+compared with what the writer produced (:func:`check_written`), on the worker that wrote it.
+
 **Determinism.** ``encode_levels`` and ``write_shard`` are deterministic in their inputs, so
 the same input and config give byte-identical shard files.
 
@@ -28,6 +31,7 @@ Counters (namespace ``semq``): ``shards_written``, ``bytes_out``, ``rows_encoded
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +40,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from semq_transforms.errors import IntegrityError
 from semq_transforms.eval import exact_knn, knn_intersection_measure, topk
+from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import EncodedLevel, encode_levels, write_shard
 from semq_transforms.format.store import IndexStore
 from semq_transforms.transforms.planning import ShardRows
@@ -44,12 +50,12 @@ from semq_transforms.transforms.read import METRICS_NAMESPACE
 from semq_transforms.transforms.sources import Batch
 
 __all__ = ["DEFAULT_RERANK_FACTOR", "CutShards", "EncodeShards", "MergeNeighbors",
-           "SampleQueries", "ShardNeighbors", "ShardRows", "position_hash"]
+           "SampleQueries", "ShardNeighbors", "ShardRows", "check_written", "position_hash"]
 
 #: Scan-level candidates per query re-scored with the last level (as ``Index.search``).
 DEFAULT_RERANK_FACTOR = 10
 #: Float32 score entries materialized per query chunk when scoring a shard.
-_SCORE_BUDGET = 1 << 24
+_SCORE_BUDGET = 1 << 22
 NEIGHBORS = "neighbors"
 METAS = "metas"
 
@@ -177,24 +183,46 @@ class SampleQueries(beam.PTransform):
 def _compressed_topk(queries: np.ndarray, levels: Sequence[EncodedLevel], k: int,
                      rerank: int) -> tuple[np.ndarray, np.ndarray]:
     """Index.search on one shard's levels: scan with the first level, re-score
-    ``max(rerank, k)`` candidates with the last one. Returns (scores, row numbers)."""
+    ``max(rerank, k)`` candidates with the last one. Returns (scores, row numbers).
+
+    The scan walks the shard in row chunks of ``_SCORE_BUDGET // nq`` rows, keeping a running
+    top list per query, so every code is decoded once and the score matrix in memory is
+    bounded by the budget, whatever the shard size. Ties go to the lower row number, as in
+    one global top-k.
+    """
     scan, fine = levels[0], levels[-1]
     rows = scan.rows
-    D_parts, I_parts = [], []
-    step = max(1, _SCORE_BUDGET // rows)
-    for start in range(0, queries.shape[0], step):
-        q = queries[start:start + step]
-        scan_scores = scan.codec.score(q, scan.codes, scan.params)
-        if len(levels) == 1:
-            D, I = topk(scan_scores, min(k, rows))
-        else:
-            _, cand = topk(scan_scores, min(max(rerank, k), rows))
-            rescored = fine.codec.score_candidates(q, fine.codes[cand], fine.params)
-            D, order = topk(rescored, min(k, cand.shape[1]))
-            I = np.take_along_axis(cand, order, axis=1)
-        D_parts.append(D)
-        I_parts.append(I)
-    return np.concatenate(D_parts), np.concatenate(I_parts)
+    keep = min(k if len(levels) == 1 else max(rerank, k), rows)
+    chunk = max(keep, _SCORE_BUDGET // max(1, queries.shape[0]))
+    D = I = None
+    for start in range(0, rows, chunk):
+        scores = scan.codec.score(queries, scan.codes[start:start + chunk], scan.params)
+        d, i = topk(scores, min(keep, scores.shape[1]))
+        i += start
+        D, I = (d, i) if D is None else _merge_topk(D, I, d, i, keep)
+    assert D is not None and I is not None
+    if len(levels) == 1:
+        return D, I
+    rescored = fine.codec.score_candidates(queries, fine.codes[I], fine.params)
+    D, order = topk(rescored, min(k, I.shape[1]))
+    return D, np.take_along_axis(I, order, axis=1)
+
+
+def check_written(store: IndexStore, meta: ShardMeta) -> None:
+    """Read a just-written shard back from storage and check its size and SHA-256 against
+    what the writer produced; raises :class:`IntegrityError` naming the file otherwise (a
+    storage layer that lost or altered bytes fails the run before anything is published)."""
+    digest = hashlib.sha256()
+    size = 0
+    with store.open_read(meta.path) as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+            size += len(block)
+    if size != meta.file_bytes or digest.hexdigest() != meta.file_sha256:
+        raise IntegrityError(
+            f"shard {store.url_of(meta.path)} read back as {size} bytes with SHA-256 "
+            f"{digest.hexdigest()[:16]}..., written as {meta.file_bytes} bytes with "
+            f"{meta.file_sha256[:16]}...: the storage did not keep what was written")
 
 
 class _EncodeShardFn(beam.DoFn):
@@ -228,6 +256,7 @@ class _EncodeShardFn(beam.DoFn):
         path = self._store.shard_path(self._run_id, shard.shard_no)
         with self._store.open_write(path) as f:
             meta = write_shard(f, ids=shard.ids, levels=levels, path=path)
+        check_written(self._store, meta)
         meta = dataclasses.replace(meta, validation=validation)
         self._shards_written.inc()
         self._bytes_out.inc(meta.file_bytes)

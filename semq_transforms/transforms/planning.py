@@ -232,6 +232,9 @@ def _clip(batch: Batch, start: int, stop: int, duplicates: Mapping[int, str],
     positions, dead letters (duplicates moved there), and the number of rows in range."""
     lo, hi = max(start, batch.global_row_offset), min(stop, batch.global_row_offset + batch.rows)
     in_range = max(0, hi - lo)
+    if in_range == batch.rows and not (duplicate_positions.size and np.isin(
+            batch.positions, duplicate_positions).any()):
+        return batch.ids, batch.vectors, batch.positions, list(batch.rejected), in_range
     first_row = batch.row_start - batch.global_row_offset  # file row = position + this
     dead = [d for d in batch.rejected if lo <= d["row"] - first_row < hi]
     keep = (batch.positions >= lo) & (batch.positions < hi)
@@ -262,7 +265,13 @@ def read_shard(task: ShardTask, *, duplicates: Mapping[int, str] | None = None,
     """
     duplicates = duplicates or {}
     duplicate_positions = np.array(sorted(duplicates), dtype=np.int64)
-    ids, vectors, positions, dead = [], [], [], []
+    # Accepted vectors go straight into one array sized for every row in range (no list
+    # of batches concatenated at the end: one shard's vectors in memory, not two).
+    capacity = sum(max(0, min(task.stop, s.global_row_offset + s.rows)
+                       - max(task.start, s.global_row_offset)) for s in task.splits)
+    vectors = np.empty((capacity, dim), dtype=np.float32)
+    filled = 0
+    ids, positions, dead = [], [], []
     counts = {"rows_read": 0, "bytes_read": 0}
     for split in task.splits:
         for batch in iter_split(split, dim=dim, filesystem=filesystem, **read_options):
@@ -270,8 +279,12 @@ def read_shard(task: ShardTask, *, duplicates: Mapping[int, str] | None = None,
                 batch, task.start, task.stop, duplicates, duplicate_positions)
             counts["rows_read"] += rows
             counts["bytes_read"] += batch.bytes_read
+            if filled + b_vectors.shape[0] > capacity:
+                raise ValueError(f"shard {task.shard_no}: read more rows than its range "
+                                 f"holds ({capacity})")
+            vectors[filled:filled + b_vectors.shape[0]] = b_vectors
+            filled += b_vectors.shape[0]
             ids.append(b_ids)
-            vectors.append(b_vectors)
             positions.append(b_positions)
             dead.extend(b_dead)
     dead.sort(key=lambda d: (d["source"], d["row"]))
@@ -283,8 +296,8 @@ def read_shard(task: ShardTask, *, duplicates: Mapping[int, str] | None = None,
     positions_all = np.concatenate(positions) if positions else np.zeros(0, np.int64)
     if positions_all.size > 1 and not np.all(np.diff(positions_all) > 0):
         raise ValueError(f"shard {task.shard_no}: splits overlap (a row was read twice)")
-    return ShardRead(
-        ids=np.concatenate(ids) if ids else np.zeros(0, np.int64),
-        vectors=(np.ascontiguousarray(np.concatenate(vectors), dtype=np.float32) if vectors
-                 else np.zeros((0, dim), np.float32)),
-        positions=positions_all, dead_letters=tuple(dead), counts=counts)
+    if filled < capacity:  # rejected rows: keep a right-sized copy, free the rest
+        vectors = vectors[:filled].copy()
+    return ShardRead(ids=np.concatenate(ids) if ids else np.zeros(0, np.int64),
+                     vectors=vectors, positions=positions_all, dead_letters=tuple(dead),
+                     counts=counts)

@@ -1,0 +1,303 @@
+"""Pipeline benchmark: the whole ingestion job against a bare pyarrow read of the same input.
+
+    python benchmarks/pipeline.py [--rows 1000000 ...] [--dim 384] [--runners in_memory:1 ...]
+                                  [--workdir DIR] [--out PATH.json]
+
+For each ``--rows`` (default: 250000 500000 1000000, to show the cost is linear):
+
+1. generate the input once (cached in ``--workdir``): Parquet files of clustered, unit-norm
+   float32 vectors (``id: int64``, ``embedding: fixed_size_list<float32>[dim]``), row groups
+   of 65,536 rows, 262,144 rows per file, snappy (pyarrow's defaults otherwise);
+2. **bare read**: a fresh process reads every file with ``pyarrow.parquet`` (batches of the
+   job's ``batch_rows``, both columns) and turns each batch into a float32 numpy array, the
+   least any reader of this input has to do;
+3. **pipeline**: a fresh process runs ``python -m pipelines.ingest`` on a generated config
+   (codecs ``semq1`` + ``semq4``, ``rows_per_shard`` 65,536 (one row group), 256 sampled
+   queries, recall gate 0.9) to a published index under the work dir, on the pinned local
+   runner in each of ``--runners`` (default: ``in_memory:1``, one worker, the least memory;
+   ``multi_threading:2``, two worker threads for the two cores).
+
+Both are timed wall-clock in the same run, and their peak memory is sampled every 20 ms as
+the summed RSS of the process and all its descendants (the multi-process mode's workers
+included; from /proc, so Linux only). Every process runs with one BLAS/OpenMP thread (the
+benchmarks' convention: ``_common``). Prints a table (rows, bare read s, pipeline s, ratio,
+rows/s, peak RSS of each, recall@10 the gate saw) and writes JSON. The targets from the
+issue are printed as PASS/FAIL: ratio <= 2.5, pipeline peak RSS <= 1 GiB, and a linear cost:
+the seconds each extra million rows adds (between consecutive sizes) agree within 25%. Each
+measurement is the fastest of ``--repeat`` runs (default 2; the machines are noisy).
+"""
+
+# First import: pins every BLAS/OpenMP library to one thread before numpy is loaded.
+from _common import REPO, machine_info
+
+# isort: split
+import argparse
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+ROW_GROUP_ROWS = 65_536
+FILE_ROWS = 4 * ROW_GROUP_ROWS
+ROWS_PER_SHARD = ROW_GROUP_ROWS
+BATCH_ROWS = 8192
+CLUSTERS = 256
+TARGET_RATIO = 2.5
+TARGET_RSS_BYTES = 1 << 30
+LINEAR_TOLERANCE = 0.25
+
+_BARE_READ = """
+import glob, sys, time
+import numpy as np, pyarrow.parquet as pq
+start = time.perf_counter()
+rows = 0
+for path in sorted(glob.glob(sys.argv[1])):
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=int(sys.argv[2]),
+                                                   columns=["id", "embedding"]):
+        ids = batch.column(0).to_numpy()
+        x = batch.column(1).values.to_numpy().reshape(len(batch), -1).astype(np.float32)
+        rows += len(x)
+print(rows, time.perf_counter() - start)
+"""
+
+
+# -- input ------------------------------------------------------------------------------------
+
+def write_input(folder: Path, rows: int, dim: int) -> list[Path]:
+    """Clustered unit-norm vectors in Parquet files; chunked (bounded memory), seeded."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    spectrum = np.exp(-np.arange(dim) / (dim / 8)).astype(np.float32)
+    offset = rng.standard_normal(dim).astype(np.float32) * 0.6
+    centers = (rng.standard_normal((CLUSTERS, dim)).astype(np.float32) * spectrum + offset)
+    paths = []
+    for file_no, start in enumerate(range(0, rows, FILE_ROWS)):
+        stop = min(start + FILE_ROWS, rows)
+        path = folder / f"part-{file_no:05d}.parquet"
+        tmp = path.with_suffix(".tmp")
+        schema = pa.schema([("id", pa.int64()), ("embedding", pa.list_(pa.float32(), dim))])
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for g0 in range(start, stop, ROW_GROUP_ROWS):
+                g1 = min(g0 + ROW_GROUP_ROWS, stop)
+                chunk_rng = np.random.default_rng([1, g0])
+                label = chunk_rng.integers(0, CLUSTERS, g1 - g0)
+                x = centers[label] + (chunk_rng.standard_normal((g1 - g0, dim),
+                                                                dtype=np.float32)
+                                      * spectrum * 0.5)
+                x /= np.linalg.norm(x, axis=1, keepdims=True)
+                table = pa.table({"id": np.arange(g0, g1, dtype=np.int64),
+                                  "embedding": pa.FixedSizeListArray.from_arrays(
+                                      pa.array(x.reshape(-1)), dim)}, schema=schema)
+                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        tmp.rename(path)
+        paths.append(path)
+    return paths
+
+
+def cached_input(workdir: Path, rows: int, dim: int) -> Path:
+    folder = workdir / f"input-{rows}x{dim}"
+    done = folder / "_DONE"
+    if not done.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        write_input(folder, rows, dim)
+        done.write_text("ok\n")
+    return folder
+
+
+# -- measuring a process tree -----------------------------------------------------------------
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        tree.setdefault(int(fields[1]), []).append(int(entry))
+    return tree
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def tree_rss(root: int) -> int:
+    """Summed RSS (bytes) of ``root`` and all its descendants."""
+    tree = _children()
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += _rss(pid)
+        stack.extend(tree.get(pid, ()))
+    return total
+
+
+def run_measured(cmd: list[str], cwd: Path) -> tuple[float, int, str]:
+    """Run ``cmd``; returns (wall seconds, peak summed RSS bytes, stdout). Raises on failure."""
+    peak = 0
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, tree_rss(proc.pid))
+            stop.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... exited {proc.returncode}:\n{out}\n{err}")
+    return seconds, peak, out
+
+
+# -- one size -----------------------------------------------------------------------------------
+
+def best_of(repeat: int, fn) -> tuple[float, int, str]:
+    """Fastest of ``repeat`` runs of ``fn() -> (seconds, peak rss, out)``; peak RSS is the
+    highest seen in any run."""
+    runs = [fn() for _ in range(repeat)]
+    fastest = min(runs, key=lambda r: r[0])
+    return fastest[0], max(r[1] for r in runs), fastest[2]
+
+
+def bench_size(workdir: Path, rows: int, dim: int, runner: str, repeat: int) -> dict:
+    mode, workers = runner.split(":")
+    folder = cached_input(workdir, rows, dim)
+    input_bytes = sum(p.stat().st_size for p in folder.glob("*.parquet"))
+    glob = str(folder / "*.parquet")
+    bare_s, bare_rss, out = best_of(repeat, lambda: run_measured(
+        [sys.executable, "-c", _BARE_READ, glob, str(BATCH_ROWS)], REPO))
+    assert int(out.split()[0]) == rows, out
+    index_dir = workdir / f"index-{rows}x{dim}"
+    config = {
+        "name": f"bench-{rows}",
+        "input": {"url": glob, "format": "parquet", "dim": dim, "batch_rows": BATCH_ROWS},
+        "output": {"index_url": str(index_dir)},
+        "encode": {"codecs": ["semq1", "semq4"], "rows_per_shard": ROWS_PER_SHARD},
+        "validation": {"k": 10, "sample_queries": 256, "seed": 0, "min_recall_at_k": 0.9,
+                       "max_rejected_fraction": 0.0},
+    }
+    config_path = workdir / f"job-{rows}.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    def pipeline_run() -> tuple[float, int, str]:
+        shutil.rmtree(index_dir, ignore_errors=True)  # a fresh publish every time
+        return run_measured([sys.executable, "-m", "pipelines.ingest", "--config",
+                             str(config_path), f"--direct_running_mode={mode}",
+                             f"--direct_num_workers={workers}"], REPO)
+
+    pipe_s, pipe_rss, out = best_of(repeat, pipeline_run)
+    [report_path] = index_dir.glob("runs/*/report.json")
+    report = json.loads(report_path.read_text())
+    assert report["gate"]["passed"], report["gate"]
+    return {"rows": rows, "dim": dim, "runner": runner, "input_bytes": input_bytes,
+            "bare_read_s": bare_s, "bare_read_peak_rss": bare_rss,
+            "pipeline_s": pipe_s, "pipeline_peak_rss": pipe_rss,
+            "ratio": pipe_s / bare_s, "rows_per_s": rows / pipe_s,
+            "s_per_million_rows": pipe_s / rows * 1e6,
+            "recall_at_10": report["validation"]["recall_at_k"],
+            "shards": report["counts"]["shards"],
+            "compression_ratio": report["bytes"]["compression_ratio"],
+            "summary": out.strip().splitlines()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[250_000, 500_000, 1_000_000])
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--runners", nargs="+",
+                        default=["in_memory:1", "multi_threading:2"],
+                        help="local runner modes to measure, as MODE:WORKERS (MODE: in_memory, "
+                             "multi_threading, multi_processing)")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="runs of each measurement; the fastest is reported")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where inputs (cached) and indexes go; default: a temp folder")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/pipeline.json")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="semq-pipeline-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for runner in args.runners:
+        for rows in args.rows:
+            result = bench_size(workdir, rows, args.dim, runner, args.repeat)
+            results.append(result)
+            print(f"{runner} {rows} rows: {result['summary'][0] if result['summary'] else ''}",
+                  file=sys.stderr, flush=True)
+    mib = 1 << 20
+    print(f"\nPipeline vs bare pyarrow read, dim {args.dim} (one BLAS thread per process; "
+          f"fastest of {args.repeat})\n")
+    print("| runner:workers | rows | input MB | bare read s | pipeline s | ratio | rows/s | "
+          "bare RSS MiB | pipeline RSS MiB | recall@10 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['runner']} | {r['rows']:,} | {r['input_bytes'] / 1e6:.0f} | "
+              f"{r['bare_read_s']:.2f} | {r['pipeline_s']:.2f} | {r['ratio']:.2f} | "
+              f"{r['rows_per_s']:,.0f} | {r['bare_read_peak_rss'] / mib:.0f} | "
+              f"{r['pipeline_peak_rss'] / mib:.0f} | {r['recall_at_10']:.4f} |")
+    checks: dict[str, bool] = {}
+    marginal_by_runner: dict[str, list[float]] = {}
+    for runner in args.runners:
+        # Linear cost: the time each extra million rows adds (a fixed start-up cost, Python
+        # and Beam imports and pipeline construction, does not make a job non-linear).
+        ordered = sorted((r for r in results if r["runner"] == runner),
+                         key=lambda r: r["rows"])
+        marginal = [(b["pipeline_s"] - a["pipeline_s"]) / (b["rows"] - a["rows"]) * 1e6
+                    for a, b in itertools.pairwise(ordered)]
+        marginal_by_runner[runner] = marginal
+        if marginal:
+            print(f"\n{runner}: seconds each extra million rows adds: "
+                  + ", ".join(f"{a['rows']:,} -> {b['rows']:,}: {m:.1f}"
+                              for a, b, m in zip(ordered, ordered[1:], marginal)))
+        largest = ordered[-1]
+        checks[f"{runner}: ratio <= {TARGET_RATIO} at {largest['rows']:,} rows"] = (
+            largest["ratio"] <= TARGET_RATIO)
+        checks[f"{runner}: pipeline peak RSS <= 1 GiB (every size)"] = all(
+            r["pipeline_peak_rss"] <= TARGET_RSS_BYTES for r in ordered)
+        checks[f"{runner}: linear, marginal s per 1M rows within {LINEAR_TOLERANCE:.0%}"] = (
+            len(marginal) >= 1 and min(marginal) > 0
+            and max(marginal) <= (1 + LINEAR_TOLERANCE) * min(marginal))
+    print()
+    for name, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine_info(), "settings": {
+        "dim": args.dim, "runners": args.runners, "row_group_rows": ROW_GROUP_ROWS,
+        "file_rows": FILE_ROWS, "rows_per_shard": ROWS_PER_SHARD, "batch_rows": BATCH_ROWS,
+        "codecs": ["semq1", "semq4"], "sample_queries": 256, "repeat": args.repeat},
+        "results": results, "marginal_s_per_million_rows": marginal_by_runner,
+        "checks": checks},
+        indent=2))
+    print(f"\nwrote {args.out}")
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
