@@ -78,6 +78,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from semq_transforms._urls import REDACTED, redact_url
 from semq_transforms.errors import ConfigError, SemqError
 
 __all__ = [
@@ -94,8 +95,6 @@ __all__ = [
     "redact_url",
 ]
 
-#: What every storage option value (and a URL's password or query) is replaced with.
-REDACTED = "***"
 #: Larger config files are refused before parsing.
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -168,32 +167,6 @@ def _redact_tree(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_redact_tree(item) for item in value]
     return REDACTED
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any user info (``user:password@``) masked, and the query string of an
-    ``http(s)`` URL (signed-URL tokens). Plain paths are returned as they are (``?`` is a glob
-    character there and in object-store URLs). Errs on the side of masking: a password with
-    an unescaped ``/`` is masked up to the ``@``.
-
-    >>> redact_url("s3://key:secret@bucket/x/*.parquet")
-    's3://***@bucket/x/*.parquet'
-    >>> redact_url("https://host/e.parquet?sig=abc")
-    'https://host/e.parquet?***'
-    >>> redact_url("data/sample/part-?.parquet")
-    'data/sample/part-?.parquet'
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, tail = rest.partition("/")
-    if "@" in authority:
-        rest = f"{REDACTED}@{authority.rpartition('@')[2]}{slash}{tail}"
-    elif ":" in authority and "@" in tail:
-        rest = f"{REDACTED}@{tail.partition('@')[2]}"
-    if scheme.lower() in ("http", "https") and "?" in rest:
-        rest = f"{rest.partition('?')[0]}?{REDACTED}"
-    return f"{scheme}{sep}{rest}"
 
 
 def _safe_tree(value: Any) -> Any:

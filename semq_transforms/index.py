@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from semq_transforms.codecs import check_vectors
-from semq_transforms.errors import InvalidInputError
+from semq_transforms.errors import FormatError, InvalidInputError
 from semq_transforms.eval import knn_intersection_measure, topk
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.meta import ShardMeta
@@ -321,10 +321,12 @@ class Index:
             found.append(f"file is {len(data)} bytes, manifest says {meta.file_bytes}")
         if hashlib.sha256(data).hexdigest() != meta.file_sha256:
             found.append("file SHA-256 differs from the manifest")
-        check = verify_shard(io.BytesIO(data))
-        found.extend(check.problems)
-        if check.ok:
-            shard = read_shard(io.BytesIO(data), verify=False)   # digests checked just above
+        try:
+            shard = read_shard(io.BytesIO(data))   # parses and checks every digest
+        except FormatError:
+            # only on failure: the full list of what is wrong (read_shard stops at the first)
+            found.extend(verify_shard(io.BytesIO(data)).problems)
+        else:
             if shard.content_sha256 != meta.content_sha256:
                 found.append("content digest differs from the manifest")
             if shard.codecs != meta.codecs:

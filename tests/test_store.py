@@ -20,7 +20,7 @@ from semq_transforms.errors import (
     VersionConflictError,
 )
 from semq_transforms.format.manifest import Manifest
-from semq_transforms.format.store import IndexStore, _redact, manifest_path, shard_path
+from semq_transforms.format.store import IndexStore, manifest_path, shard_path
 from tests.manifest_helpers import (
     CODECS,
     DIM,
@@ -91,8 +91,10 @@ def test_url_of_and_repr(tmp_path: Any) -> None:
     assert repr(store) == f"IndexStore({str(tmp_path / 'idx')!r})"
     mem = IndexStore("memory://semq-url-test/idx")
     assert mem.url_of("_latest") == "memory:///semq-url-test/idx/_latest"
-    assert _redact("https://user:hunter2@example.invalid:8443/x") == \
-        "https://user:***@example.invalid:8443/x"
+    # one redaction rule everywhere (semq_transforms._urls): no user info, no signed query
+    signed = IndexStore("https://user:hunter2@example.invalid:8443/x?sig=abc")
+    assert signed.url == "https://***@example.invalid:8443/x?***"
+    assert "hunter2" not in repr(signed) and "abc" not in signed.url_of("manifests/v1")
 
 
 # -- every backend ---------------------------------------------------------------------------

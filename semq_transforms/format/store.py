@@ -34,12 +34,12 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
+from semq_transforms._urls import redact_url
 from semq_transforms.errors import (
     FormatError,
     IndexNotFoundError,
@@ -105,7 +105,7 @@ class IndexStore:
             raise FormatError(f"url must be a non-empty string, got {url!r}")
         self.fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         self.root = root.rstrip("/") or "/"
-        self.url = _redact(url.rstrip("/") or url)
+        self.url = redact_url(url.rstrip("/") or url)
 
     def __repr__(self) -> str:
         return f"IndexStore({self.url!r})"
@@ -118,7 +118,7 @@ class IndexStore:
 
     def url_of(self, rel_path: str) -> str:
         """Full URL of ``rel_path`` (``s3://bucket/prefix/runs/...``, ``file:///...``)."""
-        return _redact(self.fs.unstrip_protocol(self._full(rel_path)))
+        return redact_url(self.fs.unstrip_protocol(self._full(rel_path)))
 
     def exists(self, rel_path: str) -> bool:
         """Whether ``rel_path`` exists (asks the backend; no cached listing is used)."""
@@ -463,20 +463,6 @@ def _s3_error_code(exc: BaseException) -> str | None:
         current = current.__cause__ or current.__context__
         seen += 1
     return None
-
-
-def _redact(url: str) -> str:
-    """``url`` without a password in its user-info part (``scheme://user:***@host``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname or ''}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _describe_versions(found: Sequence[int]) -> str:

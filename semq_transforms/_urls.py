@@ -1,0 +1,35 @@
+"""URL redaction shared by everything that prints or stores a URL (reports, manifests, logs,
+error messages): no credential in a URL ever leaves the process."""
+
+from __future__ import annotations
+
+__all__ = ["REDACTED", "redact_url"]
+
+#: What a masked value reads as.
+REDACTED = "***"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any user info (``user:password@``) masked, and the query string of an
+    ``http(s)`` URL (signed-URL tokens). Plain paths are returned as they are (``?`` is a glob
+    character there and in object-store URLs). Errs on the side of masking: a password with
+    an unescaped ``/`` is masked up to the ``@``.
+
+    >>> redact_url("s3://key:secret@bucket/x/*.parquet")
+    's3://***@bucket/x/*.parquet'
+    >>> redact_url("https://host/e.parquet?sig=abc")
+    'https://host/e.parquet?***'
+    >>> redact_url("data/sample/part-?.parquet")
+    'data/sample/part-?.parquet'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        rest = f"{REDACTED}@{authority.rpartition('@')[2]}{slash}{tail}"
+    elif ":" in authority and "@" in tail:
+        rest = f"{REDACTED}@{tail.partition('@')[2]}"
+    if scheme.lower() in ("http", "https") and "?" in rest:
+        rest = f"{rest.partition('?')[0]}?{REDACTED}"
+    return f"{scheme}{sep}{rest}"
