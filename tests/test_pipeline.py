@@ -318,3 +318,36 @@ def test_memory_filesystem_end_to_end():
     finally:
         import fsspec
         fsspec.filesystem("memory").rm(root, recursive=True)
+
+
+def test_empty_input_publishes_nothing(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write_ids_file(folder, "empty.parquet", pa.array([], pa.int64()), np.zeros((0, DIM), np.float32))
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(job(folder, str(tmp_path / "idx"))))
+    assert main(["--config", str(config_file)]) == 1
+    assert "read 0 rows" in capsys.readouterr().out
+    assert IndexStore(str(tmp_path / "idx")).versions() == []
+
+
+def test_npy_input_with_an_ids_file_rejects_repeated_ids(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    x = sample_embeddings(400, DIM, seed=8)
+    np.save(folder / "a.npy", x[:250])
+    np.save(folder / "b.npy", x[250:])
+    ids = np.arange(400, dtype=np.int64) * 10
+    ids[300] = ids[20]   # b.npy row 50 repeats a.npy row 20
+    np.save(tmp_path / "ids.npy", ids)
+    data = job(folder, str(tmp_path / "idx"), max_rejected_fraction=0.01)
+    data["input"].update(url=f"{folder}/*.npy", format="npy", ids_url=str(tmp_path / "ids.npy"),
+                         batch_rows=64)
+    data["encode"]["rows_per_shard"] = 128
+    run_id, report = run_job(data)
+    assert report["gate"]["passed"], report["gate"]
+    dead = pq.read_table(tmp_path / "idx" / "runs" / run_id / "dead_letters.parquet").to_pylist()
+    assert [(Path(d["source"]).name, d["row"], d["reason"], d["id"]) for d in dead] == [
+        ("b.npy", 50, "duplicate_id", "200")]
+    assert dead[0]["detail"].endswith("a.npy row 20")
+    assert Index.open(str(tmp_path / "idx")).manifest.rows == 399
