@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from semq_transforms.transforms.planning import (
@@ -269,6 +270,9 @@ class _ReadShardFn(beam.DoFn):
         self._filesystem = filesystem_for(task.splits[0].url, options["storage_options"],
                                           self._filesystem)
         found = read_shard(task, duplicates=duplicates, filesystem=self._filesystem, **options)
+        # pyarrow's allocator keeps freed read buffers cached per thread; hand them back, so
+        # parallel workers do not each hold their last shard's Parquet pages while encoding.
+        pa.default_memory_pool().release_unused()
         for key, value in found.counts.items():
             self._counters[key].inc(value)
         self._shards_read.inc()
