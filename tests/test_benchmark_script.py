@@ -37,3 +37,35 @@ def test_benchmark_without_data_exits_2(tmp_path):
          str(tmp_path / "missing.npz"), "--out", str(tmp_path / "r.json")],
         capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+def test_multilevel_experiments_run_and_report(tmp_path):
+    data = write_tiny_embeddings(tmp_path / "tiny.npz")
+    out = tmp_path / "multilevel.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/multilevel_experiments.py"), "--data", str(data),
+         "--out", str(out)], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["bits_per_dim"] <= 5.34
+    for row in report["results"].values():
+        assert 0.3 < row["rerank_100"] <= 1.0 and 0.0 < row["scan_alone"] <= 1.0
+
+
+def test_pipeline_benchmark_runs_and_reports(tmp_path):
+    """Three small sizes on one runner: the table, the checks and the JSON come out."""
+    out = tmp_path / "pipeline.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/pipeline.py"), "--rows", "2000", "4000",
+         "8000", "--dim", "64", "--runners", "in_memory:1", "--repeat", "1", "--workdir",
+         str(tmp_path / "work"), "--out", str(out)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| in_memory:1 | 8,000 |" in proc.stdout and "least squares" in proc.stdout
+    report = json.loads(out.read_text())
+    assert [r["rows"] for r in report["results"]] == [2000, 4000, 8000]
+    for r in report["results"]:
+        assert r["pipeline_s"] > 0 and r["bare_read_s"] > 0 and r["pipeline_peak_rss"] > 0
+        assert 0.5 < r["recall_at_10"] <= 1.0
+    assert report["linear_fits"]["in_memory:1"] is not None
+    assert len(report["checks"]) == 3

@@ -45,7 +45,7 @@ from semq_transforms.eval import exact_knn, knn_intersection_measure, topk
 from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import EncodedLevel, encode_levels, write_shard
 from semq_transforms.format.store import IndexStore
-from semq_transforms.transforms.planning import ShardRows
+from semq_transforms.transforms.planning import ShardRows, splitmix64
 from semq_transforms.transforms.read import METRICS_NAMESPACE
 from semq_transforms.transforms.sources import Batch
 
@@ -77,12 +77,7 @@ class ShardNeighbors:
 
 def position_hash(positions: np.ndarray, seed: int) -> np.ndarray:
     """splitmix64 of ``positions ^ seed`` as uint64 ``[n]`` (the query-sampling key)."""
-    with np.errstate(over="ignore"):
-        z = np.asarray(positions, dtype=np.int64).astype(np.uint64) ^ np.uint64(seed)
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+    return splitmix64(np.asarray(positions, dtype=np.int64).astype(np.uint64) ^ np.uint64(seed))
 
 
 # -- cutting shards -------------------------------------------------------------------------

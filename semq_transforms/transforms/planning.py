@@ -41,8 +41,9 @@ import numpy as np
 
 from semq_transforms.transforms.sources import Batch, Split, iter_split
 
-__all__ = ["FileOffsets", "ShardRead", "ShardRows", "ShardTask", "bucket_count", "bucket_duplicates", "id_buckets", "plan_shards", "read_shard",
-           "sample_splits", "split_hash"]
+__all__ = ["FileOffsets", "ShardRead", "ShardRows", "ShardTask", "bucket_count",
+           "bucket_duplicates", "id_buckets", "plan_shards", "read_shard", "sample_splits",
+           "splitmix64"]
 
 #: Ids per duplicate-finding bucket (about 16 bytes each in flight: id and position).
 BUCKET_ROWS = 4_000_000
@@ -117,13 +118,15 @@ def plan_shards(splits: Sequence[Split], rows_per_shard: int) -> list[ShardTask]
             for n, found in sorted(overlapping.items())]
 
 
-def split_hash(index: int, seed: int) -> int:
-    """splitmix64 of ``index ^ seed`` (the seeded order in which splits join the sample)."""
-    mask = (1 << 64) - 1
-    z = ((index ^ seed) + 0x9E3779B97F4A7C15) & mask
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-    return z ^ (z >> 31)
+def splitmix64(values: np.ndarray) -> np.ndarray:
+    """The splitmix64 finalizer of uint64 ``values`` (any shape): a fixed, well-mixed hash,
+    the same in every process. Used for the query sample (positions), the sample's splits and
+    the duplicate-id buckets (integer ids)."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(values, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 def sample_splits(splits: Sequence[Split], *, queries: int, seed: int,
@@ -133,7 +136,8 @@ def sample_splits(splits: Sequence[Split], *, queries: int, seed: int,
     Returns ``(splits in input order, head_rows)``."""
     if not splits:
         return [], 1
-    order = sorted(range(len(splits)), key=lambda i: (split_hash(i, seed), i))
+    keys = splitmix64(np.arange(len(splits), dtype=np.uint64) ^ np.uint64(seed))
+    order = np.lexsort((np.arange(len(splits)), keys)).tolist()
     chosen = sorted(order[:max_splits])
     head_rows = max(1, -(-4 * queries // len(chosen)))
     return [splits[i] for i in chosen], head_rows
@@ -154,11 +158,7 @@ def _id_hash(ids: np.ndarray) -> np.ndarray:
     if ids.dtype == object:
         return np.fromiter((zlib.crc32(str(i).encode("utf-8")) for i in ids), np.uint64,
                            count=ids.shape[0])
-    with np.errstate(over="ignore"):
-        z = ids.astype(np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+    return splitmix64(ids.astype(np.int64).view(np.uint64))
 
 
 def id_buckets(ids: np.ndarray, id_null: np.ndarray, positions: np.ndarray,
