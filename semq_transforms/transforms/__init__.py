@@ -2,8 +2,14 @@
 
 * :mod:`~semq_transforms.transforms.sources`: find input files, plan splits from metadata, read
   and validate batches of vectors (pure Python, pyarrow, fsspec; no Beam).
-* :mod:`~semq_transforms.transforms.read`: ``ReadEmbeddings`` and ``WriteDeadLetters``, the
-  Beam transforms of the input stage.
+* :mod:`~semq_transforms.transforms.planning`: shards planned from metadata, duplicate ids,
+  the query sample's splits, reading one shard (no Beam).
+* :mod:`~semq_transforms.transforms.read`: ``ReadEmbeddings``, ``ReadShards``,
+  ``FindDuplicateIds`` and ``WriteDeadLetters``, the Beam transforms of the input stage.
+* :mod:`~semq_transforms.transforms.encode`, :mod:`~semq_transforms.transforms.publish`:
+  ``CutShards``, ``EncodeShards``, ``SampleQueries``, ``MergeNeighbors``; ``PublishIndex``.
+* :mod:`~semq_transforms.transforms.ingest`: the whole job, built by
+  ``JobConfig.create_transform()``.
 * :mod:`~semq_transforms.transforms.runners`: ``direct_options``, a local runner that works
   offline.
 
@@ -27,11 +33,13 @@ from semq_transforms.transforms.sources import (
     write_dead_letters,
 )
 
-_LAZY = {"ReadEmbeddings": "read", "WriteDeadLetters": "read", "direct_options": "runners"}
+_LAZY = {"ReadEmbeddings": "read", "ReadShards": "read", "FindDuplicateIds": "read",
+         "WriteDeadLetters": "read", "direct_options": "runners"}
 
-__all__ = ["REJECT_REASONS", "Batch", "InputPlan", "ReadEmbeddings", "Split",
-           "WriteDeadLetters", "direct_options", "expand_inputs", "find_duplicate_ids",
-           "iter_split", "plan_inputs", "plan_splits", "read_split", "write_dead_letters"]
+__all__ = ["REJECT_REASONS", "Batch", "FindDuplicateIds", "InputPlan", "ReadEmbeddings",
+           "ReadShards", "Split", "WriteDeadLetters", "direct_options", "expand_inputs",
+           "find_duplicate_ids", "iter_split", "plan_inputs", "plan_splits", "read_split",
+           "write_dead_letters"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,5 @@
-"""The input stage as Beam transforms: read embedding files into batches, and write the rows
-that were rejected.
+"""The input stage as Beam transforms: read embedding files into batches or shards, and write
+the rows that were rejected.
 
 ``ReadEmbeddings`` plans its splits while the pipeline is being constructed (when it is
 applied): the planner reads only metadata (Parquet and Arrow footers, NPY headers), so this
@@ -20,9 +20,20 @@ rejected row on the ``dead_letters`` output.
     read.dead_letters   # PCollection[dict]: {"id", "source", "row", "reason"}
     read.dead_letters | "Write dead letters" >> WriteDeadLetters("s3://bucket/run/dead.parquet")
 
+``ReadShards`` is the same input cut into shards of global positions, each read (and checked)
+by the worker that will encode it, with repeated ids found beforehand by ``FindDuplicateIds``
+from the id column alone (see :mod:`~semq_transforms.transforms.planning`): what the ingestion
+job uses, so vectors never travel between workers.
+
+    shards = pipeline | "Read shards" >> ReadShards(read, rows_per_shard=65_536)
+    shards.shards        # PCollection[ShardRows], one per shard with accepted rows
+    shards.dead_letters  # as above, plus "duplicate_id" with a "detail"
+    shards.counts        # one dict of counts per shard
+
 Counters (namespace ``semq``): ``rows_read``, ``rows_accepted``, ``rows_rejected``,
 ``rows_rejected_<reason>`` for each of :data:`REJECT_REASONS`, ``bytes_read`` and
-``splits_read``; ``rows_read == rows_accepted + rows_rejected`` always holds.
+``splits_read`` (``shards_read`` for ``ReadShards``); ``rows_read == rows_accepted +
+rows_rejected`` always holds.
 """
 
 from __future__ import annotations
