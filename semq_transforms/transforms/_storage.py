@@ -128,6 +128,12 @@ class TailCachedFile(io.RawIOBase):
         return len(data)
 
 
+def is_local(fs: Any) -> bool:
+    """Whether ``fs`` is the local disk (``file://`` / ``local://``)."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
 def read_bytes(fs: Any, path: str, start: int, end: int) -> bytes:
     """Bytes ``[start, end)`` of a file: one range request. Keywords matter: s3fs's
     ``cat_file`` takes ``version_id`` as its second positional argument."""

@@ -23,6 +23,7 @@ input addresses the same run folder and writes byte-identical shards.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 
@@ -74,9 +75,10 @@ def published_version(config: JobConfig, run_id: str) -> Manifest | None:
     """The index's latest manifest if it was published by run ``run_id`` (same config, same
     input: there is nothing new to publish), else None."""
     store = IndexStore(config.output.index_url, storage_options=config.output.storage_options)
-    if store.latest_version() is None:
+    version = store.latest_version()
+    if version is None:
         return None
-    latest = store.read_manifest()
+    latest = store.read_manifest(version)
     return latest if latest.run_id == run_id else None
 
 
@@ -88,30 +90,24 @@ class _IngestJob(beam.PTransform):
     def __init__(self, config: JobConfig) -> None:
         super().__init__()
         self._config = config
-        self._read: ReadEmbeddings | None = None
-        self._fingerprint: str | None = None
 
     @property
     def config(self) -> JobConfig:
         return self._config
 
-    @property
+    @functools.cached_property
     def read(self) -> ReadEmbeddings:
         """The planned input (raises ``InputReadError`` / ``ValueError`` for bad input)."""
-        if self._read is None:
-            cfg = self._config.input
-            if cfg.generate_sample:
-                ensure_sample_data(cfg.url, **({"dim": cfg.dim} if cfg.dim else {}))
-            read = make_read(self._config)
-            self._fingerprint = input_fingerprint(read, self._config)
-            self._read = read
-        return self._read
+        cfg = self._config.input
+        if cfg.generate_sample:
+            ensure_sample_data(cfg.url, **({"dim": cfg.dim} if cfg.dim else {}))
+        read = make_read(self._config)
+        _ = read.plan
+        return read
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        _ = self.read
-        assert self._fingerprint is not None
-        return self._fingerprint
+        return input_fingerprint(self.read, self._config)
 
     @property
     def run_id(self) -> str:

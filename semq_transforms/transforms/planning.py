@@ -232,14 +232,15 @@ def _clip(batch: Batch, start: int, stop: int, duplicates: Mapping[int, str],
     positions, dead letters (duplicates moved there), and the number of rows in range."""
     lo, hi = max(start, batch.global_row_offset), min(stop, batch.global_row_offset + batch.rows)
     in_range = max(0, hi - lo)
-    if in_range == batch.rows and not (duplicate_positions.size and np.isin(
-            batch.positions, duplicate_positions).any()):
+    dup = (np.isin(batch.positions, duplicate_positions) if duplicate_positions.size
+           else None)
+    if in_range == batch.rows and (dup is None or not dup.any()):
         return batch.ids, batch.vectors, batch.positions, list(batch.rejected), in_range
     first_row = batch.row_start - batch.global_row_offset  # file row = position + this
     dead = [d for d in batch.rejected if lo <= d["row"] - first_row < hi]
     keep = (batch.positions >= lo) & (batch.positions < hi)
-    if duplicate_positions.size:
-        dup = np.isin(batch.positions, duplicate_positions) & keep
+    if dup is not None:
+        dup &= keep
         for i in np.flatnonzero(dup):
             position = int(batch.positions[i])
             value = batch.ids[i]

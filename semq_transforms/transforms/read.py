@@ -64,6 +64,7 @@ from semq_transforms.transforms.sources import (
     InputPlan,
     Split,
     filesystem_for,
+    ids_are_positions,
     iter_split,
     iter_split_ids,
     plan_inputs,
@@ -321,9 +322,9 @@ class ReadShards(beam.PTransform):
         self._tasks = plan_shards(read.plan.splits, rows_per_shard)
         self._rows_per_shard = rows_per_shard
         options = read.read_options
-        has_ids = options["id_column"] is not None and read.plan.formats != ("npy",) or (
-            options["ids_url"] is not None)
-        self._find_duplicates = find_duplicates and has_ids
+        self._find_duplicates = find_duplicates and not all(
+            ids_are_positions(fmt, options["id_column"], options["ids_url"])
+            for fmt in read.plan.formats)
 
     @property
     def tasks(self) -> list[ShardTask]:

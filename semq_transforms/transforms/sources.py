@@ -63,6 +63,7 @@ from semq_transforms.transforms._storage import (
     fs_for,
     guard,
     int64_ids,
+    is_local,
     npy_header,
     read_bytes,
     read_errors,
@@ -442,8 +443,7 @@ class _Chunk:
 
 def _read_buffer(fs: Any) -> int:
     """Parquet read-buffer size: 1 MiB on a local disk, 8 MiB on remote stores."""
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return 1 << 20 if "file" in protocols or "local" in protocols else 8 << 20
+    return 1 << 20 if is_local(fs) else 8 << 20
 
 
 def _arrow_chunks(split: Split, vector_column: str | None, id_column: str | None,
@@ -688,6 +688,12 @@ def read_split(split: Split, *, vector_column: str = "embedding", id_column: str
                  bytes_read=sum(b.bytes_read for b in batches))
 
 
+def ids_are_positions(format: str, id_column: str | None, ids_url: str | None) -> bool:
+    """Whether rows of this ``format`` get their global positions as ids (no id column, or
+    NPY without an ids file): such ids are unique by construction."""
+    return ids_url is None if format == "npy" else id_column is None
+
+
 def iter_split_ids(split: Split, *, id_column: str | None = "id", ids_url: str | None = None,
                    batch_rows: int = 65536, storage_options: Mapping[str, Any] | None = None,
                    filesystem: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -705,7 +711,10 @@ def iter_split_ids(split: Split, *, id_column: str | None = "id", ids_url: str |
             yield g0, np.arange(g0, g0 + stop - start, dtype=np.int64)
 
     with read_errors(split.url):
-        if split.format == "npy" and ids_url is not None:
+        if ids_are_positions(split.format, id_column, ids_url):
+            for _, positions in ranges():
+                yield positions, np.zeros(positions.shape[0], bool), positions
+        elif split.format == "npy":
             fs, _ = fs_for(split.url, storage_options, filesystem)
             ids_fs, ids_path = fs_for(ids_url, storage_options, fs)
             header = guard(ids_url, npy_header, ids_fs, ids_path, ids_url, True)
@@ -714,9 +723,6 @@ def iter_split_ids(split: Split, *, id_column: str | None = "id", ids_url: str |
                                                g0 + positions.shape[0]), header.dtype)
                 ids = raw.astype(object) if raw.dtype.kind == "U" else int64_ids(raw, ids_url)
                 yield ids, np.zeros(positions.shape[0], bool), positions
-        elif split.format == "npy" or id_column is None:  # ids are global positions
-            for _, positions in ranges():
-                yield positions, np.zeros(positions.shape[0], bool), positions
         else:
             for chunk in _arrow_chunks(split, None, id_column, batch_rows, storage_options,
                                        filesystem):
@@ -778,7 +784,7 @@ def write_dead_letters(dead_letters: Iterable[Mapping[str, Any]], dest_url: str,
         "detail": pa.array([d.get("detail") for d in rows], pa.string()),
     }, schema=DEAD_LETTER_SCHEMA)
     fs, path = fs_for(dest_url, storage_options)
-    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+    if is_local(fs):
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "wb") as f:
         pq.write_table(table, f)
