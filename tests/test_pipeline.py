@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import apache_beam as beam
 import numpy as np
@@ -351,3 +352,54 @@ def test_npy_input_with_an_ids_file_rejects_repeated_ids(tmp_path):
         ("b.npy", 50, "duplicate_id", "200")]
     assert dead[0]["detail"].endswith("a.npy row 20")
     assert Index.open(str(tmp_path / "idx")).manifest.rows == 399
+
+
+class _LossyFile:
+    """Wraps a memory file; on close, stores it with one byte flipped (a storage fault)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def write(self, data):
+        return self._inner.write(data)
+
+    def close(self):
+        buf = self._inner.getbuffer()
+        if len(buf):
+            buf[len(buf) // 2] ^= 0x01
+        self._inner.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def test_a_storage_fault_in_a_shard_fails_the_run_and_publishes_nothing(tmp_path, capsys):
+    """The job reads every shard back: an fsspec memory filesystem whose shard writes come back
+    altered (a real filesystem with a fault, registered under its own protocol) fails the run
+    with exit 2 and no version."""
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class LossyMemory(MemoryFileSystem):
+        protocol = ("lossymem",)
+        store: ClassVar[dict] = {}  # its own store, apart from memory://
+        pseudo_dirs: ClassVar[list] = [""]
+
+        def _open(self, path, mode="rb", **kwargs):
+            f = super()._open(path, mode, **kwargs)
+            return _LossyFile(f) if "w" in mode and path.endswith(".semq") else f
+
+    fsspec.register_implementation("lossymem", LossyMemory, clobber=True)
+    folder = tmp_path / "in"
+    write_sample_embeddings(str(folder), rows=600, dim=DIM, seed=2, files=1)
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(job(folder, "lossymem://idx")))
+    assert main(["--config", str(config_file)]) == 2
+    assert "the storage did not keep what was written" in capsys.readouterr().err
+    assert IndexStore("lossymem://idx").versions() == []
