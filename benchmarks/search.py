@@ -45,14 +45,15 @@ import time
 from pathlib import Path
 
 from semq_transforms.build import build_index
-from semq_transforms.codecs import SPECS
+from semq_transforms.codecs import REFINING_SPECS, SPECS
 from semq_transforms.eval import exact_knn, recall_at_k
 from semq_transforms.index import DEFAULT_RERANK_FACTOR, Index
 
 DEFAULT_OUT = REPO / "benchmarks/results/search.json"
 K = 10
 SEMQ_CONFIGS = ("semq1", "semq2", "semq4", "semq8", "int8",
-                "semq1+semq4", "semq2+semq4", "semq1+semq8", "binary+semq4", "semq2+semq8")
+                "semq1+semq4", "semq2+semq4", "semq1+semq8", "binary+semq4", "semq2+semq8",
+                "semq1+semqr4", "semq2+semqr3")
 RERANK_SWEEP = (20, 50, 100, 200)
 #: RaBitQ query quantization widths tried: faiss' default (4) and 8. The setting with the
 #: better recall is reported (the stronger baseline), with its own QPS; both are in the JSON.
@@ -228,7 +229,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     bad = [c for c in args.configs if c not in FAISS_REFERENCES
-           and not all(level in SPECS for level in c.split("+"))]
+           and not all(level in SPECS + REFINING_SPECS for level in c.split("+"))]
     if bad or not args.configs:
         parser.error(f"unknown config(s) {bad}; use codec specs ({','.join(SPECS)}) joined "
                      f"by '+', or {','.join(FAISS_REFERENCES)}")

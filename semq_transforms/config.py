@@ -345,6 +345,7 @@ class EncodeConfig(_Model):
     @classmethod
     def _codecs(cls, value: list[str]) -> list[str]:
         from semq_transforms.codecs import get_codec
+        from semq_transforms.codecs.base import check_order
 
         specs = []
         for i, spec in enumerate(value):
@@ -356,6 +357,10 @@ class EncodeConfig(_Model):
         duplicates = sorted({s for s in specs if specs.count(s) > 1})
         if duplicates:
             raise ValueError(f"each code level must appear once, repeated: {duplicates}")
+        try:
+            check_order([get_codec(s) for s in specs])
+        except SemqError as exc:
+            raise ValueError(str(exc)) from None
         return specs
 
 

@@ -32,7 +32,13 @@ from semq_transforms.errors import FormatError, InvalidInputError
 from semq_transforms.eval import knn_intersection_measure, topk
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.meta import ShardMeta
-from semq_transforms.format.shard import Shard, read_shard, verify_shard
+from semq_transforms.format.shard import (
+    Shard,
+    decode_rows,
+    read_shard,
+    score_candidates,
+    verify_shard,
+)
 from semq_transforms.format.store import IndexStore
 
 #: Bytes of shard codes kept in memory per open index (least recently used shards are dropped
@@ -242,9 +248,8 @@ class Index:
         if len(shard.levels) == 1 or rerank == 0:
             scores, rows = topk(scan_scores, min(k, shard.rows))
             return scores, shard.ids[rows]
-        fine = shard.levels[-1]
         _, cand = topk(scan_scores, min(max(rerank, k), shard.rows))  # [nq, c] row numbers
-        rescored = fine.codec.score_candidates(queries, fine.codes[cand], fine.params)
+        rescored = score_candidates(shard.levels, queries, cand)
         scores, order = topk(rescored, min(k, cand.shape[1]))
         return scores, shard.ids[np.take_along_axis(cand, order, axis=1)]
 
@@ -269,8 +274,7 @@ class Index:
                 np.isin(shard.ids, wanted))
             if rows.size == 0:
                 continue
-            lv = shard.levels[level]
-            yield shard.ids[rows], lv.codec.decode(lv.codes[rows], lv.params)
+            yield shard.ids[rows], decode_rows(shard.levels, level, rows)
 
     def restore_table(self, ids: Sequence[Any] | np.ndarray | None = None, *,
                       level: int = -1) -> pa.Table:

@@ -44,7 +44,8 @@ def _base(ids, specs) -> Base:
 
 
 BASES = {"int64": _base(np.arange(120, dtype=np.int64) * 5 - 7, ("semq1", "int8")),
-         "string": _base(string_ids(120), ("int4",))}
+         "string": _base(string_ids(120), ("int4",)),
+         "refine": _base(np.arange(120, dtype=np.int64), ("semq1", "semqr2"))}
 
 
 #: Proxy pools stay alive: buffers allocated through one may outlive the ``with`` block, and

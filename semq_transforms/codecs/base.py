@@ -17,8 +17,8 @@ The public methods validate their arguments and then call the ``_fit`` / ``_enco
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -57,11 +57,31 @@ class FitCache:
         return self._values[key]
 
 
+class BaseLevel(NamedTuple):
+    """The level a refining codec's codes refine (see :attr:`Codec.refines`).
+
+    Attributes:
+        codec, params: the base level's codec and fitted params.
+        codes: the base level's codes of the same rows, uint8 ``[n, w]``; in
+            :meth:`Codec.score_candidates`, ``[nq, c, w]`` like the candidates.
+    """
+
+    codec: Codec
+    params: CodecParams
+    codes: np.ndarray
+
+
 class Codec(ABC):
     """Base class of all codecs. Subclasses set ``codec_id`` and implement the hooks."""
 
     #: Registry id, the ``"id"`` of :meth:`get_config` (e.g. ``"semq"``).
     codec_id: ClassVar[str]
+    #: True for codecs whose codes refine the level before them in a shard (``semqr``): they
+    #: store only what that level's codes do not say, so every method takes it as ``base``
+    #: (a :class:`BaseLevel`) and the hooks receive the base codes of their rows.
+    refines: ClassVar[bool] = False
+    #: Rows per step in encode/decode/score_candidates.
+    chunk_rows: ClassVar[int] = CHUNK_ROWS
 
     # -- configuration --------------------------------------------------------------------
 
@@ -109,7 +129,16 @@ class Codec(ABC):
 
     # -- public operations (validate, then call the hooks) ---------------------------------
 
-    def fit(self, x: np.ndarray, *, cache: FitCache | None = None) -> CodecParams:
+    def accepts_base(self, codec: Codec) -> bool:
+        """Whether a refining codec can refine a level coded with ``codec``."""
+        return False
+
+    def check_base_params(self, params: CodecParams, base_params: CodecParams) -> None:
+        """Raise :class:`ParamsError` unless a refining codec's ``params`` were fitted
+        against ``base_params`` (no-op for other codecs)."""
+
+    def fit(self, x: np.ndarray, *, cache: FitCache | None = None,
+            base: BaseLevel | None = None) -> CodecParams:
         """Fit this shard's parameters.
 
         Args:
@@ -117,70 +146,87 @@ class Codec(ABC):
             cache: statistics of this same ``x`` shared between the codecs of one shard's
                 levels (``semq1`` and ``semq4`` need the same principal axes); None: a
                 fresh one. Never reuse a cache for another ``x``.
+            base: for refining codecs only (:attr:`refines`), the level refined, with its
+                codes of the rows of ``x``.
         Returns:
             The shard's :class:`CodecParams`; deterministic in ``x`` (with or without a
             cache).
         """
         x = check_vectors(x, "x")
-        return self._fit(x, FitCache() if cache is None else cache)
+        cache = FitCache() if cache is None else cache
+        if self._check_base(base, x.shape[0]) is None:
+            return self._fit(x, cache)
+        return self._fit(x, cache, base)
 
-    def encode(self, x: np.ndarray, params: CodecParams) -> np.ndarray:
+    def encode(self, x: np.ndarray, params: CodecParams, *,
+               base: BaseLevel | None = None) -> np.ndarray:
         """Encode vectors with fitted params.
 
         Args:
             x: float array ``[n, d]`` with ``d == params.dim``, finite.
             params: from :meth:`fit` on this codec.
+            base: refining codecs only: the level refined (its codes of the rows of ``x``).
         Returns:
             uint8 ``[n, code_bytes(d)]``: all per-vector data, side data included.
         """
         self.check_params(params)
         x = check_vectors(x, "x", dim=params.dim)
         self._check_encodable(x)
-        state = self._prepare(params)
+        base = self._check_base(base, x.shape[0])
+        state = self._state(params, base)
         out = np.empty((x.shape[0], self.code_bytes(params.dim)), dtype=np.uint8)
-        for start in range(0, x.shape[0], CHUNK_ROWS):
-            stop = min(start + CHUNK_ROWS, x.shape[0])
-            out[start:stop] = self._encode(x[start:stop], state)
+        for start in range(0, x.shape[0], self.chunk_rows):
+            stop = min(start + self.chunk_rows, x.shape[0])
+            out[start:stop] = self._encode(x[start:stop], state, *_rows(base, start, stop))
         return out
 
-    def decode(self, codes: np.ndarray, params: CodecParams) -> np.ndarray:
-        """Restore vectors: uint8 codes ``[n, code_bytes(d)]`` -> float32 ``[n, d]``."""
+    def decode(self, codes: np.ndarray, params: CodecParams, *,
+               base: BaseLevel | None = None) -> np.ndarray:
+        """Restore vectors: uint8 codes ``[n, code_bytes(d)]`` -> float32 ``[n, d]``
+        (refining codecs: ``base`` holds the refined level's codes of the same rows)."""
         self.check_params(params)
         codes = self.check_codes(codes, params)
-        state = self._prepare(params)
+        base = self._check_base(base, codes.shape[0])
+        state = self._state(params, base)
         out = np.empty((codes.shape[0], params.dim), dtype=np.float32)
-        for start in range(0, codes.shape[0], CHUNK_ROWS):
-            stop = min(start + CHUNK_ROWS, codes.shape[0])
-            out[start:stop] = self._decode(codes[start:stop], state)
+        for start in range(0, codes.shape[0], self.chunk_rows):
+            stop = min(start + self.chunk_rows, codes.shape[0])
+            out[start:stop] = self._decode(codes[start:stop], state, *_rows(base, start, stop))
         return out
 
-    def score(self, q: np.ndarray, codes: np.ndarray, params: CodecParams) -> np.ndarray:
+    def score(self, q: np.ndarray, codes: np.ndarray, params: CodecParams, *,
+              base: BaseLevel | None = None) -> np.ndarray:
         """Estimate inner products of float queries with encoded vectors.
 
         Args:
             q: float queries ``[nq, d]``.
             codes: uint8 ``[n, code_bytes(d)]`` from :meth:`encode` with ``params``.
+            base: refining codecs only: the level refined (its codes of the same rows).
         Returns:
             float32 ``[nq, n]``; entry ``(i, j)`` estimates ``<q_i, x_j>``.
         """
         self.check_params(params)
         q = check_vectors(q, "q", dim=params.dim)
         codes = self.check_codes(codes, params)
-        state = self._prepare(params)
+        base = self._check_base(base, codes.shape[0])
+        state = self._state(params, base)
         prepared = self._prepare_queries(q, state)
         out = np.empty((q.shape[0], codes.shape[0]), dtype=np.float32)
         for start in range(0, codes.shape[0], SCORE_CHUNK_ROWS):
             stop = min(start + SCORE_CHUNK_ROWS, codes.shape[0])
-            out[:, start:stop] = self._score(prepared, codes[start:stop], state)
+            out[:, start:stop] = self._score(prepared, codes[start:stop], state,
+                                             *_rows(base, start, stop))
         return out
 
-    def score_candidates(self, q: np.ndarray, codes: np.ndarray,
-                         params: CodecParams) -> np.ndarray:
+    def score_candidates(self, q: np.ndarray, codes: np.ndarray, params: CodecParams, *,
+                         base: BaseLevel | None = None) -> np.ndarray:
         """Score each query against its own candidates (reranking).
 
         Args:
             q: float queries ``[nq, d]``.
             codes: uint8 ``[nq, c, code_bytes]``; ``codes[i]`` are query ``i``'s candidates.
+            base: refining codecs only: the refined level's codes of the same candidates,
+                ``[nq, c, w]``.
         Returns:
             float32 ``[nq, c]``: entry ``(i, j)`` is what ``score`` gives for query ``i`` and
             code ``codes[i, j]``.
@@ -195,13 +241,23 @@ class Codec(ABC):
                 f"{getattr(codes, 'dtype', type(codes).__name__)} "
                 f"{list(getattr(codes, 'shape', []))}")
         nq, c = codes.shape[:2]
-        state = self._prepare(params)
+        base = self._check_base(base, None)
+        if base is not None:
+            shape = list(getattr(base.codes, "shape", []))
+            if len(shape) != 3 or shape[:2] != [nq, c]:
+                raise CodesMismatchError(f"base candidate codes must be [{nq}, {c}, w], got "
+                                         f"{shape}")
+            if nq * c:
+                base.codec.check_codes(base.codes.reshape(nq * c, -1), base.params)
+        state = self._state(params, base)
         out = np.empty((nq, c), dtype=np.float32)
-        step = max(1, CHUNK_ROWS // max(c, 1))
+        step = max(1, self.chunk_rows // max(c, 1))
         for start in range(0, nq, step):
             stop = min(start + step, nq)
             flat = np.ascontiguousarray(codes[start:stop]).reshape(-1, width)
-            out[start:stop] = self._score_candidates(q[start:stop], flat, state, c)
+            extra = () if base is None else (
+                np.ascontiguousarray(base.codes[start:stop]).reshape(flat.shape[0], -1),)
+            out[start:stop] = self._score_candidates(q[start:stop], flat, state, c, *extra)
         return out
 
     # -- checks ---------------------------------------------------------------------------
@@ -234,6 +290,37 @@ class Codec(ABC):
 
     def _check_params_values(self, params: CodecParams) -> None:
         """Codec-specific consistency checks beyond names, dtypes and shapes."""
+
+    def _check_base(self, base: Any, rows: int | None) -> BaseLevel | None:
+        """Check ``base`` against :attr:`refines`: required (a :class:`BaseLevel` of an
+        accepted codec, valid params, codes of ``rows`` rows unless None) or forbidden."""
+        if not self.refines:
+            if base is not None:
+                raise CodecConfigError(f"{self.spec} does not refine another level; "
+                                       f"base must be None")
+            return None
+        if not isinstance(base, BaseLevel):
+            raise CodecConfigError(f"{self.spec} refines the level before it: pass "
+                                   f"base=BaseLevel(codec, params, codes) of that level")
+        if not isinstance(base.codec, Codec) or not self.accepts_base(base.codec):
+            raise CodecConfigError(f"{self.spec} cannot refine a "
+                                   f"{getattr(base.codec, 'spec', base.codec)!r} level")
+        base.codec.check_params(base.params)
+        if rows is not None:
+            codes = base.codec.check_codes(base.codes, base.params)
+            if codes.shape[0] != rows:
+                raise CodesMismatchError(f"base level has codes of {codes.shape[0]} rows, "
+                                         f"expected {rows}")
+            return BaseLevel(base.codec, base.params, codes)
+        return base
+
+    def _state(self, params: CodecParams, base: BaseLevel | None) -> Any:
+        if base is None:
+            return self._prepare(params)
+        if base.params.dim != params.dim:
+            raise ParamsError(f"{self.spec} params are for dim {params.dim}, the base level's "
+                              f"for dim {base.params.dim}")
+        return self._prepare(params, base)
 
     def _check_encodable(self, x: np.ndarray) -> None:
         """Codec-specific checks of checked float32 ``x`` [n, d] before encoding (rows are
@@ -290,6 +377,52 @@ class Codec(ABC):
         """
         restored = self._decode(codes, state).reshape(q.shape[0], c, -1)
         return np.einsum("qd,qcd->qc", q, restored).astype(np.float32, copy=False)
+
+
+_DEFAULT: Any = object()   # "bits not given" (None is a bad value, not a default)
+
+
+class BitsCodec(Codec):
+    """A codec whose one option is ``bits`` and whose spec is ``<id><bits>`` (``"semq4"``)."""
+
+    #: The widths ``bits`` may take, and its default.
+    allowed_bits: ClassVar[tuple[int, ...]]
+    default_bits: ClassVar[int]
+
+    def __init__(self, *, bits: Any = _DEFAULT) -> None:
+        self.bits = check_bits(self.codec_id, self.default_bits if bits is _DEFAULT else bits,
+                               self.allowed_bits)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.codec_id, "bits": self.bits}
+
+    @property
+    def spec(self) -> str:
+        return f"{self.codec_id}{self.bits}"
+
+
+def check_order(codecs: Sequence[Codec]) -> None:
+    """Raise :class:`CodecConfigError` (naming the level) unless every refining codec in one
+    shard's level list (scan level first) follows a level it can refine."""
+    for i, codec in enumerate(codecs):
+        if codec.refines and (i == 0 or not codec.accepts_base(codecs[i - 1])):
+            what = "the first level" if i == 0 else f"after a {codecs[i - 1].spec} level"
+            raise CodecConfigError(f"level {i} ({codec.spec}) refines the level before it and "
+                                   f"cannot be {what}; e.g. ['semq1', '{codec.spec}']")
+
+
+def check_chain(levels: Sequence[tuple[Codec, CodecParams]]) -> None:
+    """:func:`check_order` of one shard's ``(codec, params)`` levels, and that every refining
+    level's params were fitted against the level before it (:class:`ParamsError`)."""
+    check_order([codec for codec, _ in levels])
+    for i, (codec, params) in enumerate(levels):
+        if codec.refines:
+            codec.check_base_params(params, levels[i - 1][1])
+
+
+def _rows(base: BaseLevel | None, start: int, stop: int) -> tuple[np.ndarray, ...]:
+    """The extra hook argument of refining codecs: the base codes of rows start..stop."""
+    return () if base is None else (base.codes[start:stop],)
 
 
 def check_bits(codec_id: str, bits: Any, allowed: tuple[int, ...]) -> int:

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from semq_transforms.codecs.base import CHUNK_ROWS, Codec, FitCache, check_bits, rowwise_matmul
+from semq_transforms.codecs.base import CHUNK_ROWS, BitsCodec, FitCache, rowwise_matmul
 from semq_transforms.codecs.bitpack import pack_planes, plane_sizes, unpack_planes
 from semq_transforms.codecs.calibration import strided_sample
 from semq_transforms.codecs.params import CodecParams
@@ -90,20 +90,13 @@ class _State:
 
 
 @register_codec
-class SemqCodec(Codec):
+class SemqCodec(BitsCodec):
     """Direction codec: PCA rotation, query-weighted bit allocation, two per-vector scales."""
 
     codec_id = "semq"
 
-    def __init__(self, *, bits: int = 4) -> None:
-        self.bits = check_bits(self.codec_id, bits, (1, 2, 3, 4, 5, 6, 7, 8))
-
-    def get_config(self) -> dict[str, Any]:
-        return {"id": self.codec_id, "bits": self.bits}
-
-    @property
-    def spec(self) -> str:
-        return f"semq{self.bits}"
+    allowed_bits = (1, 2, 3, 4, 5, 6, 7, 8)
+    default_bits = 4
 
     def code_bytes(self, dim: int) -> int:
         return -(-self.bits * dim // 8) + SIDE_BYTES

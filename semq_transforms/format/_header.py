@@ -21,7 +21,13 @@ from typing import Any, NoReturn
 import numpy as np
 
 from semq_transforms.codecs import Codec, CodecParams, get_codec
-from semq_transforms.errors import InputDtypeError, InvalidInputError, ParamsError
+from semq_transforms.codecs.base import check_chain
+from semq_transforms.errors import (
+    CodecConfigError,
+    InputDtypeError,
+    InvalidInputError,
+    ParamsError,
+)
 from semq_transforms.format._arrowio import problem
 from semq_transforms.format.meta import ID_TYPES, SHARD_FORMAT_VERSION
 
@@ -162,6 +168,10 @@ def parse_header(raw: bytes, name: str) -> Header:
     if not isinstance(levels_raw, list) or not 1 <= len(levels_raw) <= MAX_LEVELS:
         fail(f"levels must be a list of 1 to {MAX_LEVELS} objects")
     levels = tuple(_level(lv, i, dim, newer_minor, name, fail) for i, lv in enumerate(levels_raw))
+    try:
+        check_chain([(lv.codec, lv.params) for lv in levels])
+    except (CodecConfigError, ParamsError) as exc:
+        fail(f"levels: {str(exc)[:300]}")
     if not isinstance(digests, dict):
         fail("digests must be an object")
     _keys(digests, _DIGEST_KEYS, newer_minor, "digests", fail)

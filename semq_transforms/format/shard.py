@@ -25,12 +25,14 @@ import numpy as np
 import pyarrow as pa
 
 from semq_transforms.codecs import Codec, CodecParams, get_codec
-from semq_transforms.codecs.base import FitCache
+from semq_transforms.codecs.base import BaseLevel, FitCache, check_chain, check_order
 from semq_transforms.errors import (
+    CodecConfigError,
     FormatError,
     InputShapeError,
     IntegrityError,
     InvalidInputError,
+    ParamsError,
 )
 from semq_transforms.format import _arrowio as io_
 from semq_transforms.format import _header as hdr
@@ -93,13 +95,52 @@ def encode_levels(x: np.ndarray, specs: Sequence[str | Mapping[str, Any] | Codec
     """
     if isinstance(specs, (str, Mapping, Codec)) or not specs:
         raise InvalidInputError(f"specs must be a non-empty list of codec specs, got {specs!r}")
-    levels = []
+    levels: list[EncodedLevel] = []
     cache = FitCache()  # statistics of x the levels share (semq levels: one PCA per shard)
-    for spec in specs:
-        codec = get_codec(spec)
-        params = codec.fit(x, cache=cache)
-        levels.append(EncodedLevel(codec, params, codec.encode(x, params)))
+    codecs = [get_codec(spec) for spec in specs]
+    try:
+        check_order(codecs)
+    except CodecConfigError as exc:
+        raise InvalidInputError(f"specs {[c.spec for c in codecs]}: {exc}") from None
+    for i, codec in enumerate(codecs):
+        prev = levels[-1] if codec.refines else None
+        base = None if prev is None else BaseLevel(prev.codec, prev.params, prev.codes)
+        params = codec.fit(x, cache=cache, base=base)
+        levels.append(EncodedLevel(codec, params, codec.encode(x, params, base=base)))
     return levels
+
+
+def level_base(levels: Sequence[EncodedLevel], i: int, rows: Any = None) -> BaseLevel | None:
+    """What level ``i`` refines (:attr:`Codec.refines`): the level before it, with its codes
+    of ``rows`` (any numpy index, default all rows); None if level ``i`` stands alone."""
+    i = range(len(levels))[i]   # negative indices count from the end, as in a list
+    if not levels[i].codec.refines:
+        return None
+    prev = levels[i - 1]
+    return BaseLevel(prev.codec, prev.params, prev.codes if rows is None else prev.codes[rows])
+
+
+def score_candidates(levels: Sequence[EncodedLevel], queries: np.ndarray,
+                     rows: np.ndarray) -> np.ndarray:
+    """Re-score each query's candidate ``rows`` (int ``[nq, c]``) with the last level (and the
+    level it refines, if it does): float32 ``[nq, c]``."""
+    fine = levels[-1]
+    if fine.codec.refines:
+        # Decoding an entropy-coded refinement costs far more than a dot product, and the
+        # queries of one call share most candidates: decode each distinct row once and score
+        # it for every query ([nq, distinct rows]; callers bound nq * rows).
+        distinct, where = np.unique(rows, return_inverse=True)
+        scores = fine.codec.score(queries, fine.codes[distinct], fine.params,
+                                  base=level_base(levels, -1, distinct))
+        return np.take_along_axis(scores, where.reshape(rows.shape), axis=1)
+    return fine.codec.score_candidates(queries, fine.codes[rows], fine.params,
+                                       base=level_base(levels, -1, rows))
+
+
+def decode_rows(levels: Sequence[EncodedLevel], i: int, rows: Any) -> np.ndarray:
+    """Restore ``rows`` (a numpy index) from level ``i``: float32 ``[m, d]``."""
+    lv = levels[i]
+    return lv.codec.decode(lv.codes[rows], lv.params, base=level_base(levels, i, rows))
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -165,6 +206,10 @@ def _check_levels(levels: Any) -> list[EncodedLevel]:
         if lv.rows != first.rows or lv.dim != first.dim:
             raise InputShapeError(f"level {i} ({lv.codec.spec}) has {lv.rows} rows of dim "
                                   f"{lv.dim}; level 0 has {first.rows} rows of dim {first.dim}")
+    try:
+        check_chain([(lv.codec, lv.params) for lv in levels])
+    except (CodecConfigError, ParamsError) as exc:
+        raise InvalidInputError(str(exc)) from None
     return list(levels)
 
 

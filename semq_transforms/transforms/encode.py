@@ -43,7 +43,12 @@ from apache_beam.metrics import Metrics
 from semq_transforms.errors import IntegrityError
 from semq_transforms.eval import exact_knn, knn_intersection_measure, topk
 from semq_transforms.format.meta import ShardMeta
-from semq_transforms.format.shard import EncodedLevel, encode_levels, write_shard
+from semq_transforms.format.shard import (
+    EncodedLevel,
+    encode_levels,
+    score_candidates,
+    write_shard,
+)
 from semq_transforms.format.store import IndexStore
 from semq_transforms.transforms.planning import ShardRows, splitmix64
 from semq_transforms.transforms.read import METRICS_NAMESPACE
@@ -185,7 +190,7 @@ def _compressed_topk(queries: np.ndarray, levels: Sequence[EncodedLevel], k: int
     bounded by the budget, whatever the shard size. Ties go to the lower row number, as in
     one global top-k.
     """
-    scan, fine = levels[0], levels[-1]
+    scan = levels[0]
     rows = scan.rows
     keep = min(k if len(levels) == 1 else max(rerank, k), rows)
     chunk = max(keep, _SCORE_BUDGET // max(1, queries.shape[0]))
@@ -198,7 +203,7 @@ def _compressed_topk(queries: np.ndarray, levels: Sequence[EncodedLevel], k: int
     assert D is not None and I is not None
     if len(levels) == 1:
         return D, I
-    rescored = fine.codec.score_candidates(queries, fine.codes[I], fine.params)
+    rescored = score_candidates(levels, queries, I)
     D, order = topk(rescored, min(k, I.shape[1]))
     return D, np.take_along_axis(I, order, axis=1)
 
