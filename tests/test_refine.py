@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from semq_transforms.build import build_index
-from semq_transforms.codecs import REFINING_SPECS, BaseLevel, CodecParams, get_codec, huffman
+from semq_transforms.codecs import (
+    REFINING_SPECS,
+    BaseLevel,
+    CodecParams,
+    get_codec,
+    huffman,
+    refine,
+)
 from semq_transforms.config import EncodeConfig
 from semq_transforms.errors import (
     CodecConfigError,
@@ -140,6 +147,11 @@ def test_hostile_params_are_refused(fitted):
     bad = CodecParams(params.codec, params.dim, {**arrays, "lengths": lengths})
     with pytest.raises(ParamsError, match="complete prefix code"):
         codec.check_params(bad)
+    sizes = arrays["table_size"].copy()
+    sizes[0] = refine.MAX_SYMBOLS + 1
+    oversized = CodecParams(params.codec, params.dim, {**arrays, "table_size": sizes})
+    with pytest.raises(ParamsError, match="table symbols"):
+        codec.check_params(oversized)
     short = CodecParams(params.codec, params.dim, {**arrays, "table_size": arrays["table_size"][:-1],
                                                    "table_lo": arrays["table_lo"][:-1]})
     with pytest.raises(ParamsError):

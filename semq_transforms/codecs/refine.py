@@ -74,6 +74,8 @@ KEEP_SPREAD = 0.7
 #: Mean code length per row the tables are fitted for, as a fraction of the payload (rows
 #: then land on scales near 1, with room on both sides).
 FIT_FILL = 0.97
+#: Most table symbols params may hold in all (checking them allocates 8 bytes a symbol).
+MAX_SYMBOLS = 1 << 24
 #: Floor of cos^2 in s_restore (as semq).
 MIN_COS_SQ = 0.25
 #: Entropy of a unit Gaussian in bits, minus log2 of the step: the high-rate rate model.
@@ -137,6 +139,8 @@ class SemqrCodec(BitsCodec):
                 or lo.shape[0] < step.shape[0]):
             raise ParamsError(f"{self.spec} params need table_lo [T], table_size [T] with "
                               f"T >= k and lengths [S]")
+        if lengths.shape[0] > MAX_SYMBOLS or size.max() > MAX_SYMBOLS:
+            raise ParamsError(f"{self.spec} params hold more than {MAX_SYMBOLS} table symbols")
         if (size < 2).any() or int(size.sum(dtype=np.int64)) != lengths.shape[0]:
             raise ParamsError(f"{self.spec} params 'table_size' must be >= 2 each and sum to "
                               f"len(lengths) = {lengths.shape[0]}")
