@@ -89,13 +89,8 @@ class _State:
     """What encode/decode/score derive once from checked params and their base."""
 
     dim: int
-    mean: np.ndarray            # float32 [d], the base's
-    basis: np.ndarray           # float32 [d, k], base axes then extra axes
+    geometry: _Geometry         # the base's frame and cells
     step: np.ndarray            # float64 [k]
-    base_sizes: list[int]       # the base's bit planes
-    base_bytes: int             # the base's packed axis codes, bytes
-    base_k: int
-    base_center: np.ndarray     # float64 [kb, max cells]: cell centers per base axis
     first_table: np.ndarray     # int64 [k]: table of cell 0 of each axis
     table_lo: np.ndarray        # int64 [T]
     book: huffman.CodeBook
@@ -170,7 +165,7 @@ class SemqrCodec(BitsCodec):
         payload = self.bits * d
         basis = np.concatenate([bp["basis"], axes[:, rest].astype(np.float32)], axis=1)
         geometry = _Geometry.of(bp, basis)
-        residual = geometry.residual(sample, base_codes)       # float64 [n, kb + len(rest)]
+        _, _, cells, residual = geometry.residual(sample, base_codes)   # [n, kb + len(rest)]
         w = np.concatenate([weight[base_axes], weight[rest]])
         spread = np.sqrt(np.mean(residual ** 2, axis=0))
         kb = base_axes.shape[0]
@@ -181,7 +176,6 @@ class SemqrCodec(BitsCodec):
         c = _step_constant(spread[keep], w[keep], FIT_FILL * payload)
         step = (c / np.sqrt(w[keep])).astype(np.float32)
         residual = residual[:, keep]
-        cells = geometry.cells(base_codes)
         first_table, count = _first_tables(bp["width"], int(keep[kb:].sum()))
         tables = first_table[None, :] + np.pad(cells, ((0, 0), (0, keep.shape[0] - kb)))[:, keep]
         symbols = np.rint(residual / step).astype(np.int64)
@@ -219,26 +213,20 @@ class SemqrCodec(BitsCodec):
             raise ParamsError(f"{self.spec} params have {params['table_lo'].shape[0]} tables; "
                               f"the base's cells and the extra axes need {count}")
         basis = np.concatenate([bp["basis"], params["extra_basis"]], axis=1)
-        geometry = _Geometry.of(bp, basis)
         return _State(
-            dim=params.dim, mean=bp["mean"], basis=np.ascontiguousarray(basis),
-            step=params["step"].astype(np.float64), base_sizes=geometry.sizes,
-            base_bytes=geometry.packed_bytes, base_k=kb, base_center=geometry.center,
-            first_table=first_table, table_lo=params["table_lo"].astype(np.int64),
+            dim=params.dim, geometry=_Geometry.of(bp, basis),
+            step=params["step"].astype(np.float64), first_table=first_table, table_lo=params["table_lo"].astype(np.int64),
             book=huffman.CodeBook.build(params["lengths"], params["table_size"]),
             payload_bytes=self.code_bytes(params.dim) - SIDE_BYTES)
 
     def _encode(self, x: np.ndarray, st: _State, base_codes: np.ndarray) -> np.ndarray:
         m = x.shape[0]
-        u, norm = _directions(x, st.mean, st.basis)
-        cells = _cells(base_codes, st)
-        residual = u.astype(np.float64)
-        residual[:, :st.base_k] -= _centers(st, cells)
+        u, norm, cells, residual = st.geometry.residual(x, base_codes)
         tables = _tables(st, cells)
         index, symbols = _choose_scales(residual / st.step, tables, st.table_lo, st.book.sizes,
                                         st.book, 8 * st.payload_bytes)
         level = _levels(st, cells, symbols, index)
-        dot = np.einsum("ij,ij->i", u.astype(np.float64), level)
+        dot = np.einsum("ij,ij->i", u, level)
         energy = np.einsum("ij,ij->i", level, level)
         safe = energy > 0
         s_score = np.divide(norm * dot, energy, out=np.zeros(m), where=safe).astype("<f4")
@@ -259,7 +247,7 @@ class SemqrCodec(BitsCodec):
     def _levels(self, codes: np.ndarray, st: _State, base_codes: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Codes -> (directions û float64 [m, k], scales float32 [m, 2])."""
-        cells = _cells(base_codes, st)
+        cells = st.geometry.cells(base_codes)
         tables = _tables(st, cells)
         index = codes[:, st.payload_bytes].astype(np.int64)
         symbols = np.zeros(tables.shape, dtype=np.int64)
@@ -284,16 +272,16 @@ class SemqrCodec(BitsCodec):
         level, scales = self._levels(codes, st, base_codes)
         level = level.astype(np.float32)
         out = np.empty((codes.shape[0], st.dim), dtype=np.float32)
-        restore = np.ascontiguousarray(st.basis.T)
+        restore = np.ascontiguousarray(st.geometry.basis.T)
         for start in range(0, codes.shape[0], CHUNK_ROWS):
             stop = min(start + CHUNK_ROWS, codes.shape[0])
             out[start:stop] = rowwise_matmul(level[start:stop], restore)
         out *= scales[:, 1:2]
-        out += st.mean
+        out += st.geometry.mean
         return out
 
     def _prepare_queries(self, q: np.ndarray, st: _State) -> Any:
-        return q @ st.basis, q @ st.mean
+        return q @ st.geometry.basis, q @ st.geometry.mean
 
     def _score(self, prepared: Any, codes: np.ndarray, st: _State,
                base_codes: np.ndarray) -> np.ndarray:
@@ -340,13 +328,20 @@ class _Geometry:
         return unpack_planes(base_codes[:, :self.packed_bytes], self.sizes,
                              self.width.shape[0]).astype(np.int64)
 
-    def residual(self, x: np.ndarray, base_codes: np.ndarray) -> np.ndarray:
-        u = np.concatenate([_directions(x[i:i + CHUNK_ROWS], self.mean, self.basis)[0]
-                            for i in range(0, x.shape[0], CHUNK_ROWS)]).astype(np.float64)
+    def centers(self, cells: np.ndarray) -> np.ndarray:
+        """float64 [m, kb]: the centers of the base cells ``cells`` (int64 [m, kb])."""
+        return self.center[np.arange(self.width.shape[0])[None, :], cells]
+
+    def residual(self, x: np.ndarray, base_codes: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Rows ``x`` [m, d] and their base codes -> (unit directions float64 [m, k], norms
+        float64 [m], base cells int64 [m, kb], residuals float64 [m, k])."""
+        u, norm = _directions(x, self.mean, self.basis)
+        u = u.astype(np.float64)
         cells = self.cells(base_codes)
-        kb = self.width.shape[0]
-        u[:, :kb] -= np.take_along_axis(self.center, cells.T, axis=1).T
-        return u
+        residual = u.copy()
+        residual[:, :self.width.shape[0]] -= self.centers(cells)
+        return u, norm, cells, residual
 
 
 def _directions(x: np.ndarray, mean: np.ndarray, basis: np.ndarray
@@ -453,19 +448,9 @@ def _choose_scales(scaled: np.ndarray, tables: np.ndarray, lo: np.ndarray, size:
     return low, symbols
 
 
-def _cells(base_codes: np.ndarray, st: _State) -> np.ndarray:
-    return unpack_planes(base_codes[:, :st.base_bytes], st.base_sizes,
-                         st.base_k).astype(np.int64)
-
-
-def _centers(st: _State, cells: np.ndarray) -> np.ndarray:
-    """float64 [m, kb]: the base cell centers of each row."""
-    return st.base_center[np.arange(st.base_k)[None, :], cells]
-
-
 def _tables(st: _State, cells: np.ndarray) -> np.ndarray:
     tables = np.broadcast_to(st.first_table, (cells.shape[0], st.first_table.shape[0])).copy()
-    tables[:, :st.base_k] += cells
+    tables[:, :cells.shape[1]] += cells
     return tables
 
 
@@ -474,5 +459,5 @@ def _levels(st: _State, cells: np.ndarray, symbols: np.ndarray, index: np.ndarra
     """float64 [m, k] û: base cell centers (0 on extra axes) + symbols * step / scale."""
     scale = np.where(index > 0, SCALES[index], 1.0)
     level = symbols * (st.step[None, :] / scale[:, None])
-    level[:, :st.base_k] += _centers(st, cells)
+    level[:, :cells.shape[1]] += st.geometry.centers(cells)
     return level
