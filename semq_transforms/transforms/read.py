@@ -47,6 +47,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
+from semq_transforms.transforms import _coders  # noqa: F401 - registers the element coders
 from semq_transforms.transforms.planning import (
     FileOffsets,
     ShardRows,
@@ -201,7 +202,8 @@ class ReadEmbeddings(beam.PTransform):
         return (pbegin
                 | "Create splits" >> beam.Create(splits)
                 | "Spread splits over workers" >> beam.Reshuffle()
-                | "Read splits" >> beam.ParDo(read_fn).with_outputs(DEAD_LETTERS, main=BATCHES))
+                | "Read splits" >> beam.ParDo(read_fn).with_output_types(Batch).with_outputs(
+                    DEAD_LETTERS, main=BATCHES))
 
 
 class _IdBucketsFn(beam.DoFn):
@@ -341,7 +343,8 @@ class ReadShards(beam.PTransform):
         return (grouped
                 | "Join tasks and duplicates" >> beam.CoGroupByKey()
                 | "Read and check shards" >> beam.ParDo(
-                    _ReadShardFn(self._read.read_options)).with_outputs(
+                    _ReadShardFn(self._read.read_options)).with_output_types(
+                        ShardRows).with_outputs(
                         DEAD_LETTERS, COUNTS, main=SHARDS))
 
 
