@@ -56,7 +56,7 @@ from semq_transforms.errors import ParamsError
 #: Most bits any one axis may get (codes are held as uint16 while packing).
 MAX_AXIS_BITS = 12
 #: Rows the mean and principal axes are fitted on (an evenly strided sample of the shard).
-FIT_ROWS = 65536
+FIT_ROWS = 16384
 #: Rows the per-axis step and error tables are measured on.
 STEP_ROWS = 2048
 #: MSE-optimal uniform-quantizer step for a unit Gaussian with 2**b levels, b = 1..12
