@@ -31,12 +31,25 @@ QUERY_STRIDE = 16
 CHECK_K = 10
 
 
-def strided_sample(x: np.ndarray, max_rows: int) -> np.ndarray:
-    """At most ``max_rows`` rows of ``x`` taken at an even stride (deterministic)."""
+def strided_rows(n: int, max_rows: int) -> np.ndarray:
+    """Row numbers of :func:`strided_sample`: int64, all ``n`` rows if ``n <= max_rows``."""
+    if n <= max_rows:
+        return np.arange(n, dtype=np.int64)
+    return np.linspace(0, n - 1, max_rows).round().astype(np.int64)
+
+
+def strided_sample(x: np.ndarray, max_rows: int, *, within: int | None = None) -> np.ndarray:
+    """At most ``max_rows`` rows of ``x`` taken at an even stride (deterministic).
+
+    ``within``: the same rows as ``strided_sample(strided_sample(x, within), max_rows)``,
+    without copying the intermediate sample.
+    """
+    if within is not None:
+        outer = strided_rows(x.shape[0], within)
+        return x[outer[strided_rows(outer.shape[0], max_rows)]]
     if x.shape[0] <= max_rows:
         return x
-    idx = np.linspace(0, x.shape[0] - 1, max_rows).round().astype(np.int64)
-    return x[idx]
+    return x[strided_rows(x.shape[0], max_rows)]
 
 
 def quantize_uniform(x: np.ndarray, lo: np.ndarray, step: np.ndarray, levels: int) -> np.ndarray:

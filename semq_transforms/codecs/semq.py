@@ -251,7 +251,8 @@ def _pca(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mean = sum(chunk.astype(np.float64).sum(axis=0) for chunk in _chunks(sample)) / n
     cov = np.zeros((sample.shape[1], sample.shape[1]))
     for chunk in _chunks(sample):
-        centered = chunk.astype(np.float64) - mean
+        centered = chunk.astype(np.float64)
+        centered -= mean               # in place: one float64 chunk in memory, not two
         cov += centered.T @ centered
     cov /= n
     eigvals, eigvecs = np.linalg.eigh(cov)
@@ -278,7 +279,7 @@ def _direction_steps(x: np.ndarray, mean: np.ndarray,
                      axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_step_tables` of the unit directions, in the rotated frame, of
     :data:`STEP_ROWS` evenly strided rows of the fit sample."""
-    rows = strided_sample(strided_sample(x, FIT_ROWS), STEP_ROWS).astype(np.float64)
+    rows = strided_sample(x, STEP_ROWS, within=FIT_ROWS).astype(np.float64)
     return _step_tables(_unit_rows((rows - mean) @ axes).astype(np.float32))
 
 
