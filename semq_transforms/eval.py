@@ -105,9 +105,9 @@ def _block_candidates(scores: np.ndarray, k: int, block: int = TOPK_BLOCK
     order, hold every candidate, and ties still resolve by increasing column id.
 
     Returns ``(rows, cols, values)``: int64 ``[r]`` the rows narrowed, int64
-    ``[r, k * block]`` their candidate column ids (increasing; ids past the last column repeat
-    it with value -inf) and float ``[r, k * block]`` the scores there; or None if no row could be narrowed.
-    Other rows need the full search.
+    ``[r, k * block]`` their candidate column ids (increasing; ids past the last column
+    repeat it with value -inf) and float ``[r, k * block]`` the scores there; or None if no
+    row could be narrowed. Other rows need the full search.
     """
     nq, n = scores.shape
     full = n // block
