@@ -59,12 +59,6 @@ class _ArrayElementCoder(beam.coders.Coder):
     def to_type_hint(self) -> type:
         return self.element_type
 
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other)
-
-    def __hash__(self) -> int:
-        return hash(type(self))
-
 
 class ShardRowsCoder(_ArrayElementCoder):
     element_type = ShardRows
