@@ -301,13 +301,26 @@ def _step_tables(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rms = np.sqrt(np.mean(u.astype(np.float64) ** 2, axis=0))
     rms = np.where(rms > 0, rms, 1.0)
     errors[0] = np.mean(u.astype(np.float64) ** 2, axis=0)
+    # 12 widths x 16 steps: every pass works in one reused [n, d] buffer (the arithmetic,
+    # and so the tables, exactly as np.mean((u - (clip(floor(u / step + L / 2), 0, L - 1)
+    # + 0.5 - L / 2) * step) ** 2, axis=0, dtype=float64) computes them; no temporaries)
+    work = np.empty_like(u)
+    err = np.empty(d)
     for bits in range(1, MAX_AXIS_BITS + 1):
         levels = float(1 << bits)
         best = np.full(d, np.inf)
         for mult in STEP_GRID:
             step = (mult * GAUSS_STEPS[bits - 1] * rms).astype(np.float32)
-            code = np.clip(np.floor(u / step + levels / 2), 0, levels - 1)
-            err = np.mean((u - (code + 0.5 - levels / 2) * step) ** 2, axis=0, dtype=np.float64)
+            np.divide(u, step, out=work)
+            work += levels / 2
+            np.floor(work, out=work)
+            np.clip(work, 0, levels - 1, out=work)   # the code
+            work -= levels / 2 - 0.5                  # the centered level (exact)
+            work *= step                              # its reconstruction
+            np.subtract(u, work, out=work)
+            np.square(work, out=work)
+            np.add.reduce(work, axis=0, dtype=np.float64, out=err)
+            err /= u.shape[0]
             better = err < best
             best[better] = err[better]
             steps[bits, better] = step[better]
