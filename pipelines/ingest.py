@@ -17,6 +17,9 @@ rerun would write byte-identical shards over files that version serves.
 Without ``--runner`` the job runs locally on the pinned offline runner
 (``semq_transforms.transforms.direct_options``); other Beam options are passed through.
 
+Run as a program, the job first sets glibc's allocator up for shard-sized arrays
+(:mod:`semq_transforms.allocator`; ``SEMQ_MALLOC_TUNING=0`` leaves it alone).
+
 Exit codes: 0 published (or nothing new to publish), 1 the gate failed (nothing published; the report says why), 2 the
 job could not run (bad config, unreadable input, pipeline error).
 """
@@ -32,6 +35,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
+from semq_transforms.allocator import tune_allocator
 from semq_transforms.config import JobConfig, load_config
 from semq_transforms.errors import SemqError
 from semq_transforms.format.store import IndexStore
@@ -123,4 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # The job owns this process: keep shard-sized buffers in the heap for reuse (and export
+    # the setting to the worker processes the local runner may start); see the module.
+    tune_allocator()
     sys.exit(main())

@@ -202,6 +202,17 @@ def test_dockerfile_bakes_in_no_credentials():
                     assert not SECRET_NAME.search(name) and not name.startswith("AWS_"), name
 
 
+def test_dockerfile_sets_the_allocator_environment():
+    """The image's processes (the job and remote workers) start with the allocator settings
+    the job applies to itself (semq_transforms.allocator.MALLOC_ENV)."""
+    from semq_transforms.allocator import MALLOC_ENV
+
+    env = {}
+    for rest in instructions(stage("base"), "ENV"):
+        env.update(dict(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=(\S+)", rest)))
+    assert {k: v for k, v in env.items() if k.startswith("MALLOC_")} == MALLOC_ENV
+
+
 def workdir() -> PurePosixPath:
     (path,) = instructions(stage("base"), "WORKDIR")
     return PurePosixPath(path)
