@@ -26,16 +26,24 @@ job could not run (bad config, unreadable input, pipeline error).
 
 from __future__ import annotations
 
+import sys
+
+from semq_transforms.allocator import tune_allocator
+
+if __name__ == "__main__":
+    # The job owns this process: set the allocator up for shard-sized arrays before Beam,
+    # Arrow or BLAS start threads (a thread that allocates first keeps an arena of its own),
+    # and export the settings to the worker processes the local runner may start.
+    tune_allocator()
+
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
-from semq_transforms.allocator import tune_allocator
 from semq_transforms.config import JobConfig, load_config
 from semq_transforms.errors import SemqError
 from semq_transforms.format.store import IndexStore
@@ -127,7 +135,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # The job owns this process: keep shard-sized buffers in the heap for reuse (and export
-    # the setting to the worker processes the local runner may start); see the module.
-    tune_allocator()
     sys.exit(main())
