@@ -4,6 +4,7 @@ byte-identical reruns, and the command line in a subprocess."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -141,6 +142,85 @@ def test_rerun_is_byte_identical(input_dir, published, tmp_path):
     assert [p.name for p in first] == [p.name for p in second] and len(first) == 4
     for a, b in zip(first, second, strict=True):
         assert a.read_bytes() == b.read_bytes()
+
+
+def _shard_outputs(outputs, tag: str) -> dict[str, beam.PCollection]:
+    """The four outputs of an encode step as (tag, kind, comparable value) elements."""
+    return {
+        "metas": outputs.metas | f"{tag} metas" >> beam.Map(
+            lambda m: (tag, "meta", dataclasses.astuple(m))),
+        "neighbors": outputs.neighbors | f"{tag} neighbors" >> beam.Map(
+            lambda n: (tag, "neighbors", tuple(a.tobytes() for a in (
+                n.exact_D, n.exact_I, n.approx_D, n.approx_I)))),
+        "dead": outputs.dead_letters | f"{tag} dead" >> beam.Map(
+            lambda d: (tag, "dead", tuple(sorted(d.items())))),
+        "counts": outputs.counts | f"{tag} counts" >> beam.Map(
+            lambda c: (tag, "counts", tuple(sorted(c.items())))),
+    }
+
+
+def test_read_encode_shards_equals_read_shards_then_encode_shards(input_dir, tmp_path):
+    """The job's one-step ReadEncodeShards gives what ReadShards | EncodeShards gives: the
+    same shard files, metas, neighbors, dead letters (bad rows included) and counts."""
+    from apache_beam.testing.util import assert_that
+
+    from semq_transforms.transforms.encode import (
+        EncodeShards,
+        ReadEncodeShards,
+        SampleQueries,
+    )
+    from semq_transforms.transforms.ingest import make_read
+    from semq_transforms.transforms.read import ReadShards
+
+    config = parse_config(job(input_dir, str(tmp_path / "unused")))
+    read = make_read(config)
+    p = beam.Pipeline(options=direct_options())
+    queries = (p | "Read" >> read).batches | "Sample" >> SampleQueries(n=32, seed=1)
+
+    def encode(name: str) -> EncodeShards:
+        return EncodeShards(str(tmp_path / name), run_id="r", codecs=["semq2", "semq8"],
+                            queries=queries, k=10)
+
+    two = p | "Two steps" >> ReadShards(read, rows_per_shard=1000)
+    encoded = two.shards | "Encode" >> encode("two")
+    encoded.dead_letters, encoded.counts = two.dead_letters, two.counts
+    one = p | "One step" >> ReadEncodeShards(ReadShards(read, rows_per_shard=1000),
+                                             encode("one"))
+    parts = [*_shard_outputs(encoded, "two").values(), *_shard_outputs(one, "one").values()]
+
+    def same(elements: list) -> None:
+        by_tag: dict[str, list] = {"one": [], "two": []}
+        for tag, kind, value in elements:
+            by_tag[tag].append((kind, value))
+        assert sorted(by_tag["one"]) == sorted(by_tag["two"])
+        kinds = [kind for kind, _ in by_tag["one"]]
+        assert kinds.count("meta") == kinds.count("neighbors") == kinds.count("counts") == 4
+        assert kinds.count("dead") == 3
+
+    assert_that(parts | beam.Flatten(), same)
+    p.run().wait_until_finish()
+    files = sorted(f.name for f in (tmp_path / "one" / "runs" / "r").iterdir())
+    assert len(files) == 4
+    for name in files:
+        assert ((tmp_path / "one" / "runs" / "r" / name).read_bytes()
+                == (tmp_path / "two" / "runs" / "r" / name).read_bytes())
+
+
+def test_job_holds_no_shard_rows_between_steps(input_dir, tmp_path):
+    """The job reads and encodes each shard in one step: no PCollection of its graph carries
+    ShardRows (a runner keeps a DoFn's last input element alive until the next arrives)."""
+    from semq_transforms.transforms.planning import ShardRows
+
+    pipeline = beam.Pipeline(options=direct_options())
+    build_pipeline(pipeline, parse_config(job(input_dir, str(tmp_path / "idx"))))
+    types = []
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node):
+            types.extend(out.element_type for out in node.outputs.values())
+
+    pipeline.visit(Visitor())
+    assert types and ShardRows not in types
 
 
 def test_merge_neighbors_keeps_running_topk():

@@ -25,6 +25,10 @@ the same input and config give byte-identical shard files.
 a bounded running selection (never all rows in one list). Neighbors are identified by global
 position (unique int64, whatever the id type), so recall is computed on positions.
 
+**Reading and encoding in one step.** ``ReadEncodeShards(ReadShards(...), EncodeShards(...))``
+gives what ``ReadShards | EncodeShards`` gives, but reads, encodes and writes each shard in one
+DoFn call, so no shard's rows outlive its step (the ingestion job uses it).
+
 Counters (namespace ``semq``): ``shards_written``, ``bytes_out``, ``rows_encoded``.
 """
 
@@ -51,11 +55,17 @@ from semq_transforms.format.shard import (
 )
 from semq_transforms.format.store import IndexStore
 from semq_transforms.transforms.planning import ShardRows, splitmix64
-from semq_transforms.transforms.read import METRICS_NAMESPACE
+from semq_transforms.transforms.read import (
+    COUNTS,
+    DEAD_LETTERS,
+    METRICS_NAMESPACE,
+    ReadShards,
+)
 from semq_transforms.transforms.sources import Batch
 
 __all__ = ["DEFAULT_RERANK_FACTOR", "CutShards", "EncodeShards", "MergeNeighbors",
-           "SampleQueries", "ShardNeighbors", "ShardRows", "check_written", "position_hash"]
+           "ReadEncodeShards", "SampleQueries", "ShardNeighbors", "ShardRows", "check_written",
+           "position_hash"]
 
 #: Scan-level candidates per query re-scored with the last level (as ``Index.search``).
 DEFAULT_RERANK_FACTOR = 10
@@ -300,9 +310,71 @@ class EncodeShards(beam.PTransform):
         self._queries = queries
 
     def expand(self, shards: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        side = ([beam.pvalue.AsSingleton(self._queries)] if self._queries is not None else [])
-        return shards | "Encode and write shards" >> beam.ParDo(self._fn, *side).with_outputs(
-            NEIGHBORS, main=METAS)
+        return shards | "Encode and write shards" >> beam.ParDo(
+            self._fn, *self.query_inputs()).with_outputs(NEIGHBORS, main=METAS)
+
+    def query_inputs(self) -> list[Any]:
+        """The DoFn's side inputs: the query sample, if any."""
+        return [beam.pvalue.AsSingleton(self._queries)] if self._queries is not None else []
+
+    def encode_fn(self) -> beam.DoFn:
+        """The DoFn: ShardRows -> ShardMeta (main) and ShardNeighbors (``neighbors``)."""
+        return self._fn
+
+
+class _ReadEncodeShardFn(beam.DoFn):
+    """A ReadShards DoFn and an EncodeShards DoFn in one ``process`` call per shard."""
+
+    def __init__(self, read_fn: beam.DoFn, encode_fn: beam.DoFn) -> None:
+        super().__init__()
+        self._read_fn = read_fn
+        self._encode_fn = encode_fn
+
+    def setup(self) -> None:
+        self._read_fn.setup()
+        self._encode_fn.setup()
+
+    def teardown(self) -> None:
+        self._read_fn.teardown()
+        self._encode_fn.teardown()
+
+    def process(self, item: tuple[int, Mapping[str, Any]],
+                sample: tuple | None = None) -> Iterator[Any]:
+        for out in self._read_fn.process(item):
+            if isinstance(out, ShardRows):
+                yield from self._encode_fn.process(out, sample)
+            else:
+                yield out
+
+
+class ReadEncodeShards(beam.PTransform):
+    """``ReadShards | EncodeShards`` with each shard read, encoded and written in one step.
+
+    The outputs and counters are those of the two transforms: ``metas`` (main) and
+    ``neighbors`` as :class:`EncodeShards`, ``dead_letters`` and ``counts`` as
+    :class:`~semq_transforms.transforms.read.ReadShards`; the shard files are the same bytes.
+    What differs is memory: a runner keeps the last element a DoFn processed until the next
+    one arrives, so between the two transforms each worker thread holds its previous shard's
+    rows (a ``ShardRows``, 96 MiB at 65,536 x 384) while it reads the next. Here the rows
+    live only inside one ``process`` call. Use the two transforms to put a step of your own
+    between reading and encoding; the ingestion job uses this one.
+
+    Args:
+        shards: the ReadShards to run (its planned shard tasks and read options).
+        encode: the EncodeShards to run on each shard (codecs, output, query sample).
+    """
+
+    def __init__(self, shards: ReadShards, encode: EncodeShards) -> None:
+        super().__init__()
+        self._shards = shards
+        self._encode = encode
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
+        fn = _ReadEncodeShardFn(self._shards.read_fn(), self._encode.encode_fn())
+        return (self._shards.keyed_tasks(pbegin)
+                | "Read, encode and write shards" >> beam.ParDo(
+                    fn, *self._encode.query_inputs()).with_outputs(
+                    NEIGHBORS, DEAD_LETTERS, COUNTS, main=METAS))
 
 
 # -- merging neighbors ----------------------------------------------------------------------

@@ -6,14 +6,14 @@
 
 Stages (each a public transform of :mod:`semq_transforms.transforms`):
 
-1. ``ReadShards``: the input plan (metadata only) is cut into shards of
-   ``encode.rows_per_shard`` global positions; repeated ids are found from the ids alone; each
-   shard is read, checked (dead letters with reasons) and handed on where it was read.
-2. ``ReadEmbeddings.only(...) | SampleQueries``: a seeded query sample from the heads of up
+1. ``ReadEmbeddings.only(...) | SampleQueries``: a seeded query sample from the heads of up
    to 64 splits.
-3. ``EncodeShards``: fit, encode and write each shard; per-shard exact and compressed top-k of
-   the sample. ``MergeNeighbors`` combines them.
-4. ``PublishIndex``: the gate (row reconciliation, rejected fraction, recall@k), the commit of
+2. ``ReadEncodeShards(ReadShards, EncodeShards)``: the input plan (metadata only) is cut into
+   shards of ``encode.rows_per_shard`` global positions; repeated ids are found from the ids
+   alone; each shard is read and checked (dead letters with reasons), then fitted, encoded and
+   written in the same step, with per-shard exact and compressed top-k of the sample.
+   ``MergeNeighbors`` combines those.
+3. ``PublishIndex``: the gate (row reconciliation, rejected fraction, recall@k), the commit of
    a new manifest version only if it passes, and the report under ``runs/<run_id>/``.
 
 ``run_id`` is ``output.run_id``, or ``<name>-<16 hex>`` derived from the config digest and a
@@ -33,7 +33,12 @@ from semq_transforms.config import JobConfig, config_digest
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.store import IndexStore
 from semq_transforms.sample_data import ensure_sample_data
-from semq_transforms.transforms.encode import EncodeShards, MergeNeighbors, SampleQueries
+from semq_transforms.transforms.encode import (
+    EncodeShards,
+    MergeNeighbors,
+    ReadEncodeShards,
+    SampleQueries,
+)
 from semq_transforms.transforms.planning import sample_splits
 from semq_transforms.transforms.publish import PublishIndex, ReadTotals
 from semq_transforms.transforms.read import ReadEmbeddings, ReadShards, WriteDeadLetters
@@ -117,25 +122,27 @@ class _IngestJob(beam.PTransform):
         config, out, validation = self._config, self._config.output, self._config.validation
         read, run_id = self.read, self.run_id
         index_url = out.index_url.rstrip("/")
-        shards = pbegin | "Read shards" >> ReadShards(
-            read, rows_per_shard=config.encode.rows_per_shard)
-        _ = shards.dead_letters | "Write dead letters" >> WriteDeadLetters(
-            f"{index_url}/runs/{run_id}/dead_letters.parquet",
-            storage_options=out.storage_options)
         splits, head_rows = sample_splits(read.plan.splits, queries=validation.sample_queries,
                                           seed=validation.seed, max_splits=SAMPLE_SPLITS)
         sample_read = read.only(splits, head_rows=head_rows)
         sample = ((pbegin | "Read sample splits" >> sample_read).batches
                   | "Sample queries" >> SampleQueries(n=validation.sample_queries,
                                                       seed=validation.seed))
-        totals = shards.counts | "Sum read counts" >> ReadTotals()
-        encoded = shards.shards | "Encode shards" >> EncodeShards(
-            index_url, run_id=run_id, codecs=config.encode.codecs, queries=sample,
-            k=validation.k, storage_options=out.storage_options)
+        # read, encode and write each shard in one step (ReadEncodeShards: no shard's rows
+        # stay referenced while the next shard is read)
+        encoded = pbegin | "Read and encode shards" >> ReadEncodeShards(
+            ReadShards(read, rows_per_shard=config.encode.rows_per_shard),
+            EncodeShards(index_url, run_id=run_id, codecs=config.encode.codecs,
+                         queries=sample, k=validation.k,
+                         storage_options=out.storage_options))
+        _ = encoded.dead_letters | "Write dead letters" >> WriteDeadLetters(
+            f"{index_url}/runs/{run_id}/dead_letters.parquet",
+            storage_options=out.storage_options)
+        totals = encoded.counts | "Sum read counts" >> ReadTotals()
         neighbors = encoded.neighbors | "Merge neighbors" >> MergeNeighbors(k=validation.k)
         return encoded.metas | "Validate and publish" >> PublishIndex(
             index_url, run_id=run_id, dim=read.plan.dim, codecs=config.encode.codecs,
-            totals=totals, dead_letters=shards.dead_letters, neighbors=neighbors,
+            totals=totals, dead_letters=encoded.dead_letters, neighbors=neighbors,
             sample=sample, rows_planned=read.plan.total_rows, k=validation.k,
             min_recall_at_k=validation.min_recall_at_k,
             max_rejected_fraction=validation.max_rejected_fraction,

@@ -334,18 +334,26 @@ class ReadShards(beam.PTransform):
         return list(self._tasks)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
+        return (self.keyed_tasks(pbegin)
+                | "Read and check shards" >> beam.ParDo(self.read_fn()).with_output_types(
+                    ShardRows).with_outputs(DEAD_LETTERS, COUNTS, main=SHARDS))
+
+    def keyed_tasks(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        """``(shard_no, {"task": [ShardTask], "duplicates": [...]})`` per shard, the input of
+        :meth:`read_fn` (for transforms that read shards in a step of their own, such as
+        :class:`~semq_transforms.transforms.encode.ReadEncodeShards`)."""
         grouped: dict[str, beam.PCollection] = {
             "task": pbegin | "Create shard tasks" >> beam.Create(
                 [(t.shard_no, t) for t in self._tasks])}
         if self._find_duplicates:
             grouped["duplicates"] = pbegin | "Find duplicate ids" >> FindDuplicateIds(
                 self._read, rows_per_shard=self._rows_per_shard)
-        return (grouped
-                | "Join tasks and duplicates" >> beam.CoGroupByKey()
-                | "Read and check shards" >> beam.ParDo(
-                    _ReadShardFn(self._read.read_options)).with_output_types(
-                        ShardRows).with_outputs(
-                        DEAD_LETTERS, COUNTS, main=SHARDS))
+        return grouped | "Join tasks and duplicates" >> beam.CoGroupByKey()
+
+    def read_fn(self) -> beam.DoFn:
+        """A new DoFn: :meth:`keyed_tasks` element -> ShardRows (main), dead letters and
+        counts (tagged), as :meth:`expand` outputs them."""
+        return _ReadShardFn(self._read.read_options)
 
 
 class WriteDeadLetters(beam.PTransform):
