@@ -211,6 +211,8 @@ def test_dockerfile_sets_the_allocator_environment():
     for rest in instructions(stage("base"), "ENV"):
         env.update(dict(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=(\S+)", rest)))
     assert {k: v for k, v in env.items() if k.startswith("MALLOC_")} == MALLOC_ENV
+    runners = (INFRA / "RUNNERS.md").read_text(encoding="utf-8")   # the custom-image recipe
+    assert dict(re.findall(r"(MALLOC_[A-Z_]+)=(\d+)", runners)) == MALLOC_ENV
 
 
 def workdir() -> PurePosixPath:
