@@ -46,25 +46,28 @@ ARENA_MAX = 1
 #: Set to "0" (or "false", "no", "off") to leave the allocator alone.
 ENV_SWITCH = "SEMQ_MALLOC_TUNING"
 
-# mallopt parameter numbers (glibc's malloc.h)
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
+# (mallopt parameter number from glibc's malloc.h, the environment variable glibc reads at a
+# process's start for it, the value)
+_SETTINGS = (
+    (-3, "MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD),   # M_MMAP_THRESHOLD
+    (-1, "MALLOC_TRIM_THRESHOLD_", TRIM_THRESHOLD),   # M_TRIM_THRESHOLD
+    (-2, "MALLOC_TOP_PAD_", TOP_PAD),                 # M_TOP_PAD
+    (-8, "MALLOC_ARENA_MAX", ARENA_MAX),              # M_ARENA_MAX
+)
 
-#: The same settings as glibc reads them from the environment at a process's start.
-MALLOC_ENV = {
-    "MALLOC_ARENA_MAX": str(ARENA_MAX),
-    "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
-    "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
-    "MALLOC_TOP_PAD_": str(TOP_PAD),
-}
+#: The settings as environment variables (what the container image sets).
+MALLOC_ENV = {name: str(value) for _, name, value in _SETTINGS}
 
 
 def tune_allocator(environ: MutableMapping[str, str] | None = None) -> bool:
     """Apply the settings to this process (``mallopt``) and export them to ``environ``
-    (default ``os.environ``, so child processes start with them; variables already set
-    there are kept). Idempotent.
+    (default ``os.environ``, so child processes start with them).
 
-    Returns True if applied; False when ``SEMQ_MALLOC_TUNING`` turns it off, the C library
-    is not glibc, or glibc refused a setting (the process keeps the defaults for it).
+    A setting whose ``MALLOC_*`` variable is already in ``environ`` is left alone: the user
+    chose it, and glibc applied it when the process started. So a second call changes
+    nothing. Returns True if every setting is in place; False when ``SEMQ_MALLOC_TUNING``
+    turns tuning off, the C library is not glibc, or glibc refused a setting (the process
+    keeps its default for that one).
     """
     environ = os.environ if environ is None else environ
     if environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
@@ -75,12 +78,12 @@ def tune_allocator(environ: MutableMapping[str, str] | None = None) -> bool:
     mallopt = libc.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    applied = all([
-        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1,
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1,
-        mallopt(_M_TOP_PAD, TOP_PAD) == 1,
-        mallopt(_M_ARENA_MAX, ARENA_MAX) == 1,
-    ])
-    for name, value in MALLOC_ENV.items():
-        environ.setdefault(name, value)
+    applied = True
+    # The mmap threshold first: setting any of the first three turns glibc's self-raising
+    # threshold off, and it starts at 128 KiB.
+    for param, name, value in _SETTINGS:
+        if name in environ:
+            continue
+        applied = mallopt(param, value) == 1 and applied
+        environ[name] = str(value)
     return applied
