@@ -16,10 +16,14 @@ scores are ordered by increasing id, so results are deterministic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-#: Float32 score entries ``exact_knn`` materializes per query chunk (64 MiB).
+#: Float32 score entries ``exact_knn`` materializes at a time (16 MiB).
 KNN_CHUNK_SCORES = 1 << 22
+#: Queries ``exact_knn`` scores together: each pass over the database serves this many.
+KNN_QUERY_CHUNK = 1024
 #: Boolean entries ``knn_intersection_measure`` materializes per row chunk.
 INTERSECTION_CHUNK = 1 << 22
 #: Column block width of :func:`topk`'s narrowing: rows are cut into blocks of
@@ -30,7 +34,11 @@ MIN_TOPK_BLOCK = 8
 
 
 def exact_knn(q: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact maximum-inner-product top-``k``, computed in query chunks to bound memory.
+    """Exact maximum-inner-product top-``k``, in blocks to bound memory.
+
+    Up to :data:`KNN_QUERY_CHUNK` queries are scored together against blocks of database
+    rows (:data:`KNN_CHUNK_SCORES` scores at a time), so the database is read once per query
+    chunk rather than once per small group of queries (:func:`scan_topk`).
 
     Args:
         q: float queries ``[nq, d]`` (converted to float32).
@@ -47,11 +55,75 @@ def exact_knn(q: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     _check_k(k, x.shape[0])
     D = np.empty((q.shape[0], k), dtype=np.float32)
     I = np.empty((q.shape[0], k), dtype=np.int64)  # faiss naming: D, I
-    chunk = max(1, KNN_CHUNK_SCORES // x.shape[0])
-    for start in range(0, q.shape[0], chunk):
-        stop = min(start + chunk, q.shape[0])
-        D[start:stop], I[start:stop] = topk(q[start:stop] @ x.T, k)
+    for start in range(0, q.shape[0], KNN_QUERY_CHUNK):
+        chunk = q[start:start + KNN_QUERY_CHUNK]
+        block_rows = max(k, KNN_CHUNK_SCORES // chunk.shape[0])
+        D[start:start + len(chunk)], I[start:start + len(chunk)] = scan_topk(
+            lambda lo, hi, chunk=chunk: chunk @ x[lo:hi].T, x.shape[0], k,
+            block_rows=block_rows)
     return D, I
+
+
+def scan_topk(score_rows: Callable[[int, int], np.ndarray], n: int, k: int, *,
+              block_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The :func:`topk` of a score matrix ``[nq, n]`` computed ``block_rows`` columns at a
+    time: ``score_rows(lo, hi)`` returns the columns ``lo:hi`` (float ``[nq, hi - lo]``), and
+    a running top list per row is kept, so only one block is in memory. The result is the
+    one :func:`topk` of the whole matrix gives, ties included (by increasing column id).
+
+    After the first block, an entry can only enter a row's top list if it is at least the
+    row's current ``k``-th score (a later column loses a tie), so later blocks are cut to
+    those entries before the selection: usually a handful per row.
+
+    ``block_rows >= k`` and ``1 <= k <= n``. Returns ``D, I`` as :func:`topk`.
+    """
+    if block_rows < k:
+        raise ValueError(f"block_rows ({block_rows}) must be at least k ({k})")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    D, I = topk(score_rows(0, min(block_rows, n)), min(k, n))
+    for lo in range(block_rows, n, block_rows):
+        d, i = _entries_reaching(score_rows(lo, min(lo + block_rows, n)), D[:, -1], k)
+        if d.shape[1]:
+            D, I = merge_topk(D, I, d, i + lo, k)
+    return D, I
+
+
+def _entries_reaching(scores: np.ndarray, floor: np.ndarray,
+                      k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best (at most ``k``) entries of each row of ``scores`` ``[nq, m]`` that are >=
+    the row's ``floor``, as ``D, I`` ``[nq, c]`` (column ids in ``scores``); rows with fewer
+    are padded with ``-inf`` scores and column id ``m``, which sort after any real entry.
+    ``c`` is 0 when no entry reaches its floor; NaN floors let every entry through."""
+    nq, m = scores.shape
+    reach = ~(scores < floor[:, None])
+    counts = np.count_nonzero(reach, axis=1)
+    width = int(counts.max(initial=0))
+    if width == 0:
+        return np.empty((nq, 0), np.float32), np.empty((nq, 0), np.int64)
+    if width > m // 4:          # not worth gathering: select over the whole block
+        return topk(scores, min(k, m))
+    rows, cols = np.nonzero(reach)
+    slot = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    D = np.full((nq, width), -np.inf, dtype=np.float32)
+    I = np.full((nq, width), m, dtype=np.int64)
+    D[rows, slot] = scores[rows, cols]
+    I[rows, slot] = cols
+    if width > k:
+        order = np.lexsort((I, -D), axis=1)[:, :k]
+        D, I = np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
+    return D, I
+
+
+def merge_topk(D1: np.ndarray, I1: np.ndarray, D2: np.ndarray, I2: np.ndarray,
+               k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` of two result tables of the same rows (``D`` float ``[nq, k1]``/``[nq,
+    k2]``, ``I`` int): by decreasing score, ties by increasing id, so the result does not
+    depend on which table comes first. Returns ``D, I`` of ``min(k, k1 + k2)`` columns."""
+    D = np.concatenate([D1, D2], axis=1)
+    I = np.concatenate([I1, I2], axis=1)
+    order = np.lexsort((I, -D), axis=1)[:, :k]
+    return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
 
 
 def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,8 @@ from semq_transforms.eval import (
     _block_candidates,
     _topk_rows,
     exact_knn,
+    merge_topk,
+    scan_topk,
     topk,
 )
 
@@ -48,6 +50,61 @@ def test_topk_distinct_scores_and_exact_knn():
     D, I = exact_knn(q, x, 7)
     full = q.astype(np.float32) @ x.astype(np.float32).T
     np.testing.assert_array_equal(I, reference(full, 7)[1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.integers(1, 5), cols=st.integers(1, 400), levels=st.integers(1, 6),
+       seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_scan_topk_over_column_blocks_equals_one_topk_ties_included(rows, cols, levels, seed,
+                                                                    data):
+    # few levels: ties at the k-th score straddle block boundaries; a short last block
+    scores = np.random.default_rng(seed).integers(0, levels, (rows, cols)).astype(np.float32)
+    k = data.draw(st.integers(1, cols))
+    block_rows = data.draw(st.integers(k, max(k, cols)))
+    calls = []
+
+    def score_rows(lo, hi):
+        calls.append((lo, hi))
+        return scores[:, lo:hi]
+
+    D, I = scan_topk(score_rows, cols, k, block_rows=block_rows)
+    D_ref, I_ref = reference(scores, k)
+    np.testing.assert_array_equal(I, I_ref)
+    np.testing.assert_array_equal(D, D_ref)
+    assert calls == [(lo, min(lo + block_rows, cols)) for lo in range(0, cols, block_rows)]
+
+
+def test_scan_topk_with_distinct_scores_gathers_the_few_entries_reaching_the_top():
+    # distinct scores: after the first block only a few entries per row reach the running
+    # k-th score, and those alone are gathered (the path the validation scan takes)
+    scores = np.random.default_rng(5).standard_normal((8, 5000)).astype(np.float32)
+    scores[3, 4000:] = 50.0 + np.arange(1000, dtype=np.float32)   # a late block wins
+    for k, block_rows in ((10, 500), (100, 1000), (1, 4999)):
+        D, I = scan_topk(lambda lo, hi: scores[:, lo:hi], 5000, k, block_rows=block_rows)
+        D_ref, I_ref = reference(scores, k)
+        np.testing.assert_array_equal(I, I_ref)
+        np.testing.assert_array_equal(D, D_ref)
+
+
+def test_merge_topk_does_not_depend_on_which_table_comes_first():
+    D1, I1 = np.array([[3.0, 1.0]], np.float32), np.array([[7, 2]])
+    D2, I2 = np.array([[3.0, 2.0]], np.float32), np.array([[4, 9]])
+    for a, b in (((D1, I1), (D2, I2)), ((D2, I2), (D1, I1))):
+        D, I = merge_topk(*a, *b, 3)
+        assert I.tolist() == [[4, 7, 9]] and D.tolist() == [[3.0, 3.0, 2.0]]
+
+
+def test_exact_knn_over_many_row_blocks_and_query_chunks(monkeypatch):
+    import semq_transforms.eval as ev
+    rng = np.random.default_rng(3)
+    x = rng.integers(-2, 3, (1000, 8)).astype(np.float32)     # many equal scores
+    q = rng.integers(-2, 3, (37, 8)).astype(np.float32)
+    expect = reference(q @ x.T, 25)
+    monkeypatch.setattr(ev, "KNN_CHUNK_SCORES", 300)         # 300 // 16 = 18 < k: k rows
+    monkeypatch.setattr(ev, "KNN_QUERY_CHUNK", 16)            # 3 query chunks, the last short
+    D, I = exact_knn(q, x, 25)
+    np.testing.assert_array_equal(I, expect[1])
+    np.testing.assert_array_equal(D, expect[0])
 
 
 @settings(max_examples=150, deadline=None)

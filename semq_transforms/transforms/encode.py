@@ -45,7 +45,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from semq_transforms.errors import IntegrityError
-from semq_transforms.eval import exact_knn, knn_intersection_measure, topk
+from semq_transforms.eval import exact_knn, knn_intersection_measure, merge_topk, scan_topk, topk
 from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import (
     EncodedLevel,
@@ -201,16 +201,10 @@ def _compressed_topk(queries: np.ndarray, levels: Sequence[EncodedLevel], k: int
     one global top-k.
     """
     scan = levels[0]
-    rows = scan.rows
-    keep = min(k if len(levels) == 1 else max(rerank, k), rows)
-    chunk = max(keep, _SCORE_BUDGET // max(1, queries.shape[0]))
-    D = I = None
-    for start in range(0, rows, chunk):
-        scores = scan.codec.score(queries, scan.codes[start:start + chunk], scan.params)
-        d, i = topk(scores, min(keep, scores.shape[1]))
-        i += start
-        D, I = (d, i) if D is None else _merge_topk(D, I, d, i, keep)
-    assert D is not None and I is not None
+    keep = min(k if len(levels) == 1 else max(rerank, k), scan.rows)
+    D, I = scan_topk(
+        lambda lo, hi: scan.codec.score(queries, scan.codes[lo:hi], scan.params),
+        scan.rows, keep, block_rows=max(keep, _SCORE_BUDGET // max(1, queries.shape[0])))
     if len(levels) == 1:
         return D, I
     rescored = score_candidates(levels, queries, I)
@@ -380,15 +374,6 @@ class ReadEncodeShards(beam.PTransform):
 # -- merging neighbors ----------------------------------------------------------------------
 
 
-def _merge_topk(D1: np.ndarray, I1: np.ndarray, D2: np.ndarray, I2: np.ndarray,
-                k: int) -> tuple[np.ndarray, np.ndarray]:
-    D = np.concatenate([D1, D2], axis=1)
-    I = np.concatenate([I1, I2], axis=1)
-    # ties broken by position, so the merge does not depend on the order shards arrive in
-    order = np.lexsort((I, -D), axis=1)[:, :k]
-    return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
-
-
 class _MergeNeighborsFn(beam.CombineFn):
     """Running top-k over ShardNeighbors (accumulator: one ShardNeighbors or None)."""
 
@@ -411,9 +396,9 @@ class _MergeNeighborsFn(beam.CombineFn):
             if merged is None:
                 merged = acc
                 continue
-            eD, eI = _merge_topk(merged.exact_D, merged.exact_I, acc.exact_D, acc.exact_I,
+            eD, eI = merge_topk(merged.exact_D, merged.exact_I, acc.exact_D, acc.exact_I,
                                  self._k)
-            aD, aI = _merge_topk(merged.approx_D, merged.approx_I, acc.approx_D,
+            aD, aI = merge_topk(merged.approx_D, merged.approx_I, acc.approx_D,
                                  acc.approx_I, self._k)
             merged = ShardNeighbors(eD, eI, aD, aI)
         return merged
