@@ -298,32 +298,31 @@ def _step_tables(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if u.shape[0] == 0:
         steps[1:] = np.array(GAUSS_STEPS)[:, None]  # degenerate shard: nothing to measure
         return steps, errors
-    rms = np.sqrt(np.mean(u.astype(np.float64) ** 2, axis=0))
-    rms = np.where(rms > 0, rms, 1.0)
     errors[0] = np.mean(u.astype(np.float64) ** 2, axis=0)
-    # 12 widths x 16 steps: every pass works in one reused [n, d] buffer (the arithmetic,
-    # and so the tables, exactly as np.mean((u - (clip(floor(u / step + L / 2), 0, L - 1)
-    # + 0.5 - L / 2) * step) ** 2, axis=0, dtype=float64) computes them; no temporaries)
-    work = np.empty_like(u)
-    err = np.empty(d)
+    rms = np.sqrt(errors[0])
+    rms = np.where(rms > 0, rms, 1.0)
+    # Every candidate step is g * rms_i, so in units of rms (v = u / rms, one row per axis)
+    # a candidate is one scalar g for all axes: each of the 12 widths x 16 steps is a few
+    # scalar passes over one reused buffer. In units of the step, a value's error is
+    # a - code - 1/2 with a = v / g + L / 2 and code = clip(floor(a), 0, L - 1).
+    v = np.ascontiguousarray((u / rms).T.astype(np.float32))     # [d, n]
+    a, code = np.empty_like(v), np.empty_like(v)
     for bits in range(1, MAX_AXIS_BITS + 1):
-        levels = float(1 << bits)
+        levels = 1 << bits
         best = np.full(d, np.inf)
         for mult in STEP_GRID:
-            step = (mult * GAUSS_STEPS[bits - 1] * rms).astype(np.float32)
-            np.divide(u, step, out=work)
-            work += levels / 2
-            np.floor(work, out=work)
-            np.clip(work, 0, levels - 1, out=work)   # the code
-            work -= levels / 2 - 0.5                  # the centered level (exact)
-            work *= step                              # its reconstruction
-            np.subtract(u, work, out=work)
-            np.square(work, out=work)
-            np.add.reduce(work, axis=0, dtype=np.float64, out=err)
-            err /= u.shape[0]
+            g = mult * GAUSS_STEPS[bits - 1]
+            np.divide(v, np.float32(g), out=a)
+            a += np.float32(levels / 2)
+            np.floor(a, out=code)
+            np.clip(code, 0, levels - 1, out=code)
+            a -= code
+            a -= np.float32(0.5)
+            err = np.einsum("ij,ij->i", a, a).astype(np.float64) * (g * g / u.shape[0])
+            err *= rms * rms
             better = err < best
             best[better] = err[better]
-            steps[bits, better] = step[better]
+            steps[bits, better] = g * rms[better]
         errors[bits] = best
     return steps, errors
 
