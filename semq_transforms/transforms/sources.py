@@ -479,7 +479,8 @@ def _arrow_chunks(split: Split, vector_column: str | None, id_column: str | None
             if id_column is not None:
                 _check_id_type(schema, id_column, split.url)
             batches: Iterable[pa.RecordBatch] = pf.iter_batches(
-                batch_size=batch_rows, row_groups=list(split.row_groups), columns=columns)
+                batch_size=max(1, min(batch_rows, expected)), row_groups=list(split.row_groups),
+                columns=columns)
         else:
             reader = ipc.open_file(f)
             if vector_column is not None:
