@@ -200,7 +200,8 @@ class ReadEmbeddings(beam.PTransform):
             options["limit_rows"] = self._head_rows
         read_fn = _ReadSplitFn(options, metrics=self._metrics)
         return (pbegin
-                | "Create splits" >> beam.Create(splits)
+                # one shuffle spreads the splits (Create's own would be a second stage)
+                | "Create splits" >> beam.Create(splits, reshuffle=False)
                 | "Spread splits over workers" >> beam.Reshuffle()
                 | "Read splits" >> beam.ParDo(read_fn).with_output_types(Batch).with_outputs(
                     DEAD_LETTERS, main=BATCHES))
@@ -240,7 +241,7 @@ class FindDuplicateIds(beam.PTransform):
         plan = self._read.plan
         files = FileOffsets.of(plan.splits)
         return (pbegin
-                | "Create id splits" >> beam.Create(list(plan.splits))
+                | "Create id splits" >> beam.Create(list(plan.splits), reshuffle=False)
                 | "Spread id splits" >> beam.Reshuffle()
                 | "Read ids into buckets" >> beam.ParDo(_IdBucketsFn(
                     self._read.read_options, bucket_count(plan.total_rows)))
@@ -343,8 +344,9 @@ class ReadShards(beam.PTransform):
         :meth:`read_fn` (for transforms that read shards in a step of their own, such as
         :class:`~semq_transforms.transforms.encode.ReadEncodeShards`)."""
         grouped: dict[str, beam.PCollection] = {
+            # the CoGroupByKey below spreads the tasks over workers (no shuffle of its own)
             "task": pbegin | "Create shard tasks" >> beam.Create(
-                [(t.shard_no, t) for t in self._tasks])}
+                [(t.shard_no, t) for t in self._tasks], reshuffle=False)}
         if self._find_duplicates:
             grouped["duplicates"] = pbegin | "Find duplicate ids" >> FindDuplicateIds(
                 self._read, rows_per_shard=self._rows_per_shard)
