@@ -96,14 +96,16 @@ def _entries_reaching(scores: np.ndarray, floor: np.ndarray,
     are padded with ``-inf`` scores and column id ``m``, which sort after any real entry.
     ``c`` is 0 when no entry reaches its floor; NaN floors let every entry through."""
     nq, m = scores.shape
-    reach = ~(scores < floor[:, None])
-    counts = np.count_nonzero(reach, axis=1)
-    width = int(counts.max(initial=0))
-    if width == 0:
+    # flat indices (np.flatnonzero of a bool matrix is ~10x faster than np.nonzero)
+    flat = np.flatnonzero(~(scores < floor[:, None]))
+    if flat.size == 0:
         return np.empty((nq, 0), np.float32), np.empty((nq, 0), np.int64)
+    rows = flat // m
+    cols = flat - rows * m
+    counts = np.bincount(rows, minlength=nq)
+    width = int(counts.max())
     if width > m // 4:          # not worth gathering: select over the whole block
         return topk(scores, min(k, m))
-    rows, cols = np.nonzero(reach)
     slot = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
     D = np.full((nq, width), -np.inf, dtype=np.float32)
     I = np.full((nq, width), m, dtype=np.int64)
@@ -194,7 +196,7 @@ def _block_candidates(scores: np.ndarray, k: int, block: int = TOPK_BLOCK
     rows = np.flatnonzero(ok)
     if rows.size == 0:
         return None
-    chosen = np.nonzero(reached[rows])[1].reshape(-1, k)               # [r, k], increasing
+    chosen = _column_ids(reached[rows]).reshape(-1, k)                 # [r, k], increasing
     cols = (chosen[:, :, None] * block + np.arange(block)).reshape(rows.size, -1)
     past = cols >= n
     np.minimum(cols, n - 1, out=cols)
@@ -217,10 +219,10 @@ def _topk_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         exact = np.count_nonzero(selected, axis=1) == k
         I = np.empty((scores.shape[0], k), dtype=np.int64)
         if exact.all():
-            I[:] = np.nonzero(selected)[1].reshape(-1, k)
+            I[:] = _column_ids(selected).reshape(-1, k)
         else:
             rows = np.flatnonzero(exact)
-            I[rows] = np.nonzero(selected[rows])[1].reshape(-1, k)
+            I[rows] = _column_ids(selected[rows]).reshape(-1, k)
             redo = np.flatnonzero(~exact)
             I[redo] = np.argsort(-scores[redo], axis=1, kind="stable")[:, :k]
         D = np.take_along_axis(scores, I, axis=1)
@@ -230,6 +232,12 @@ def _topk_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.lexsort((I, -D), axis=1)
     return (np.take_along_axis(D, order, axis=1).astype(np.float32, copy=False),
             np.take_along_axis(I, order, axis=1).astype(np.int64, copy=False))
+
+
+def _column_ids(mask: np.ndarray) -> np.ndarray:
+    """Column ids of the True entries of bool ``mask`` ``[r, n]``, row by row (int64): what
+    ``np.nonzero(mask)[1]`` gives, from ``np.flatnonzero``, which is ~10x faster."""
+    return np.flatnonzero(mask) % mask.shape[1]
 
 
 def knn_intersection_measure(I1: np.ndarray, I2: np.ndarray) -> float:
