@@ -10,9 +10,8 @@ LRU cache, so memory is bounded by the shards a query touches, not by the index 
 Search fans out over shards: in each shard the first code level (the scan level) scores every
 row, its best ``rerank`` candidates per query are re-scored with the last level (the rerank
 level), and the per-shard top-k lists are merged. Everything is scored from compressed codes;
-float originals are never stored. Queries are processed in chunks so the score matrix of one
-step stays under :data:`SCORE_BUDGET` entries; decoded shards are cached up to
-``cache_bytes``.
+float originals are never stored. Rows are scanned in blocks so the score matrix of one step
+stays under about :data:`SCORE_BUDGET` entries; shards are cached up to ``cache_bytes``.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from semq_transforms.format.shard import (
     Shard,
     decode_rows,
     read_shard,
-    score_candidates,
+    search_levels,
     verify_shard,
 )
 from semq_transforms.format.store import IndexStore
@@ -44,8 +43,8 @@ from semq_transforms.format.store import IndexStore
 #: Bytes of shard codes kept in memory per open index (least recently used shards are dropped
 #: beyond it; a shard larger than the budget is still read, used, then dropped).
 DEFAULT_CACHE_BYTES = 1 << 30
-#: Query-by-row scores held at once while scanning a shard (bounds search memory: queries are
-#: processed in chunks of ``SCORE_BUDGET // shard rows``).
+#: Query-by-row scores held at once while scanning a shard (bounds search memory: rows are
+#: scanned in blocks of ``SCORE_BUDGET // queries``, each code decoded once).
 SCORE_BUDGET = 1 << 24
 #: Scan-level candidates re-scored per query and shard when ``rerank`` is not given, as a
 #: multiple of ``k``.
@@ -232,26 +231,13 @@ class Index:
             best_ids = np.take_along_axis(merged_ids, order, axis=1)
         return _pad_results(best_scores, best_ids, nq, k, self.manifest)
 
-    def _search_shard(self, shard: Shard, queries: np.ndarray, k: int,
-                      rerank: int) -> tuple[np.ndarray, np.ndarray]:
-        step = max(1, SCORE_BUDGET // shard.rows)
-        parts = [self._search_rows(shard, queries[i:i + step], k, rerank)
-                 for i in range(0, queries.shape[0], step)]
-        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-
     @staticmethod
-    def _search_rows(shard: Shard, queries: np.ndarray, k: int,
-                     rerank: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k of one query chunk in one shard -> (scores, ids), each [nq, <= k]."""
-        scan = shard.levels[0]
-        scan_scores = scan.codec.score(queries, scan.codes, scan.params)
-        if len(shard.levels) == 1 or rerank == 0:
-            scores, rows = topk(scan_scores, min(k, shard.rows))
-            return scores, shard.ids[rows]
-        _, cand = topk(scan_scores, min(max(rerank, k), shard.rows))  # [nq, c] row numbers
-        rescored = score_candidates(shard.levels, queries, cand)
-        scores, order = topk(rescored, min(k, cand.shape[1]))
-        return scores, shard.ids[np.take_along_axis(cand, order, axis=1)]
+    def _search_shard(shard: Shard, queries: np.ndarray, k: int,
+                      rerank: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of all queries in one shard -> (scores, ids), each [nq, <= k]."""
+        scores, rows = search_levels(shard.levels, queries, k, rerank=rerank,
+                                     score_budget=SCORE_BUDGET)
+        return scores, shard.ids[rows]
 
     # -- restore ------------------------------------------------------------------------
 

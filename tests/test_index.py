@@ -194,14 +194,16 @@ def test_shard_cache_is_bounded_by_bytes(tmp_path, corpus, queries):
     np.testing.assert_array_equal(got[1], expected[1])
 
 
-def test_search_chunks_queries_with_identical_results(index_url, corpus, queries, monkeypatch):
+def test_search_in_row_blocks_gives_identical_results(index_url, corpus, queries, monkeypatch):
     build_index(index_url, corpus, codecs=["semq1", "semq4"], rows_per_shard=500)
     index = Index.open(index_url)
     whole = index.search(queries, 5)
-    monkeypatch.setattr("semq_transforms.index.SCORE_BUDGET", 500 * 3)   # 3 queries a step
+    # 1,500 scores at a time for 40 queries: blocks of 50 rows (the 50 candidates kept per
+    # query), 10 per shard, each cut to the entries reaching the running top list
+    monkeypatch.setattr("semq_transforms.index.SCORE_BUDGET", 1500)
     chunked = index.search(queries, 5)
     np.testing.assert_array_equal(whole[1], chunked[1])
-    # BLAS rounds differently for other query-block shapes: scores agree to float32 ulps.
+    # BLAS rounds differently for other block shapes: scores agree to float32 ulps.
     np.testing.assert_allclose(whole[0], chunked[0], rtol=1e-6)
 
 

@@ -34,6 +34,7 @@ from semq_transforms.errors import (
     InvalidInputError,
     ParamsError,
 )
+from semq_transforms.eval import scan_topk, topk
 from semq_transforms.format import _arrowio as io_
 from semq_transforms.format import _header as hdr
 from semq_transforms.format import _ids as ids_
@@ -135,6 +136,37 @@ def score_candidates(levels: Sequence[EncodedLevel], queries: np.ndarray,
         return np.take_along_axis(scores, where.reshape(rows.shape), axis=1)
     return fine.codec.score_candidates(queries, fine.codes[rows], fine.params,
                                        base=level_base(levels, -1, rows))
+
+
+def search_levels(levels: Sequence[EncodedLevel], queries: np.ndarray, k: int, *,
+                  rerank: int, score_budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """One shard's compressed search: the scan level scores every row, each query's best
+    ``max(rerank, k)`` are re-scored with the last level (:func:`score_candidates`), and the
+    best ``k`` of those are returned. ``rerank`` 0, or a single level, returns the scan's
+    top ``k``.
+
+    Rows are scanned in blocks of ``score_budget // nq`` (at least the candidates kept), with
+    a running top list per query (:func:`~semq_transforms.eval.scan_topk`): every code is
+    decoded once whatever ``nq`` is, and at most about ``score_budget`` scores are in memory.
+
+    Args:
+        levels: the shard's code levels, scan level first.
+        queries: float32 ``[nq, d]`` (checked by the caller).
+        k: results per query, ``>= 1``; at most the shard's rows are returned.
+    Returns:
+        ``D, rows``: float32 scores and int64 row numbers ``[nq, min(k, rows)]``, best first,
+        ties by lower row number.
+    """
+    scan, n = levels[0], levels[0].rows
+    fine = len(levels) > 1 and rerank > 0
+    keep = min(max(rerank, k) if fine else k, n)
+    D, rows = scan_topk(
+        lambda lo, hi: scan.codec.score(queries, scan.codes[lo:hi], scan.params), n, keep,
+        block_rows=max(keep, score_budget // max(1, queries.shape[0])))
+    if not fine:
+        return D, rows
+    D, order = topk(score_candidates(levels, queries, rows), min(k, n))
+    return D, np.take_along_axis(rows, order, axis=1)
 
 
 def decode_rows(levels: Sequence[EncodedLevel], i: int, rows: Any) -> np.ndarray:

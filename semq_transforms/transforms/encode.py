@@ -45,15 +45,16 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from semq_transforms.errors import IntegrityError
-from semq_transforms.eval import exact_knn, knn_intersection_measure, merge_topk, scan_topk, topk
+from semq_transforms.eval import exact_knn, knn_intersection_measure, merge_topk
 from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import (
     EncodedLevel,
     encode_levels,
-    score_candidates,
+    search_levels,
     write_shard,
 )
 from semq_transforms.format.store import IndexStore
+from semq_transforms.index import DEFAULT_RERANK_FACTOR
 from semq_transforms.transforms.planning import ShardRows, splitmix64
 from semq_transforms.transforms.read import (
     COUNTS,
@@ -67,9 +68,8 @@ __all__ = ["DEFAULT_RERANK_FACTOR", "CutShards", "EncodeShards", "MergeNeighbors
            "ReadEncodeShards", "SampleQueries", "ShardNeighbors", "ShardRows", "check_written",
            "position_hash"]
 
-#: Scan-level candidates per query re-scored with the last level (as ``Index.search``).
-DEFAULT_RERANK_FACTOR = 10
-#: Float32 score entries materialized per query chunk when scoring a shard.
+#: Float32 scan scores held at once while searching a shard's codes (blocks of
+#: ``_SCORE_BUDGET // queries`` rows; see ``search_levels``).
 _SCORE_BUDGET = 1 << 22
 NEIGHBORS = "neighbors"
 METAS = "metas"
@@ -190,28 +190,6 @@ class SampleQueries(beam.PTransform):
 # -- encoding -------------------------------------------------------------------------------
 
 
-def _compressed_topk(queries: np.ndarray, levels: Sequence[EncodedLevel], k: int,
-                     rerank: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index.search on one shard's levels: scan with the first level, re-score
-    ``max(rerank, k)`` candidates with the last one. Returns (scores, row numbers).
-
-    The scan walks the shard in row chunks of ``_SCORE_BUDGET // nq`` rows, keeping a running
-    top list per query, so every code is decoded once and the score matrix in memory is
-    bounded by the budget, whatever the shard size. Ties go to the lower row number, as in
-    one global top-k.
-    """
-    scan = levels[0]
-    keep = min(k if len(levels) == 1 else max(rerank, k), scan.rows)
-    D, I = scan_topk(
-        lambda lo, hi: scan.codec.score(queries, scan.codes[lo:hi], scan.params),
-        scan.rows, keep, block_rows=max(keep, _SCORE_BUDGET // max(1, queries.shape[0])))
-    if len(levels) == 1:
-        return D, I
-    rescored = score_candidates(levels, queries, I)
-    D, order = topk(rescored, min(k, I.shape[1]))
-    return D, np.take_along_axis(I, order, axis=1)
-
-
 def check_written(store: IndexStore, meta: ShardMeta) -> None:
     """Read a just-written shard back from storage and check its size and SHA-256 against
     what the writer produced; raises :class:`IntegrityError` naming the file otherwise (a
@@ -271,7 +249,9 @@ class _EncodeShardFn(beam.DoFn):
                    queries: np.ndarray) -> ShardNeighbors:
         k = min(self._k, shard.rows)
         exact_D, exact_rows = exact_knn(queries, shard.vectors, k)
-        approx_D, approx_rows = _compressed_topk(queries, levels, k, self._rerank)
+        # the index's own per-shard search (Index.search), on the codes just encoded
+        approx_D, approx_rows = search_levels(levels, queries, k, rerank=self._rerank,
+                                              score_budget=_SCORE_BUDGET)
         return ShardNeighbors(exact_D, shard.positions[exact_rows],
                               approx_D, shard.positions[approx_rows])
 
@@ -396,10 +376,11 @@ class _MergeNeighborsFn(beam.CombineFn):
             if merged is None:
                 merged = acc
                 continue
+            # ties go to the lower position, whatever order the shards arrive in
             eD, eI = merge_topk(merged.exact_D, merged.exact_I, acc.exact_D, acc.exact_I,
-                                 self._k)
+                                self._k)
             aD, aI = merge_topk(merged.approx_D, merged.approx_I, acc.approx_D,
-                                 acc.approx_I, self._k)
+                                acc.approx_I, self._k)
             merged = ShardNeighbors(eD, eI, aD, aI)
         return merged
 
