@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from semq_transforms.codecs import SPECS, get_codec
+from semq_transforms.codecs.base import FitCache
 from semq_transforms.errors import (
     CodecConfigError,
     CodesMismatchError,
@@ -89,6 +90,23 @@ def test_non_finite_values_name_row_and_column(spec, op, bad, data):
     assert "row 13" in message and "column 7" in message, message
     assert f"{name_of(op)} holds 2 non-finite" in message, message
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("spec", ["int8", "semq2"])
+def test_a_shared_fit_cache_still_checks_every_other_array(spec, data):
+    # the cache skips the scan only for the very array it checked (one shard's levels)
+    x, _ = data
+    codec, cache = get_codec(spec), FitCache()
+    params = codec.fit(x, cache=cache)
+    np.testing.assert_array_equal(codec.encode(x, params, cache=cache), codec.encode(x, params))
+    bad = x.copy()
+    bad[4, 9] = np.nan
+    with pytest.raises(NonFiniteError, match="row 4, column 9"):
+        codec.encode(bad, params, cache=cache)
+    with pytest.raises(NonFiniteError, match="row 4, column 9"):
+        codec.fit(bad, cache=cache)
+    with pytest.raises(InputShapeError, match="dimension 20, expected dimension 40"):
+        codec.encode(x[:, :20], params, cache=cache)
 
 
 @pytest.mark.parametrize("spec", SPECS)

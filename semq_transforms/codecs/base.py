@@ -45,16 +45,26 @@ MAX_ABS_VALUE = 1e16
 
 
 class FitCache:
-    """Statistics of one array that several codecs fitting it can share:
+    """Statistics of one array that several codecs fitting and encoding it can share:
     ``cache.get(key, compute)`` runs ``compute()`` once per key. Valid for one ``x`` only."""
 
     def __init__(self) -> None:
         self._values: dict[str, Any] = {}
+        self._checked: tuple[np.ndarray, np.ndarray] | None = None
 
     def get(self, key: str, compute: Callable[[], Any]) -> Any:
         if key not in self._values:
             self._values[key] = compute()
         return self._values[key]
+
+    def checked(self, x: Any, dim: int | None = None) -> np.ndarray:
+        """``check_vectors(x, "x", dim=dim)``, scanned once for the same array object: the
+        levels of one shard each fit and encode the same rows, and the NaN/Inf/range scan
+        of a 100 MB shard is not free."""
+        if self._checked is None or self._checked[0] is not x:
+            self._checked = (x, check_vectors(x, "x"))
+        x32 = self._checked[1]
+        return x32 if dim is None or x32.shape[1] == dim else check_vectors(x, "x", dim=dim)
 
 
 class BaseLevel(NamedTuple):
@@ -152,25 +162,27 @@ class Codec(ABC):
             The shard's :class:`CodecParams`; deterministic in ``x`` (with or without a
             cache).
         """
-        x = check_vectors(x, "x")
         cache = FitCache() if cache is None else cache
+        x = cache.checked(x)
         if self._check_base(base, x.shape[0]) is None:
             return self._fit(x, cache)
         return self._fit(x, cache, base)
 
     def encode(self, x: np.ndarray, params: CodecParams, *,
-               base: BaseLevel | None = None) -> np.ndarray:
+               base: BaseLevel | None = None, cache: FitCache | None = None) -> np.ndarray:
         """Encode vectors with fitted params.
 
         Args:
             x: float array ``[n, d]`` with ``d == params.dim``, finite.
             params: from :meth:`fit` on this codec.
             base: refining codecs only: the level refined (its codes of the rows of ``x``).
+            cache: the :class:`FitCache` ``x`` was fitted with, if any (``x`` is then not
+                checked again).
         Returns:
             uint8 ``[n, code_bytes(d)]``: all per-vector data, side data included.
         """
         self.check_params(params)
-        x = check_vectors(x, "x", dim=params.dim)
+        x = (FitCache() if cache is None else cache).checked(x, dim=params.dim)
         self._check_encodable(x)
         base = self._check_base(base, x.shape[0])
         state = self._state(params, base)

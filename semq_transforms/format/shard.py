@@ -107,7 +107,8 @@ def encode_levels(x: np.ndarray, specs: Sequence[str | Mapping[str, Any] | Codec
         prev = levels[-1] if codec.refines else None
         base = None if prev is None else BaseLevel(prev.codec, prev.params, prev.codes)
         params = codec.fit(x, cache=cache, base=base)
-        levels.append(EncodedLevel(codec, params, codec.encode(x, params, base=base)))
+        levels.append(EncodedLevel(codec, params, codec.encode(x, params, base=base,
+                                                                cache=cache)))
     return levels
 
 
