@@ -29,10 +29,12 @@ Huffman codes of ``s_1..s_k`` in axis order, zero-padded), the grid index ``i`` 
 ``semq1`` + ``semqr4`` at ``d = 384`` is 56 + 199 = 255 bytes, 5.31 bits/dim.
 
 Fitting (pure numpy, deterministic): the step constant is set from a high-rate model of the
-residuals' spread so that rows need a ``t`` near 1; extra axes whose residual spread is below
-:data:`KEEP_SPREAD` steps are dropped (coding them costs a bit and buys little); tables are
-counted on the fit sample at ``t = 1``, each row's ``t`` is chosen with them, and the tables
-are counted again on the chosen symbols (plus a pseudo-count on every symbol in range).
+residuals' spread so that rows need a ``t`` near 1 (at most :data:`MAX_AXIS_RATE` bits on any
+one axis, so a shard of a few rows keeps bounded tables); extra axes whose residual spread
+is below :data:`KEEP_SPREAD` steps are dropped (coding them costs a bit and buys little);
+tables are counted on the fit sample at ``t = 1``, each row's ``t`` is chosen with them, and
+the tables are counted again on the chosen symbols (plus a pseudo-count on every symbol in
+range).
 """
 
 from __future__ import annotations
@@ -76,6 +78,13 @@ KEEP_SPREAD = 0.7
 FIT_FILL = 0.97
 #: Most table symbols params may hold in all (checking them allocates 8 bytes a symbol).
 MAX_SYMBOLS = 1 << 24
+#: Most bits the rate model spends on one axis: no step is finer than ``2 ** -MAX_AXIS_RATE``
+#: of its axis's residual spread (Gaussian entropy aside). Real shards stay far below; a
+#: shard of a few rows leaves the payload only a few axes to spend on, and without the cap
+#: their steps, and so the symbols and tables, grow without bound.
+MAX_AXIS_RATE = 16
+#: Coarsest step: unit-direction residuals lie in [-2, 2], so every symbol is 0 or +-1.
+MAX_STEP = 4.0
 #: Floor of cos^2 in s_restore (as semq).
 MIN_COS_SQ = 0.25
 #: Entropy of a unit Gaussian in bits, minus log2 of the step: the high-rate rate model.
@@ -174,7 +183,7 @@ class SemqrCodec(BitsCodec):
             c = _step_constant(spread[keep], w[keep], FIT_FILL * payload)
             keep[kb:] = spread[kb:] * np.sqrt(w[kb:]) >= KEEP_SPREAD * c
         c = _step_constant(spread[keep], w[keep], FIT_FILL * payload)
-        step = (c / np.sqrt(w[keep])).astype(np.float32)
+        step = _steps(c, spread[keep], w[keep])
         residual = residual[:, keep]
         first_table, count = _first_tables(bp["width"], int(keep[kb:].sum()))
         tables = first_table[None, :] + np.pad(cells, ((0, 0), (0, keep.shape[0] - kb)))[:, keep]
@@ -380,14 +389,28 @@ def _first_tables(base_width: np.ndarray, extra: int) -> tuple[np.ndarray, int]:
 
 def _step_constant(spread: np.ndarray, weight: np.ndarray, bits: float) -> float:
     """``c`` such that steps ``c / sqrt(weight)`` cost about ``bits`` under the high-rate
-    model (``max(0, log2(spread / step) + h)`` bits per axis), by bisection on ``log2 c``."""
+    model (``log2(spread / step) + h`` bits per axis, clipped to ``0..MAX_AXIS_RATE``), by
+    bisection on ``log2 c``. If the axes cannot take ``bits`` even at the cap, the smallest
+    ``c`` searched is returned (:func:`_steps` then applies the cap)."""
     lo, hi = -60.0, 10.0
-    log_scale = np.log2(np.maximum(spread, 1e-300) * np.sqrt(weight))
+    with np.errstate(divide="ignore"):     # weight 0: the axis costs nothing
+        log_scale = np.log2(np.maximum(spread, 1e-300) * np.sqrt(weight))
     for _ in range(80):
         mid = (lo + hi) / 2
-        rate = np.maximum(0.0, log_scale - mid + _GAUSS_ENTROPY).sum()
+        rate = np.clip(log_scale - mid + _GAUSS_ENTROPY, 0.0, MAX_AXIS_RATE).sum()
         lo, hi = (mid, hi) if rate > bits else (lo, mid)
     return float(np.exp2((lo + hi) / 2))
+
+
+def _steps(c: float, spread: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """float32 steps ``c / sqrt(weight)``, no finer than :data:`MAX_AXIS_RATE` bits of the
+    axis's spread and no coarser than :data:`MAX_STEP` (axes with no weight or no spread on
+    the fit sample get the coarsest step)."""
+    with np.errstate(divide="ignore"):
+        step = c / np.sqrt(weight)
+    finest = spread * np.exp2(_GAUSS_ENTROPY - MAX_AXIS_RATE)
+    step = np.where(spread > 0, np.maximum(step, finest), MAX_STEP)
+    return np.minimum(step, MAX_STEP).astype(np.float32)
 
 
 def _fit_tables(tables: np.ndarray, symbols: np.ndarray, count: int
@@ -396,17 +419,22 @@ def _fit_tables(tables: np.ndarray, symbols: np.ndarray, count: int
 
     Each table covers its observed range and 0, widened by :data:`MARGIN` (so a row can
     always shrink its scale and stay in range); a table no row used covers
-    ``-MARGIN..MARGIN``. Counts get :data:`PSEUDO_COUNT` on every covered symbol.
+    ``-MARGIN..MARGIN``. Symbols beyond ``+-reach`` are not counted, ``reach`` chosen so the
+    params hold at most :data:`MAX_SYMBOLS` symbols (a row with a symbol beyond its table
+    codes at a smaller scale). Counts get :data:`PSEUDO_COUNT` on every covered symbol.
     """
-    flat_t, flat_s = tables.ravel(), symbols.ravel()
+    reach = max(0, (MAX_SYMBOLS // count - 1) // 2 - MARGIN)
+    inside = np.abs(symbols) <= reach
+    flat_t, flat_s = tables[inside], symbols[inside]
     lo = np.zeros(count, dtype=np.int64)
     hi = np.zeros(count, dtype=np.int64)
     order = np.lexsort((flat_s, flat_t))
     t_sorted, s_sorted = flat_t[order], flat_s[order]
     present, first = np.unique(t_sorted, return_index=True)
-    last = np.concatenate([first[1:], [t_sorted.shape[0]]]) - 1
-    lo[present] = s_sorted[first]
-    hi[present] = s_sorted[last]
+    if present.size:
+        last = np.concatenate([first[1:], [t_sorted.shape[0]]]) - 1
+        lo[present] = s_sorted[first]
+        hi[present] = s_sorted[last]
     lo = np.minimum(lo, 0) - MARGIN
     hi = np.maximum(hi, 0) + MARGIN
     size = hi - lo + 1
