@@ -22,6 +22,7 @@ import yaml
 from pipelines.ingest import build_pipeline, main
 from semq_transforms.config import parse_config
 from semq_transforms.eval import exact_knn, knn_intersection_measure
+from semq_transforms.format.shard import encode_levels, read_shard
 from semq_transforms.format.store import IndexStore
 from semq_transforms.index import Index
 from semq_transforms.sample_data import sample_embeddings, write_sample_embeddings
@@ -354,6 +355,36 @@ def test_runner_modes_give_identical_shards_and_manifest(input_dir, tmp_path):
                       for p in sorted(Path(index_url).glob("runs/*/*.semq"))})
     assert len(files[0]) == 4 and files[0] == files[1]
     assert digests[0] == digests[1]
+
+
+def test_refining_levels_in_worker_processes(input_dir, tmp_path):
+    """semq1 + semqr4 (a level that refines the one before it) through the job with its DoFns
+    pickled into two worker processes: the shards hold exactly the codes encode_levels gives
+    for their rows, the validation reranks with the refinement, and the index searches."""
+    index_url = str(tmp_path / "refined")
+    data = job(input_dir, index_url)
+    data["encode"]["codecs"] = ["semq1", "semqr4"]
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env_path] if p)
+    try:
+        pipeline = beam.Pipeline(options=direct_options("multi_processing", 2))
+        run_id = build_pipeline(pipeline, parse_config(data))
+        pipeline.run().wait_until_finish()
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    report = json.loads((Path(index_url) / "runs" / run_id / "report.json").read_text())
+    assert report["gate"]["passed"] and report["validation"]["recall_at_k"] >= 0.95
+    x = sample_embeddings(ROWS, DIM, seed=3)
+    for shard_no in range(3):                      # the three files of good rows
+        shard = read_shard(str(Path(index_url) / IndexStore.shard_path(run_id, shard_no)))
+        rows = slice(shard_no * 1000, (shard_no + 1) * 1000)
+        expected = encode_levels(x[rows], ["semq1", "semqr4"])
+        assert [lv.codec.spec for lv in shard.levels] == ["semq1", "semqr4"]
+        for got, want in zip(shard.levels, expected, strict=True):
+            assert got.params == want.params
+            np.testing.assert_array_equal(got.codes, want.codes)
+    _, I = Index.open(index_url).search(x[:50], k=10)
+    assert knn_intersection_measure(I, exact_knn(x[:50], x, 10)[1]) >= 0.95
 
 
 def test_written_shards_are_read_back_and_checked(tmp_path):
