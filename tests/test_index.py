@@ -194,12 +194,15 @@ def test_shard_cache_is_bounded_by_bytes(tmp_path, corpus, queries):
     np.testing.assert_array_equal(got[1], expected[1])
 
 
-def test_search_in_row_blocks_gives_identical_results(index_url, corpus, queries, monkeypatch):
-    build_index(index_url, corpus, codecs=["semq1", "semq4"], rows_per_shard=500)
+@pytest.mark.parametrize("codecs", [["semq1", "semq4"], ["semq1", "semqr4"]])
+def test_search_in_row_blocks_gives_identical_results(index_url, corpus, queries, monkeypatch,
+                                                       codecs):
+    build_index(index_url, corpus, codecs=codecs, rows_per_shard=500)
     index = Index.open(index_url)
     whole = index.search(queries, 5)
     # 1,500 scores at a time for 40 queries: blocks of 50 rows (the 50 candidates kept per
-    # query), 10 per shard, each cut to the entries reaching the running top list
+    # query), 10 per shard, each cut to the entries reaching the running top list; the
+    # candidates are re-scored 3 queries at a time (1,500 // 500 rows)
     monkeypatch.setattr("semq_transforms.index.SCORE_BUDGET", 1500)
     chunked = index.search(queries, 5)
     np.testing.assert_array_equal(whole[1], chunked[1])

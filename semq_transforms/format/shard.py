@@ -148,7 +148,10 @@ def search_levels(levels: Sequence[EncodedLevel], queries: np.ndarray, k: int, *
 
     Rows are scanned in blocks of ``score_budget // nq`` (at least the candidates kept), with
     a running top list per query (:func:`~semq_transforms.eval.scan_topk`): every code is
-    decoded once whatever ``nq`` is, and at most about ``score_budget`` scores are in memory.
+    decoded once whatever ``nq`` is. Candidates are re-scored ``score_budget // rows``
+    queries at a time (a refining level scores each distinct candidate row for every query
+    of a step). So about ``score_budget`` scores are in memory at a time, beyond the
+    ``[nq, max(rerank, k)]`` candidate lists.
 
     Args:
         levels: the shard's code levels, scan level first.
@@ -166,7 +169,10 @@ def search_levels(levels: Sequence[EncodedLevel], queries: np.ndarray, k: int, *
         block_rows=max(keep, score_budget // max(1, queries.shape[0])))
     if not fine:
         return D, rows
-    D, order = topk(score_candidates(levels, queries, rows), min(k, n))
+    step = max(1, score_budget // n)
+    rescored = np.concatenate([score_candidates(levels, queries[i:i + step], rows[i:i + step])
+                               for i in range(0, queries.shape[0], step)])
+    D, order = topk(rescored, min(k, n))
     return D, np.take_along_axis(rows, order, axis=1)
 
 
