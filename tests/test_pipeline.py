@@ -68,6 +68,20 @@ def run_job(data: dict) -> tuple[str, dict]:
         return run_id, json.loads(f.read())
 
 
+def run_in_mode(config, mode: str) -> str:
+    """Run the job on the local runner in ``mode`` with two workers; returns the run id.
+    Worker processes (multi_processing: every DoFn pickled into them) import this checkout."""
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env_path] if p)
+    try:
+        pipeline = beam.Pipeline(options=direct_options(mode, 2))
+        run_id = build_pipeline(pipeline, config)
+        pipeline.run().wait_until_finish()
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    return run_id
+
+
 @pytest.fixture(scope="module")
 def published(input_dir, tmp_path_factory) -> tuple[str, str, dict]:
     index_url = str(tmp_path_factory.mktemp("index") / "idx")
@@ -336,20 +350,12 @@ def test_unchanged_rerun_publishes_nothing_new(input_dir, tmp_path, capsys):
 def test_runner_modes_give_identical_shards_and_manifest(input_dir, tmp_path):
     """In-memory and multi-process runs (DoFns pickled into two worker processes) write
     byte-identical shards and manifests with the same digest."""
-    env_path = os.environ.get("PYTHONPATH", "")
     digests, files = [], []
     for mode in ("in_memory", "multi_processing"):
         index_url = str(tmp_path / mode)
         data = job(input_dir, index_url)
         data["output"]["run_id"] = "same-run"  # else derived from the config (index_url)
-        config = parse_config(data)
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env_path] if p)
-        try:
-            pipeline = beam.Pipeline(options=direct_options(mode, 2))
-            build_pipeline(pipeline, config)
-            pipeline.run().wait_until_finish()
-        finally:
-            os.environ["PYTHONPATH"] = env_path
+        run_in_mode(parse_config(data), mode)
         digests.append(IndexStore(index_url).read_manifest().digest)
         files.append({p.name: p.read_bytes()
                       for p in sorted(Path(index_url).glob("runs/*/*.semq"))})
@@ -364,14 +370,7 @@ def test_refining_levels_in_worker_processes(input_dir, tmp_path):
     index_url = str(tmp_path / "refined")
     data = job(input_dir, index_url)
     data["encode"]["codecs"] = ["semq1", "semqr4"]
-    env_path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env_path] if p)
-    try:
-        pipeline = beam.Pipeline(options=direct_options("multi_processing", 2))
-        run_id = build_pipeline(pipeline, parse_config(data))
-        pipeline.run().wait_until_finish()
-    finally:
-        os.environ["PYTHONPATH"] = env_path
+    run_id = run_in_mode(parse_config(data), "multi_processing")
     report = json.loads((Path(index_url) / "runs" / run_id / "report.json").read_text())
     assert report["gate"]["passed"] and report["validation"]["recall_at_k"] >= 0.95
     x = sample_embeddings(ROWS, DIM, seed=3)
