@@ -66,6 +66,8 @@ def test_pipeline_benchmark_runs_and_reports(tmp_path):
     assert [r["rows"] for r in report["results"]] == [2000, 4000, 8000]
     for r in report["results"]:
         assert r["pipeline_s"] > 0 and r["bare_read_s"] > 0 and r["pipeline_peak_rss"] > 0
+        assert r["bare_read_s"] == min(r["bare_read_runs_s"]) and len(r["bare_read_runs_s"]) == 1
+        assert r["ratio"] == r["pipeline_s"] / r["bare_read_s"]
         assert 0.5 < r["recall_at_10"] <= 1.0
     assert report["linear_fits"]["in_memory:1"] is not None
     assert len(report["checks"]) == 3
