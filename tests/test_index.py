@@ -3,6 +3,8 @@ verify, diff, versions, lazy shard cache."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -11,7 +13,7 @@ from semq_transforms.build import build_index
 from semq_transforms.codecs import get_codec
 from semq_transforms.errors import IndexNotFoundError, InputShapeError, InvalidInputError
 from semq_transforms.eval import exact_knn, knn_intersection_measure, topk
-from semq_transforms.format.shard import read_shard
+from semq_transforms.format.shard import _rerank_step, read_shard
 from semq_transforms.index import Index
 from tests.conftest import make_anisotropic
 
@@ -202,12 +204,26 @@ def test_search_in_row_blocks_gives_identical_results(index_url, corpus, queries
     whole = index.search(queries, 5)
     # 1,500 scores at a time for 40 queries: blocks of 50 rows (the 50 candidates kept per
     # query), 10 per shard, each cut to the entries reaching the running top list; the
-    # candidates are re-scored 3 queries at a time (1,500 // 500 rows)
+    # candidates are re-scored 30 queries at a time (1,500 // 50 candidates), or 5 for the
+    # refining level (5 x min(5 x 50, 500) distinct rows <= 1,500)
     monkeypatch.setattr("semq_transforms.index.SCORE_BUDGET", 1500)
     chunked = index.search(queries, 5)
     np.testing.assert_array_equal(whole[1], chunked[1])
     # BLAS rounds differently for other block shapes: scores agree to float32 ulps.
     np.testing.assert_allclose(whole[0], chunked[0], rtol=1e-6)
+
+
+def test_rerank_steps_hold_about_the_score_budget():
+    for budget, keep, rows in itertools.product([1, 99, 1500, 1 << 22, 1 << 24], [1, 10, 100],
+                                                [1, 100, 500, 65_536]):
+        keep = min(keep, rows)
+        plain = _rerank_step(budget, keep, rows, refines=False)
+        refining = _rerank_step(budget, keep, rows, refines=True)
+        assert plain * keep <= budget or plain == 1
+        assert refining * min(refining * keep, rows) <= budget or refining == 1
+        assert plain >= 1 and refining >= 1
+    assert _rerank_step(1 << 22, 100, 65_536, refines=False) == 41_943    # all 256 at once
+    assert _rerank_step(1 << 22, 100, 65_536, refines=True) == 204        # two steps of 256
 
 
 @pytest.mark.parametrize("k", [0, -1, True, 2.0, "3"])

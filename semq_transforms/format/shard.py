@@ -16,6 +16,7 @@ byte-identical files in any process.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -148,10 +149,10 @@ def search_levels(levels: Sequence[EncodedLevel], queries: np.ndarray, k: int, *
 
     Rows are scanned in blocks of ``score_budget // nq`` (at least the candidates kept), with
     a running top list per query (:func:`~semq_transforms.eval.scan_topk`): every code is
-    decoded once whatever ``nq`` is. Candidates are re-scored ``score_budget // rows``
-    queries at a time (a refining level scores each distinct candidate row for every query
-    of a step). So about ``score_budget`` scores are in memory at a time, beyond the
-    ``[nq, max(rerank, k)]`` candidate lists.
+    decoded once whatever ``nq`` is. Candidates are re-scored a step of queries at a time
+    (a refining level scores each distinct candidate row for every query of a step). So
+    about ``score_budget`` scores are in memory at a time, beyond the ``[nq, max(rerank,
+    k)]`` candidate lists.
 
     Args:
         levels: the shard's code levels, scan level first.
@@ -169,11 +170,21 @@ def search_levels(levels: Sequence[EncodedLevel], queries: np.ndarray, k: int, *
         block_rows=max(keep, score_budget // max(1, queries.shape[0])))
     if not fine:
         return D, rows
-    step = max(1, score_budget // n)
+    step = _rerank_step(score_budget, keep, n, levels[-1].codec.refines)
     rescored = np.concatenate([score_candidates(levels, queries[i:i + step], rows[i:i + step])
                                for i in range(0, queries.shape[0], step)])
     D, order = topk(rescored, min(k, n))
     return D, np.take_along_axis(rows, order, axis=1)
+
+
+def _rerank_step(budget: int, keep: int, rows: int, refines: bool) -> int:
+    """Queries re-scored per :func:`score_candidates` call so about ``budget`` scores are held:
+    ``[step, keep]`` for a plain level; a refining one scores each distinct candidate row for
+    every query of the step, ``[step, min(step * keep, rows)]``."""
+    if not refines:
+        return max(1, budget // keep)
+    step = math.isqrt(budget // keep)
+    return max(1, step if step * keep <= rows else budget // rows)
 
 
 def decode_rows(levels: Sequence[EncodedLevel], i: int, rows: Any) -> np.ndarray:
