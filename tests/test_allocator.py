@@ -41,9 +41,9 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 def _faults(mode: str, **env: str) -> tuple[str, int]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     clean.pop(ENV_SWITCH, None)
+    env = {**clean, "PYTHONPATH": str(ROOT), "NUMPY_MADVISE_HUGEPAGE": "0", **env}
     out = subprocess.run([sys.executable, "-c", _REUSE, mode], capture_output=True, text=True,
-                         check=True, env={**clean, "PYTHONPATH": str(ROOT), "NUMPY_MADVISE_HUGEPAGE": "0",
-                              **env}).stdout
+                         check=True, env=env).stdout
     applied, faults = out.split()
     return applied, int(faults)
 

@@ -172,8 +172,8 @@ def test_hostile_params_are_refused(fitted):
     oversized = CodecParams(params.codec, params.dim, {**arrays, "table_size": sizes})
     with pytest.raises(ParamsError, match="table symbols"):
         codec.check_params(oversized)
-    short = CodecParams(params.codec, params.dim, {**arrays, "table_size": arrays["table_size"][:-1],
-                                                   "table_lo": arrays["table_lo"][:-1]})
+    short = CodecParams(params.codec, params.dim, {
+        **arrays, "table_size": arrays["table_size"][:-1], "table_lo": arrays["table_lo"][:-1]})
     with pytest.raises(ParamsError):
         codec.decode(codes, short, base=base)
 

@@ -19,5 +19,5 @@ SPECS = ("f16", "int8", "int4", "block4", "block8", "binary",
 #: shard's later level, e.g. ``["semq1", "semqr4"]``.
 REFINING_SPECS = tuple(f"semqr{b}" for b in range(1, 9))
 
-__all__ = ["REFINING_SPECS", "SPECS", "BaseLevel", "Codec", "CodecParams", "check_vectors", "get_codec", "parse_spec",
-           "register_codec", "registered_ids"]
+__all__ = ["REFINING_SPECS", "SPECS", "BaseLevel", "Codec", "CodecParams", "check_vectors",
+           "get_codec", "parse_spec", "register_codec", "registered_ids"]

@@ -224,7 +224,8 @@ class SemqrCodec(BitsCodec):
         basis = np.concatenate([bp["basis"], params["extra_basis"]], axis=1)
         return _State(
             dim=params.dim, geometry=_Geometry.of(bp, basis),
-            step=params["step"].astype(np.float64), first_table=first_table, table_lo=params["table_lo"].astype(np.int64),
+            step=params["step"].astype(np.float64), first_table=first_table,
+            table_lo=params["table_lo"].astype(np.int64),
             book=huffman.CodeBook.build(params["lengths"], params["table_size"]),
             payload_bytes=self.code_bytes(params.dim) - SIDE_BYTES)
 
