@@ -104,7 +104,7 @@ def encode_levels(x: np.ndarray, specs: Sequence[str | Mapping[str, Any] | Codec
         check_order(codecs)
     except CodecConfigError as exc:
         raise InvalidInputError(f"specs {[c.spec for c in codecs]}: {exc}") from None
-    for i, codec in enumerate(codecs):
+    for codec in codecs:
         prev = levels[-1] if codec.refines else None
         base = None if prev is None else BaseLevel(prev.codec, prev.params, prev.codes)
         params = codec.fit(x, cache=cache, base=base)
