@@ -30,6 +30,16 @@ def shard_ranges(rows: int, rows_per_shard: int) -> list[tuple[int, int]]:
     return [(s, min(s + rows_per_shard, rows)) for s in range(0, rows, rows_per_shard)]
 
 
+def _check_unique(ids: np.ndarray | Sequence[str]) -> None:
+    """An index maps each id to one row: refuse repeated ids, naming the first and its rows."""
+    first_row: dict[Any, int] = {}
+    for row, value in enumerate(ids.tolist() if isinstance(ids, np.ndarray) else ids):
+        seen = first_row.setdefault(value, row)
+        if seen != row:
+            raise InvalidInputError(f"ids must be unique: id {value!r} is at rows {seen} and "
+                                    f"{row}")
+
+
 def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | None = None,
                 codecs: Sequence[str] = ("semq4",), rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
                 run_id: str = "local", parent_version: int | None | str = "latest",
@@ -40,7 +50,7 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
     Args:
         url: index prefix (any fsspec URL).
         x: float32 ``[n, d]``.
-        ids: int64 ``[n]`` or ``n`` strings (default: ``0..n-1``).
+        ids: int64 ``[n]`` or ``n`` strings, unique (default: ``0..n-1``).
         codecs: code levels per shard, scan level first (``["semq1", "semq4"]``).
         rows_per_shard: shard size; each shard fits its own codec parameters.
         run_id: names the run folder the shards are written to.
@@ -51,6 +61,7 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
     ids = np.arange(x.shape[0], dtype=np.int64) if ids is None else ids
     if len(ids) != x.shape[0]:
         raise InvalidInputError(f"ids has {len(ids)} entries, x has {x.shape[0]} rows")
+    _check_unique(ids)
     store = IndexStore(url, storage_options=storage_options)
     shards = []
     for number, (start, stop) in enumerate(shard_ranges(x.shape[0], rows_per_shard)):

@@ -41,7 +41,9 @@ def _fail(message: str) -> int:
 def _open(args: argparse.Namespace, url: str | None = None, version: int | None = None):
     from semq_transforms.index import Index
 
-    return Index.open(url or args.url, version if version is not None else args.version,
+    if version is None:
+        version = getattr(args, "version", None)   # diff has no --version: its own two
+    return Index.open(url or args.url, version,
                       storage_options=_storage_options(args.storage_options))
 
 

@@ -27,11 +27,12 @@ import numpy as np
 import pyarrow as pa
 
 from semq_transforms.codecs import check_vectors
-from semq_transforms.errors import FormatError, InvalidInputError
+from semq_transforms.errors import FormatError, IntegrityError, InvalidInputError
 from semq_transforms.eval import knn_intersection_measure, topk
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import (
+    DEFAULT_MAX_BYTES,
     Shard,
     decode_rows,
     read_shard,
@@ -49,6 +50,8 @@ SCORE_BUDGET = 1 << 24
 #: Scan-level candidates re-scored per query and shard when ``rerank`` is not given, as a
 #: multiple of ``k``.
 DEFAULT_RERANK_FACTOR = 10
+#: Most ``queries x k`` entries one search returns (its padded result arrays: ~800 MB).
+MAX_RESULT_ENTRIES = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -185,8 +188,7 @@ class Index:
         """The decoded shard, from the LRU cache or read (and verified) now."""
         shard = self._cache.pop(meta.path, None)
         if shard is None:
-            with self._store.open_read(meta.path) as f:
-                shard = read_shard(f, verify=self._verify_shards)
+            shard = self._read_listed(meta)
         self._cache[meta.path] = shard
         cached = sum(_shard_bytes(s) for s in self._cache.values())
         while len(self._cache) > 1 and cached > self._cache_bytes:
@@ -194,6 +196,23 @@ class Index:
             cached -= _shard_bytes(dropped)
         if cached > self._cache_bytes:          # the newest alone is over budget: use once
             self._cache.clear()
+        return shard
+
+    def _read_listed(self, meta: ShardMeta) -> Shard:
+        """Read the shard file at ``meta.path`` and check it is the shard the manifest lists
+        (its own digests, with ``verify_shards``; rows, dim, codecs, id type and range,
+        params and content digests against ``meta`` always), else IntegrityError."""
+        url = self._store.url_of(meta.path)
+        try:
+            with self._store.open_read(meta.path) as f:
+                shard = read_shard(f, verify=self._verify_shards)
+        except FileNotFoundError:
+            raise IntegrityError(f"shard {url}: listed in manifest version {self.version} but "
+                                 f"missing") from None
+        differences = shard.differences(meta)
+        if differences:
+            raise IntegrityError(f"shard {url} is not the shard manifest version {self.version} "
+                                 f"lists: " + "; ".join(differences))
         return shard
 
     # -- search -------------------------------------------------------------------------
@@ -218,15 +237,20 @@ class Index:
         rerank = DEFAULT_RERANK_FACTOR * k if rerank is None else _count(rerank, "rerank",
                                                                           minimum=0)
         nq = queries.shape[0]
+        if nq * k > MAX_RESULT_ENTRIES:
+            raise InvalidInputError(f"{nq} queries x k={k} is over {MAX_RESULT_ENTRIES} result "
+                                    f"entries; search in smaller batches or with a smaller k")
+        # no shard returns more than its rows: the rest of the k columns is padding
+        k_found, rerank = min(k, max(self.rows, 1)), min(rerank, max(self.rows, 1))
         best_scores = np.full((nq, 0), -np.inf, dtype=np.float32)
         best_ids: np.ndarray | None = None
         for meta in self.manifest.shards:
-            scores, ids = self._search_shard(self._shard(meta), queries, k, rerank)
+            scores, ids = self._search_shard(self._shard(meta), queries, k_found, rerank)
             if best_ids is None:
                 best_ids = ids[:, :0]
             merged_scores = np.concatenate([best_scores, scores], axis=1)
             merged_ids = np.concatenate([best_ids, ids], axis=1)
-            keep = min(k, merged_scores.shape[1])
+            keep = min(k_found, merged_scores.shape[1])
             best_scores, order = topk(merged_scores, keep)
             best_ids = np.take_along_axis(merged_ids, order, axis=1)
         return _pad_results(best_scores, best_ids, nq, k, self.manifest)
@@ -246,12 +270,19 @@ class Index:
         """Stream ``(ids, vectors)`` batches, one per shard, restored from ``level`` codes.
 
         Args:
-            ids: only these ids (default: all rows).
-            level: which code level restores (default: the last, finest).
+            ids: only these ids (default: all rows); ids that cannot be ids of this index
+                (strings in an int64 index, ints in a string one) match nothing.
+            level: which code level restores (default: the last, finest); checked before
+                anything is read.
         Yields:
             ids ``[m]`` and float32 vectors ``[m, d]``; shards with no wanted id are skipped.
         """
-        wanted = None if ids is None else np.asarray(ids)
+        level = _level(level, len(self.codecs))
+        wanted = None if ids is None else _wanted_ids(ids, self.id_type)
+        return self._restore(wanted, level)
+
+    def _restore(self, wanted: np.ndarray | None,
+                 level: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for meta in self.manifest.shards:
             if wanted is not None and not _may_hold(meta, wanted):
                 continue
@@ -273,17 +304,26 @@ class Index:
     def export_parquet(self, dest: str, *, level: int = -1,
                        storage_options: dict[str, Any] | None = None) -> int:
         """Write all restored vectors to a Parquet file at ``dest`` (any fsspec URL), one
-        row group per shard, streaming shard by shard. Returns the number of rows written."""
+        row group per shard, streaming shard by shard. Returns the number of rows written.
+
+        If reading a shard fails midway, the partial file is removed before the error
+        propagates (a file at ``dest`` is always a complete export)."""
         import fsspec
         import pyarrow.parquet as pq
 
+        batches = self.restore(level=level)
         written = 0
         schema = _empty_table(self.dim, self.id_type).schema
-        with fsspec.open(dest, "wb", **(storage_options or {})) as f, \
-                pq.ParquetWriter(f, schema) as writer:
-            for ids, vectors in self.restore(level=level):
-                writer.write_batch(_as_batch(ids, vectors, self.dim))
-                written += len(ids)
+        fs, path = fsspec.core.url_to_fs(dest, **(storage_options or {}))
+        try:
+            with fs.open(path, "wb") as f, pq.ParquetWriter(f, schema) as writer:
+                for ids, vectors in batches:
+                    writer.write_batch(_as_batch(ids, vectors, self.dim))
+                    written += len(ids)
+        except BaseException:
+            if fs.exists(path):
+                fs.rm(path)
+            raise
         return written
 
     # -- verify -------------------------------------------------------------------------
@@ -301,27 +341,30 @@ class Index:
                             shards_checked=len(self.manifest.shards), problems=tuple(problems))
 
     def _verify_shard(self, meta: ShardMeta) -> list[ShardProblem]:
+        limit = min(meta.file_bytes, DEFAULT_MAX_BYTES)
         try:
             with self._store.open_read(meta.path) as f:
-                data = f.read()
-        except (OSError, FileNotFoundError) as exc:
+                data = f.read(limit + 1)            # bounded: never the whole of a huge file
+        except FormatError as exc:                  # not a regular file
+            return [ShardProblem(meta.path, str(exc))]
+        except OSError as exc:
             return [ShardProblem(meta.path, f"cannot read shard file: {exc}")]
-        found = []
-        if len(data) != meta.file_bytes:
-            found.append(f"file is {len(data)} bytes, manifest says {meta.file_bytes}")
-        if hashlib.sha256(data).hexdigest() != meta.file_sha256:
-            found.append("file SHA-256 differs from the manifest")
+        if len(data) > limit:
+            return [ShardProblem(meta.path, f"file is over {limit} bytes (the manifest says "
+                                            f"{meta.file_bytes}, the reader's limit is "
+                                            f"{DEFAULT_MAX_BYTES})")]
         try:
             shard = read_shard(io.BytesIO(data))   # parses and checks every digest
         except FormatError:
             # only on failure: the full list of what is wrong (read_shard stops at the first)
+            found = []
+            if len(data) != meta.file_bytes:
+                found.append(f"file_bytes is {len(data)}, the manifest says {meta.file_bytes}")
+            if hashlib.sha256(data).hexdigest() != meta.file_sha256:
+                found.append("file SHA-256 differs from the manifest")
             found.extend(verify_shard(io.BytesIO(data)).problems)
         else:
-            if shard.content_sha256 != meta.content_sha256:
-                found.append("content digest differs from the manifest")
-            if shard.codecs != meta.codecs:
-                found.append(f"codecs {list(shard.codecs)} differ from the manifest's "
-                             f"{list(meta.codecs)}")
+            found = shard.differences(meta)
         return [ShardProblem(meta.path, p) for p in found]
 
     # -- diff ---------------------------------------------------------------------------
@@ -339,6 +382,8 @@ class Index:
         if other.dim != self.dim:
             raise InvalidInputError(f"cannot diff indexes of dimension {self.dim} and "
                                     f"{other.dim}")
+        k = _count(k, "k", minimum=1)
+        sample_queries = _count(sample_queries, "sample_queries", minimum=0)
         mine = dict(_restored_pairs(self))
         theirs = dict(_restored_pairs(other))
         common = sorted(set(mine) & set(theirs), key=_sort_key)
@@ -356,7 +401,7 @@ class Index:
             kk = min(k, self.rows, other.rows)
             _, base_ids = self.search(queries, kk)
             _, other_ids = other.search(queries, kk)
-            overlap = knn_intersection_measure(_id_codes(base_ids), _id_codes(other_ids))
+            overlap = knn_intersection_measure(*_id_codes(base_ids, other_ids))
         return DiffReport(added=added, removed=removed, changed=changed,
                           drift_mean=float(drift.mean()) if drift.size else 0.0,
                           drift_max=float(drift.max()) if drift.size else 0.0,
@@ -393,13 +438,39 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     return (0, value) if isinstance(value, int) else (1, str(value))
 
 
-def _id_codes(ids: np.ndarray) -> np.ndarray:
-    """Map ids (int or str) to comparable int64 codes for the overlap measure."""
-    if ids.dtype.kind in "iu":
-        return ids.astype(np.int64)
-    flat = [str(v) for v in ids.ravel()]
-    lookup = {v: n for n, v in enumerate(sorted(set(flat)))}
-    return np.array([lookup[v] for v in flat], dtype=np.int64).reshape(ids.shape)
+def _id_codes(*results: np.ndarray) -> list[np.ndarray]:
+    """Map the ids of several result tables (int or str, no padding) to int64 codes >= 0,
+    one code per id across all of them (an int and a str never share one)."""
+    lookup: dict[tuple[bool, Any], int] = {}
+    out = []
+    for ids in results:
+        codes = [lookup.setdefault((isinstance(v, str), v), len(lookup))
+                 for v in ids.ravel().tolist()]
+        out.append(np.array(codes, dtype=np.int64).reshape(ids.shape))
+    return out
+
+
+def _level(level: Any, levels: int) -> int:
+    """``level`` checked as an index into ``levels`` code levels (negative from the end)."""
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not (
+            -levels <= level < levels):
+        raise InvalidInputError(f"level must be an int in [{-levels}, {levels - 1}] for an "
+                                f"index of {levels} code level(s), got {level!r}")
+    return int(level)
+
+
+def _wanted_ids(ids: Any, id_type: str) -> np.ndarray:
+    """The ids asked for that can be ids of an index of ``id_type``: int64 ``[m]`` or an
+    object array of str (others are dropped: they match nothing)."""
+    values = np.asarray(ids) if isinstance(ids, np.ndarray) else np.asarray(ids, dtype=object)
+    values = values.reshape(-1)
+    if id_type == "int64":
+        if values.dtype.kind in "iu":
+            return values
+        return np.array([v for v in values.tolist()
+                         if isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                         and -(2**63) <= v < 2**63], dtype=np.int64)
+    return np.array([v for v in values.tolist() if isinstance(v, str)], dtype=object)
 
 
 def _pad_results(scores: np.ndarray, ids: np.ndarray | None, nq: int, k: int,

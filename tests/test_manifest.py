@@ -90,13 +90,36 @@ def test_round_trip_keeps_id_types_extremes_and_floats() -> None:
     shards = [
         make_shard(0, id_min=-(2**63), id_max=2**63 - 1,
                    stats={"tiny": 5e-324, "third": 1 / 3, "big": 2**70, "neg": -0.0}),
-        make_shard(1, id_type="string", id_min="", id_max="ünïcødé \U0001f600 zz"),
         make_shard(2, rows=0, id_min=0, id_max=-1),  # empty shard: id order not checked
     ]
     back = Manifest.from_bytes(new_manifest(shards).to_bytes())
     assert back.shards == tuple(shards)
     assert type(back.shards[0].stats["big"]) is int
-    assert back.shards[1].id_max == "ünïcødé \U0001f600 zz"
+    strings = [make_shard(1, id_type="string", id_min="", id_max="ünïcødé \U0001f600 zz")]
+    back = Manifest.from_bytes(new_manifest(strings).to_bytes())
+    assert back.shards == tuple(strings)
+    assert back.shards[0].id_max == "ünïcødé \U0001f600 zz"
+
+
+def test_shards_of_one_version_share_their_id_type() -> None:
+    mixed = [make_shard(0), make_shard(1, id_type="string", id_min="a", id_max="b")]
+    with pytest.raises(FormatError, match="mix id types"):
+        new_manifest(mixed)
+
+
+def test_compressed_manifest_is_refused_before_decompression() -> None:
+    """A compressed buffer declares its uncompressed size, which pyarrow allocates before
+    decompressing: a 5 KB manifest could ask for gigabytes. Manifests are never compressed."""
+    good = new_manifest(make_shards(3))
+    table = good.to_table()
+    for codec in ("zstd", "lz4"):
+        sink = pa.BufferOutputStream()
+        options = pa.ipc.IpcWriteOptions(compression=codec)
+        with pa.ipc.new_file(sink, table.schema, options=options) as writer:
+            writer.write_table(table)
+        with pytest.raises(FormatError, match="compressed"):
+            Manifest.from_bytes(sink.getvalue().to_pybytes())
+    assert Manifest.from_bytes(good.to_bytes()) == good   # the same table uncompressed
 
 
 def test_empty_manifest_round_trips() -> None:

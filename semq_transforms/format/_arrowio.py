@@ -227,14 +227,15 @@ def footer_length(tail: bytes, file_size: int, max_footer: int, name: str) -> in
     return length
 
 
-def parse_footer(data: bytes, file_size: int, max_footer: int, name: str
-                 ) -> tuple[int, list[Block]]:
+def parse_footer(data: bytes, file_size: int, max_footer: int, name: str, *,
+                 allow_no_batches: bool = False) -> tuple[int, list[Block]]:
     """Check the file's magic and footer; return the footer's offset and its record batches.
 
     ``data`` is the whole file, or its first 8 bytes joined to its footer region (what
     :func:`read_head_and_tail` returns); ``file_size`` is the whole file's size. Refuses: a
     bad magic, a footer that is not metadata V5, big-endian data, dictionary batches, no
-    record batches, and blocks that are unaligned or overlap the footer.
+    record batches (unless ``allow_no_batches``), and blocks that are unaligned or overlap
+    the footer.
     """
     footer_len = footer_length(data[-_TAIL:], file_size, max_footer, name)
     if data[:len(FILE_MAGIC)] != FILE_MAGIC or len(data) < 8 + footer_len + _TAIL:
@@ -249,11 +250,11 @@ def parse_footer(data: bytes, file_size: int, max_footer: int, name: str
     if schema is None:
         raise problem(name, "container", "footer has no schema")
     if fb.scalar(schema, 0, _I16, _LITTLE_ENDIAN) != _LITTLE_ENDIAN:
-        raise problem(name, "container", "data is big-endian; shards are little-endian")
+        raise problem(name, "container", "data is big-endian; semq files are little-endian")
     if fb.vector(root, 2, _BLOCK.size)[1]:
-        raise problem(name, "container", "has dictionary batches; shards have none")
+        raise problem(name, "container", "has dictionary batches; semq files have none")
     start, count = fb.vector(root, 3, _BLOCK.size)
-    if count == 0:
+    if count == 0 and not allow_no_batches:
         raise problem(name, "container", "has no record batches")
     blocks = []
     for i in range(count):
@@ -266,10 +267,11 @@ def parse_footer(data: bytes, file_size: int, max_footer: int, name: str
     return footer_start, blocks
 
 
-def check_batches(data: bytes, blocks: list[Block], max_rows: int, name: str) -> list[int]:
+def check_batches(data: bytes, blocks: list[Block], max_rows: int, name: str, *,
+                  min_rows: int = 1) -> list[int]:
     """Read each record batch message's flatbuffer (before pyarrow does) and return the batch
-    row counts. Refuses compressed batches, counts outside ``[1, max_rows]`` and any message
-    that is not a V5 record batch whose lengths agree with its footer block."""
+    row counts. Refuses compressed batches, counts outside ``[min_rows, max_rows]`` and any
+    message that is not a V5 record batch whose lengths agree with its footer block."""
     rows = []
     for i, block in enumerate(blocks):
         where = f"record batch {i}"
@@ -289,12 +291,12 @@ def check_batches(data: bytes, blocks: list[Block], max_rows: int, name: str) ->
         if batch is None:
             raise problem(name, "container", f"{where}: message has no record batch header")
         if fb.table(batch, 3) is not None:
-            raise problem(name, "container", f"{where} is compressed; shards are never "
+            raise problem(name, "container", f"{where} is compressed; semq files are never "
                                              f"compressed, refusing before decompression")
         length = fb.scalar(batch, 0, _I64, 0)
-        if not 1 <= length <= max_rows:
-            raise problem(name, "container", f"{where} has {length} rows; expected 1 to "
-                                             f"{max_rows}")
+        if not min_rows <= length <= max_rows:
+            raise problem(name, "container", f"{where} has {length} rows; expected {min_rows} "
+                                             f"to {max_rows}")
         rows.append(length)
     return rows
 

@@ -33,6 +33,7 @@ import pyarrow as pa
 
 import semq_transforms
 from semq_transforms.errors import FormatError, IntegrityError
+from semq_transforms.format import _arrowio as arrowio
 from semq_transforms.format.meta import ID_TYPES, MANIFEST_FORMAT_VERSION, LevelMeta, ShardMeta
 
 #: Schema metadata key holding the manifest's version-level fields (canonical JSON).
@@ -290,7 +291,9 @@ class Manifest:
             raise FormatError(f"expected bytes, got {type(data).__name__}")
         if len(data) > max_bytes:
             raise FormatError(f"{len(data)} bytes is over the {max_bytes}-byte limit")
-        reader = pa.ipc.open_file(pa.py_buffer(bytes(data)))
+        data = bytes(data)
+        _check_container(data)
+        reader = pa.ipc.open_file(pa.py_buffer(data))
         schema = reader.schema
         batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
         for batch in batches:
@@ -367,6 +370,10 @@ class Manifest:
             raise FormatError(f"{where}: shards must be a sequence of ShardMeta")
         seen: set[str] = set()
         code_bytes: tuple[int, ...] | None = None
+        id_types = {shard.id_type for shard in self.shards if isinstance(shard, ShardMeta)}
+        if len(id_types) > 1:
+            raise FormatError(f"{where}: shards mix id types {sorted(id_types)}; the ids of "
+                              f"one version are all int64 or all strings")
         for number, shard in enumerate(self.shards):
             if not isinstance(shard, ShardMeta):
                 raise FormatError(f"{where}: shard {number} is a {type(shard).__name__}, "
@@ -430,6 +437,18 @@ def _row_to_shard(row: Mapping[str, Any], dim: Any, number: int) -> ShardMeta:
         id_max=_decode_id(row["id_max"], id_type, f"{where} id_max"),
         stats=_json_object(row["stats"], f"{where} stats"),
         validation=_json_object(row["validation"], f"{where} validation"))
+
+
+def _check_container(data: bytes) -> None:
+    """Check the IPC file structure before pyarrow reads a record batch: a compressed buffer
+    declares the size pyarrow allocates before decompressing it (a few KB could ask for GBs),
+    and manifests are written uncompressed, with no dictionaries, little-endian."""
+    try:
+        _, blocks = arrowio.parse_footer(data, len(data), len(data), "manifest",
+                                         allow_no_batches=True)
+        arrowio.check_batches(data, blocks, _INT32_MAX, "manifest", min_rows=0)
+    except FormatError as exc:
+        raise FormatError(getattr(exc, "problem", str(exc))) from None
 
 
 def _check_shard(shard: ShardMeta, dim: int, codecs: tuple[str, ...], where: str) -> None:

@@ -316,6 +316,38 @@ class Shard:
     def codecs(self) -> tuple[str, ...]:
         return tuple(lv.codec.spec for lv in self.levels)
 
+    def differences(self, meta: ShardMeta) -> list[str]:
+        """How this shard differs from what a manifest row (``meta``) says of it; empty when
+        it is the shard the manifest listed. Compares the header fields, each level's width
+        and params digest, the content digest, the file's size (and SHA-256 when it was
+        read with ``verify``) and the id range, so a shard file swapped, replaced or edited
+        together with its own digests is still caught."""
+        found = []
+        for name, mine, listed in (("rows", self.rows, meta.rows), ("dim", self.dim, meta.dim),
+                                   ("id_type", self.id_type, meta.id_type),
+                                   ("codecs", list(self.codecs), list(meta.codecs)),
+                                   ("file_bytes", self.file_bytes, meta.file_bytes)):
+            if mine != listed:
+                found.append(f"{name} is {mine!r}, the manifest says {listed!r}")
+        for i, (lv, listed) in enumerate(zip(self.levels, meta.levels)):
+            if lv.codes.shape[1] != listed.code_bytes:
+                found.append(f"level {i} has {lv.codes.shape[1]} code bytes per row, the "
+                             f"manifest says {listed.code_bytes}")
+            if lv.params.digest() != listed.params_sha256:
+                found.append(f"params digest of level {i} differs from the manifest")
+        if self.content_sha256 != meta.content_sha256:
+            found.append("content digest differs from the manifest")
+        if self.file_sha256 is not None and self.file_sha256 != meta.file_sha256:
+            found.append("file SHA-256 differs from the manifest")
+        if self.rows and self.id_type == meta.id_type:
+            id_min, id_max = self.ids.min(), self.ids.max()   # str: code point = UTF-8 order
+            id_min, id_max = (v.item() if isinstance(v, np.generic) else v
+                              for v in (id_min, id_max))
+            if (id_min, id_max) != (meta.id_min, meta.id_max):
+                found.append(f"ids range over [{id_min!r}, {id_max!r}], the manifest says "
+                             f"[{meta.id_min!r}, {meta.id_max!r}]")
+        return found
+
 
 @dataclass(frozen=True)
 class ShardCheck:

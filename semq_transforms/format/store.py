@@ -12,7 +12,8 @@ Workers write shard files (:meth:`IndexStore.open_write` on :func:`shard_path`) 
 which checks the shard files, picks version ``parent + 1`` and creates that manifest with a
 create-if-absent write. If another writer created it first, the commit raises
 :class:`~semq_transforms.errors.VersionConflictError` and the caller decides what to do (re-run
-against the new latest). ``FORMAT.md`` beside this file ("Manifest and index layout") is the specification.
+against the new latest). ``FORMAT.md`` beside this file ("Manifest and index layout") is the
+specification.
 
 Readers rely only on the manifests folder: :meth:`IndexStore.versions` lists it. ``_latest`` is a
 hint that lets :meth:`IndexStore.latest_version` skip that listing; a missing, stale or garbage
@@ -127,9 +128,18 @@ class IndexStore:
         return bool(self.fs.exists(full))
 
     def open_read(self, rel_path: str) -> IO[bytes]:
-        """A binary file object reading ``rel_path`` (use as a context manager)."""
+        """A binary file object reading ``rel_path`` (use as a context manager).
+
+        Raises:
+            FileNotFoundError: nothing at ``rel_path``.
+            FormatError: something that is not a regular file is (a directory, or a FIFO,
+                whose read would wait forever for a writer).
+        """
         full = self._full(rel_path)
         self.fs.invalidate_cache(full)
+        kind = self.fs.info(full).get("type")
+        if kind != "file":
+            raise FormatError(f"{self.url_of(rel_path)} is not a regular file ({kind})")
         return self.fs.open(full, "rb")
 
     def open_write(self, rel_path: str) -> IO[bytes]:
@@ -369,7 +379,7 @@ class IndexStore:
         try:
             with self.open_read(LATEST_HINT) as f:
                 text = f.read(_HINT_MAX_BYTES + 1)
-        except OSError:  # missing or unreadable: the hint is optional
+        except (OSError, FormatError):  # missing, unreadable or not a file: the hint is optional
             return None
         try:
             value = int(text.decode("ascii").strip()) if len(text) <= _HINT_MAX_BYTES else 0

@@ -1,0 +1,245 @@
+"""The query-time index over files it cannot trust: shard files swapped or edited behind the
+manifest's back, manifests edited with a recomputed digest, things that are not regular files,
+and API arguments that would otherwise escape as raw numpy errors or huge allocations."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import threading
+import tracemalloc
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from semq_transforms.build import build_index
+from semq_transforms.cli import main as cli_main
+from semq_transforms.errors import FormatError, IntegrityError, InvalidInputError
+from semq_transforms.format.meta import LevelMeta
+from semq_transforms.format.store import IndexStore
+from semq_transforms.index import Index
+from tests.conftest import make_anisotropic
+
+
+@pytest.fixture()
+def corpus() -> np.ndarray:
+    return make_anisotropic(1200, 32, seed=21)
+
+
+@pytest.fixture()
+def root(tmp_path, corpus):
+    """An index of three 400-row semq4 shards (int ids 0..1199)."""
+    path = tmp_path / "index"
+    build_index(str(path), corpus, codecs=["semq4"], rows_per_shard=400)
+    return path
+
+
+def _replacement(kind: str, tmp_path, corpus, root) -> bytes:
+    """Bytes of a well-formed shard file that is not shard 0 of ``root``."""
+    if kind == "another shard of the index":
+        return (root / Index.open(str(root)).shards[1].path).read_bytes()
+    other = tmp_path / f"other-{kind.split()[0]}"
+    if kind == "int8 shard":
+        build_index(str(other), corpus[:400], codecs=["int8"], rows_per_shard=400)
+    elif kind == "string-id shard":
+        build_index(str(other), corpus[:400], ids=[f"s{i}" for i in range(400)],
+                    codecs=["semq4"], rows_per_shard=400)
+    else:  # the same ids and codec, other vectors
+        build_index(str(other), corpus[400:800], codecs=["semq4"], rows_per_shard=400)
+    return (other / Index.open(str(other)).shards[0].path).read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["another shard of the index", "int8 shard",
+                                  "string-id shard", "other vectors, same ids"])
+def test_a_shard_file_replaced_behind_the_manifest_is_refused(kind, tmp_path, corpus, root):
+    """Each replacement is a valid shard whose own digests check out; only the manifest says
+    it is the wrong one. Search and restore must refuse it (they returned wrong rows, or
+    failed with raw errors), and verify must report it."""
+    index = Index.open(str(root))
+    first = index.shards[0].path
+    (root / first).write_bytes(_replacement(kind, tmp_path, corpus, root))
+    with pytest.raises(IntegrityError, match="not the shard manifest version 1 lists"):
+        Index.open(str(root)).search(corpus[:3], 5)
+    with pytest.raises(IntegrityError, match=first):
+        list(Index.open(str(root)).restore([0, 500]))
+    report = Index.open(str(root)).verify()
+    assert [p.path for p in report.problems] and {p.path for p in report.problems} == {first}
+
+
+@pytest.mark.parametrize("edit", [
+    {"rows": 401},
+    {"id_min": 50, "id_max": 60},
+    {"levels": (LevelMeta("semq4", 16 + 8, "0" * 64),)},
+])
+def test_manifest_rows_edited_with_a_recomputed_digest_are_caught(edit, root, corpus):
+    """A writer can recompute a manifest's digest: its fields must still agree with the
+    shard files. verify reported such a manifest ok. (restore(ids) prunes shards by the
+    manifest's id ranges, so an edited range hides ids from it; verify is what catches it.)"""
+    index = Index.open(str(root))
+    shard0 = index.shards[0]
+    if "levels" in edit:   # keep the real code width, forge the params digest
+        edit = {"levels": (dataclasses.replace(shard0.levels[0], params_sha256="0" * 64),)}
+    forged = [dataclasses.replace(shard0, **edit), *index.shards[1:]]
+    store = IndexStore(str(root))
+    store.commit(forged, dim=index.dim, codecs=list(index.codecs), run_id="forged")
+    tampered = Index.open(str(root), 2)
+    problems = tampered.verify().problems
+    assert len(problems) == 1 and problems[0].path == shard0.path
+    with pytest.raises(IntegrityError, match=shard0.path):
+        tampered.search(corpus[:2], 3)
+    with pytest.raises(IntegrityError):
+        list(Index.open(str(root), 2).restore())
+    assert Index.open(str(root), 1).verify().ok
+
+
+def _finishes(func, seconds: float = 30.0) -> BaseException | None:
+    """Run ``func`` in a daemon thread; fail if it is still running after ``seconds`` (a read
+    blocked forever on a FIFO), else return what it raised (None if nothing)."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            func()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "blocked: the reader waited on something not a file"
+    return outcome[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_in_place_of_a_shard_or_manifest_is_refused_not_waited_on(root, corpus):
+    index = Index.open(str(root))
+    shard_file = root / index.shards[0].path
+    shard_file.unlink()
+    os.mkfifo(shard_file)
+    err = _finishes(lambda: Index.open(str(root)).search(corpus[:1], 3))
+    assert isinstance(err, FormatError) and "not a regular file" in str(err)
+    report = Index.open(str(root)).verify()
+    assert [p.path for p in report.problems] == [index.shards[0].path]
+    manifest = next((root / "manifests").glob("*.arrow"))
+    manifest.unlink()
+    os.mkfifo(manifest)
+    err = _finishes(lambda: Index.open(str(root), 1))
+    assert isinstance(err, FormatError) and "not a regular file" in str(err)
+
+
+def test_verify_reads_no_more_than_the_manifest_lists(root):
+    """A huge file at a shard path is reported, not read whole into memory."""
+    index = Index.open(str(root))
+    path = root / index.shards[0].path
+    size = 64 << 20
+    with open(path, "r+b") as f:
+        f.truncate(size)          # sparse: cheap on disk
+    tracemalloc.start()
+    try:
+        report = index.verify()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [p.path for p in report.problems] == [index.shards[0].path]
+    assert "over" in report.problems[0].problem
+    assert peak < size // 8
+
+
+def test_restore_checks_the_level_before_reading_anything(root, tmp_path):
+    index = Index.open(str(root))
+    for level in (1, -2, "0", True):
+        with pytest.raises(InvalidInputError, match="level"):
+            index.restore(level=level)
+    dest = tmp_path / "out.parquet"
+    with pytest.raises(InvalidInputError):
+        index.export_parquet(str(dest), level=5)
+    assert not dest.exists()
+    assert cli_main(["restore", str(root), "--out", str(dest), "--level", "5"]) == 2
+    assert not dest.exists()
+
+
+def test_an_export_that_fails_midway_leaves_no_file(root, tmp_path):
+    """The last shard is corrupt: the first two were written before the error; the file
+    would have looked like a complete export of 800 rows."""
+    index = Index.open(str(root))
+    last = root / index.shards[-1].path
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    last.write_bytes(bytes(data))
+    dest = tmp_path / "out.parquet"
+    with pytest.raises(IntegrityError):
+        index.export_parquet(str(dest))
+    assert not dest.exists()
+    shutil.copy(root / index.shards[0].path, last)      # still wrong, but as another shard
+    with pytest.raises(IntegrityError):
+        Index.open(str(root)).export_parquet(str(dest))
+    assert not dest.exists()
+
+
+def test_restore_finds_the_ids_of_its_type_in_a_mixed_list(root):
+    index = Index.open(str(root))
+    for ids in ([5, "x"], ["x", 5, 7.0, True], np.array([5], dtype=np.uint64)):
+        table = index.restore_table(ids)
+        assert table.column("id").to_pylist() == [5]
+    strings = Index.open(str(root)).restore_table(["5"])
+    assert strings.num_rows == 0
+
+
+def test_diff_overlap_tells_string_ids_apart(tmp_path, corpus):
+    """Ids were numbered by rank within each result table, so two indexes of the same vectors
+    under disjoint string ids overlapped 1.0."""
+    a, b, c = (str(tmp_path / name) for name in "abc")
+    build_index(a, corpus, ids=[f"a{i}" for i in range(1200)], codecs=["semq4"])
+    build_index(b, corpus, ids=[f"b{i}" for i in range(1200)], codecs=["semq4"])
+    build_index(c, corpus, ids=[f"a{i}" for i in range(1200)], codecs=["semq4"])
+    assert Index.open(a).diff(Index.open(b), sample_queries=20).neighbor_overlap == 0.0
+    assert Index.open(a).diff(Index.open(c), sample_queries=20).neighbor_overlap == 1.0
+
+
+def test_diff_counts_negative_int_ids(tmp_path, corpus):
+    """Negative ids are real ids (the overlap measure ignores negatives as padding)."""
+    url = str(tmp_path / "neg")
+    build_index(url, corpus, ids=-1 - np.arange(1200), codecs=["semq4"])
+    assert Index.open(url).diff(Index.open(url), sample_queries=20).neighbor_overlap == 1.0
+
+
+def test_diff_checks_its_arguments(root):
+    index = Index.open(str(root))
+    for kwargs in ({"sample_queries": -1}, {"k": 0}, {"k": 2.5}):
+        with pytest.raises(InvalidInputError):
+            index.diff(index, **kwargs)
+
+
+def test_build_index_refuses_repeated_ids(tmp_path, corpus):
+    with pytest.raises(InvalidInputError, match="id 0 is at rows 0 and 3"):
+        build_index(str(tmp_path / "dup"), corpus[:4], ids=np.array([0, 1, 2, 0]))
+    with pytest.raises(InvalidInputError, match="'b' is at rows 1 and 2"):
+        build_index(str(tmp_path / "dup-s"), corpus[:3], ids=["a", "b", "b"])
+    assert not (tmp_path / "dup").exists() and not (tmp_path / "dup-s").exists()
+
+
+def test_search_refuses_a_result_too_large_to_allocate(root, corpus):
+    index = Index.open(str(root))
+    with pytest.raises(InvalidInputError, match="result entries"):
+        index.search(corpus[:4], 2**40)
+    scores, ids = index.search(corpus[:1], 5000, rerank=2**40)   # padded, computed on 1200
+    assert ids.shape == (1, 5000) and (ids[0, :1200] >= 0).all() and (ids[0, 1200:] == -1).all()
+    assert np.isneginf(scores[0, 1200:]).all()
+
+
+def test_cli_diff_against_another_index_takes_its_latest_version(root, tmp_path, corpus,
+                                                                 capsys):
+    other = tmp_path / "other"
+    build_index(str(other), corpus, codecs=["semq4"], rows_per_shard=400)
+    assert cli_main(["diff", str(root), "--other-url", str(other), "--json",
+                     "--sample-queries", "10"]) == 0
+    assert '"neighbor_overlap": 1.0' in capsys.readouterr().out
+
+
+def test_export_of_a_good_index_still_round_trips(root, tmp_path):
+    dest = tmp_path / "ok.parquet"
+    assert Index.open(str(root)).export_parquet(str(dest)) == 1200
+    assert pq.read_table(dest).num_rows == 1200
