@@ -1,7 +1,7 @@
 """Pipeline benchmark: the whole ingestion job against a bare pyarrow read of the same input.
 
     python benchmarks/pipeline.py [--rows 1000000 ...] [--dim 384] [--runners in_memory:1 ...]
-                                  [--workdir DIR] [--out PATH.json]
+                                  [--variants] [--workdir DIR] [--out PATH.json]
 
 For each ``--rows`` (default: 250000 500000 1000000, to show the cost is linear):
 
@@ -29,6 +29,10 @@ sizes, comparing consecutive differences amplifies the machine's noise). Each me
 the fastest of ``--repeat`` runs (default 3; the machines are noisy); bare reads and job runs
 alternate, and every runner's ratio uses the same baseline per size: the fastest bare read
 of that input in the whole run.
+
+``--variants`` also runs, at the largest size on the last runner, the job with fewer
+validation queries and with other codecs (:data:`VARIANTS`), against the same baseline: what
+the ratio target would take.
 """
 
 # First import: pins every BLAS/OpenMP library to one thread before numpy is loaded.
@@ -58,6 +62,18 @@ ROWS_PER_SHARD = ROW_GROUP_ROWS
 BATCH_ROWS = 8192
 CLUSTERS = 256
 TARGET_RATIO = 2.5
+CODECS = ["semq1", "semq4"]
+SAMPLE_QUERIES = 256
+#: ``--variants``: the job with less validation or other codecs, to show what the ratio target
+#: would take (label -> codecs, sampled queries). The first is the job measured above.
+VARIANTS = {
+    "semq1 + semq4, 256 queries (the job)": (CODECS, SAMPLE_QUERIES),
+    "semq1 + semq4, 64 queries": (CODECS, 64),
+    "semq1 + semq4, 1 query (validation ~free)": (CODECS, 1),
+    "semq4, 256 queries": (["semq4"], SAMPLE_QUERIES),
+    "int8, 256 queries": (["int8"], SAMPLE_QUERIES),
+    "semq1, 1 query": (["semq1"], 1),
+}
 TARGET_RSS_BYTES = 1 << 30
 LINEAR_TOLERANCE = 0.10
 
@@ -187,21 +203,28 @@ def best_of(runs: list[tuple[float, int, str]]) -> tuple[float, int, str]:
     return fastest[0], max(r[1] for r in runs), fastest[2]
 
 
-def bench_size(workdir: Path, rows: int, dim: int, runner: str, repeat: int) -> dict:
+def bench_size(workdir: Path, rows: int, dim: int, runner: str, repeat: int, *,
+               codecs: list[str] = CODECS, queries: int = SAMPLE_QUERIES,
+               variant: int | None = None) -> dict:
+    """Bare reads and job runs of one input size; ``variant``: the job's number in
+    :data:`VARIANTS` (its own index and config; a gate of recall 0, the variants without a
+    rerank level would not pass 0.9, and the time is what matters)."""
     mode, workers = runner.split(":")
     folder = cached_input(workdir, rows, dim)
     input_bytes = sum(p.stat().st_size for p in folder.glob("*.parquet"))
     glob = str(folder / "*.parquet")
-    index_dir = workdir / f"index-{rows}x{dim}"
+    tag = f"{rows}" if variant is None else f"{rows}-variant{variant}"
+    index_dir = workdir / f"index-{tag}x{dim}"
     config = {
-        "name": f"bench-{rows}",
+        "name": f"bench-{tag}",
         "input": {"url": glob, "format": "parquet", "dim": dim, "batch_rows": BATCH_ROWS},
         "output": {"index_url": str(index_dir)},
-        "encode": {"codecs": ["semq1", "semq4"], "rows_per_shard": ROWS_PER_SHARD},
-        "validation": {"k": 10, "sample_queries": 256, "seed": 0, "min_recall_at_k": 0.9,
+        "encode": {"codecs": codecs, "rows_per_shard": ROWS_PER_SHARD},
+        "validation": {"k": 10, "sample_queries": queries, "seed": 0,
+                       "min_recall_at_k": 0.9 if variant is None else 1e-9,
                        "max_rejected_fraction": 0.0},
     }
-    config_path = workdir / f"job-{rows}.yaml"
+    config_path = workdir / f"job-{tag}.yaml"
     config_path.write_text(yaml.safe_dump(config))
 
     def pipeline_run() -> tuple[float, int, str]:
@@ -222,7 +245,8 @@ def bench_size(workdir: Path, rows: int, dim: int, runner: str, repeat: int) -> 
     [report_path] = index_dir.glob("runs/*/report.json")
     report = json.loads(report_path.read_text())
     assert report["gate"]["passed"], report["gate"]
-    return {"rows": rows, "dim": dim, "runner": runner, "input_bytes": input_bytes,
+    return {"rows": rows, "dim": dim, "runner": runner, "codecs": codecs,
+            "sample_queries": queries, "input_bytes": input_bytes,
             "bare_read_s": bare_s, "bare_read_runs_s": [r[0] for r in bare_runs],
             "bare_read_peak_rss": bare_rss,
             "pipeline_s": pipe_s, "pipeline_peak_rss": pipe_rss,
@@ -258,6 +282,9 @@ def main() -> int:
                         help="runs of each measurement; the fastest is reported")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where inputs (cached) and indexes go; default: a temp folder")
+    parser.add_argument("--variants", action="store_true",
+                        help="also run the job variants of VARIANTS (fewer validation queries, "
+                             "other codecs) at the largest size on the last runner")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/pipeline.json")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="semq-pipeline-bench-"))
@@ -269,10 +296,17 @@ def main() -> int:
             results.append(result)
             print(f"{runner} {rows} rows: {result['summary'][0] if result['summary'] else ''}",
                   file=sys.stderr, flush=True)
+    variants = []
+    if args.variants:
+        for number, (label, (codecs, queries)) in enumerate(VARIANTS.items()):
+            result = bench_size(workdir, max(args.rows), args.dim, args.runners[-1],
+                                args.repeat, codecs=codecs, queries=queries, variant=number)
+            variants.append({"variant": label, **result})
+            print(f"variant {label}: {result['pipeline_s']:.2f} s", file=sys.stderr, flush=True)
     # One baseline per size for every runner: the fastest bare read of that input in the
     # whole run (a slow moment of the machine must not flatter one runner's ratio).
-    for r in results:
-        r["bare_read_s"] = min(b for o in results if o["rows"] == r["rows"]
+    for r in results + variants:
+        r["bare_read_s"] = min(b for o in results + variants if o["rows"] == r["rows"]
                                for b in o["bare_read_runs_s"])
         r["ratio"] = r["pipeline_s"] / r["bare_read_s"]
     mib = 1 << 20
@@ -317,6 +351,14 @@ def main() -> int:
                f"line (fixed + per-row cost)"] = bool(
             fit and fit["s_per_million_rows"] > 0 and fit["fixed_s"] >= 0
             and fit["max_relative_residual"] <= LINEAR_TOLERANCE)
+    if variants:
+        print(f"\nWhat the ratio target would take: job variants, {variants[0]['rows']:,} rows, "
+              f"{variants[0]['runner']}, same baseline\n")
+        print("| job | pipeline s | ratio | recall@10 |")
+        print("|---|---:|---:|---:|")
+        for r in variants:
+            print(f"| {r['variant']} | {r['pipeline_s']:.2f} | {r['ratio']:.2f} | "
+                  f"{r['recall_at_10']:.4f} |")
     print()
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
@@ -324,8 +366,9 @@ def main() -> int:
     args.out.write_text(json.dumps({"machine": machine_info(), "settings": {
         "dim": args.dim, "runners": args.runners, "row_group_rows": ROW_GROUP_ROWS,
         "file_rows": FILE_ROWS, "rows_per_shard": ROWS_PER_SHARD, "batch_rows": BATCH_ROWS,
-        "codecs": ["semq1", "semq4"], "sample_queries": 256, "repeat": args.repeat},
-        "results": results, "marginal_s_per_million_rows": marginal_by_runner,
+        "codecs": CODECS, "sample_queries": SAMPLE_QUERIES, "repeat": args.repeat},
+        "results": results, "variants": variants,
+        "marginal_s_per_million_rows": marginal_by_runner,
         "linear_fits": fits,
         "checks": checks},
         indent=2))

@@ -94,6 +94,14 @@ def test_manifest_rows_edited_with_a_recomputed_digest_are_caught(edit, root, co
     assert Index.open(str(root), 1).verify().ok
 
 
+def test_a_missing_shard_file_is_an_integrity_error_naming_it(root, corpus):
+    index = Index.open(str(root))
+    (root / index.shards[1].path).unlink()
+    with pytest.raises(IntegrityError, match=f"{index.shards[1].path}: listed in manifest "
+                                             f"version 1 but missing"):
+        Index.open(str(root)).search(corpus[:1], 3)
+
+
 def _finishes(func, seconds: float = 30.0) -> BaseException | None:
     """Run ``func`` in a daemon thread; fail if it is still running after ``seconds`` (a read
     blocked forever on a FIFO), else return what it raised (None if nothing)."""
