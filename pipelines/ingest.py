@@ -10,9 +10,12 @@ measured on a seeded query sample, and a new index version is committed only if 
 passes. A report is always written to ``<index>/runs/<run_id>/report.json`` and ``report.md``.
 
 ``run_id`` is ``output.run_id``, or ``<name>-<16 hex>`` derived from the config digest and a
-fingerprint of the planned input files (names and sizes). If the index's latest version was
-published by this very run id (same config, same input), the job does nothing and exits 0: a
-rerun would write byte-identical shards over files that version serves.
+fingerprint of the planned input files (each file's path, size and change token from its
+metadata: the ETag on S3, mtime/ctime/inode locally). If the index's latest version was
+published from the same input fingerprint and the same config, the job does nothing and exits
+0. A run whose folder ``runs/<run_id>/`` belongs to any other committed version (a fixed
+``output.run_id`` reused on changed input or config) exits 2 before anything is written: pick
+another ``output.run_id``.
 
 Without ``--runner`` the job runs locally on the pinned offline runner
 (``semq_transforms.transforms.direct_options``); other Beam options are passed through.
@@ -20,8 +23,9 @@ Without ``--runner`` the job runs locally on the pinned offline runner
 Run as a program, the job first sets glibc's allocator up for shard-sized arrays
 (:mod:`semq_transforms.allocator`; ``SEMQ_MALLOC_TUNING=0`` leaves it alone).
 
-Exit codes: 0 published (or nothing new to publish), 1 the gate failed (nothing published; the report says why), 2 the
-job could not run (bad config, unreadable input, pipeline error).
+Exit codes: 0 published (or nothing new to publish), 1 the gate failed (nothing published;
+the report says why), 2 the job could not run (bad config, unreadable input, a run folder in
+use by a published version, pipeline error).
 """
 
 from __future__ import annotations
@@ -45,14 +49,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from semq_transforms.config import JobConfig, load_config
-from semq_transforms.errors import SemqError
+from semq_transforms.errors import NothingToPublishError, SemqError
 from semq_transforms.format.store import IndexStore
-from semq_transforms.transforms.ingest import (
-    input_fingerprint,
-    make_read,
-    published_version,
-    run_id_for,
-)
+from semq_transforms.transforms.ingest import input_fingerprint, make_read, run_id_for
 from semq_transforms.transforms.publish import report_path
 from semq_transforms.transforms.runners import direct_options
 
@@ -63,7 +62,9 @@ def build_pipeline(pipeline: beam.Pipeline, config: JobConfig) -> str:
     """Add the job to ``pipeline`` (planning the input now); returns the run id.
 
     Generates the sample dataset first when ``input.generate_sample`` is set. Raises
-    ``SemqError`` subclasses for config and input problems (before anything is written).
+    ``SemqError`` subclasses for config and input problems, and ``NothingToPublishError`` /
+    ``RunFolderInUseError`` when the run folder belongs to a published version (all before
+    anything is written).
     """
     job = config.create_transform()
     _ = pipeline | "Ingest" >> job
@@ -99,15 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = pipeline_options(beam_args)
         job = config.create_transform()
         run_id = job.run_id
-        unchanged = published_version(config, run_id)
-        if unchanged is not None:
-            # Same config, same input files: the shards would be byte-identical, and
-            # rewriting them would touch files a published version serves.
-            print(f"run {run_id}: input and config unchanged since version "
-                  f"{unchanged.version}; nothing to publish")
-            return 0
         pipeline = beam.Pipeline(options=options)
-        _ = pipeline | "Ingest" >> job
+        _ = pipeline | "Ingest" >> job  # checks the run folder before anything is written
+    except NothingToPublishError as exc:
+        # Same config, same input: the latest version already holds this run's result.
+        print(f"run {exc.run_id}: input and config unchanged since version {exc.version}; "
+              f"nothing to publish")
+        return 0
     except (SemqError, ValueError) as exc:
         print(f"ingest: {exc}", file=sys.stderr)
         return 2

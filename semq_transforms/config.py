@@ -417,11 +417,14 @@ class JobConfig(_Model):
 # digest
 
 
-def config_digest(config: JobConfig) -> str:
-    """SHA-256 (hex) of the canonical JSON of ``config.model_dump_safe()``: sorted keys, no
-    whitespace, ASCII. Stable across loads and processes; independent of credential values."""
-    text = json.dumps(config.model_dump_safe(), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=True, allow_nan=False)
+def config_digest(config: JobConfig | Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``config.model_dump_safe()`` (or of such a dict,
+    e.g. the ``config`` of a run report): sorted keys, no whitespace, ASCII. Stable across
+    loads and processes; independent of credential values. Raises ``ValueError`` /
+    ``TypeError`` for a dict that is not JSON."""
+    safe = config.model_dump_safe() if isinstance(config, JobConfig) else config
+    text = json.dumps(safe, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 

@@ -75,3 +75,20 @@ class ConfigError(SemqError, ValueError):
 class InputReadError(SemqError, OSError):
     """An input file of the ingestion pipeline cannot be read at all (missing, truncated, not of
     its format, a required column missing or of the wrong type). The message names the file."""
+
+
+class RunFolderInUseError(SemqError, RuntimeError):
+    """An ingestion run would write into ``runs/<run_id>/``, the run folder of a committed
+    index version, and so overwrite files that version serves. ``run_id`` and ``version``
+    (the newest version using the folder) say which; the message says what to change."""
+
+    def __init__(self, message: str, *, run_id: str, version: int) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.version = version
+
+
+class NothingToPublishError(RunFolderInUseError):
+    """The run folder belongs to the latest version, published from the same input
+    fingerprint and the same config: the run would publish nothing new. Not a failure for a
+    scheduler: ``python -m pipelines.ingest`` exits 0 on it."""

@@ -146,6 +146,28 @@ def test_commit_chain(new_store: StoreFactory) -> None:
         assert f.read() == second.to_bytes()
 
 
+def test_run_version_finds_the_version_using_a_run_folder(new_store: StoreFactory) -> None:
+    """run_version: the newest version whose run id, or one of whose shards, names the run
+    folder; None for a folder no version uses (a failed run's) or one that does not exist."""
+    store = new_store()
+    assert store.run_version("run-1") is None                  # empty index
+    commit(store, run_id="run-1")                               # v1: its own folder
+    commit(store, make_shards(2, run_id="run-2"), run_id="run-2")
+    # v3, committed by "merge", lists a shard of run-2's folder
+    commit(store, [*make_shards(1, run_id="merge"), make_shard(5, run_id="run-2")],
+           run_id="merge")
+    with store.open_write("runs/failed/report.json") as f:     # a run that published nothing
+        f.write(b"{}")
+    reader = new_store()
+    assert reader.run_version("run-1").version == 1
+    assert reader.run_version("run-2").version == 3
+    assert reader.run_version("merge").version == 3
+    assert reader.run_version("failed") is None
+    assert reader.run_version("never") is None
+    with pytest.raises(FormatError, match="run_id"):
+        reader.run_version("../x")
+
+
 def test_latest_hint_is_only_a_hint(new_store: StoreFactory) -> None:
     store = new_store()
     for run in range(3):

@@ -215,6 +215,28 @@ class IndexStore:
                               f"name says {version}")
         return manifest
 
+    def run_version(self, run_id: str) -> Manifest | None:
+        """The manifest of the newest committed version that uses the run folder
+        ``runs/<run_id>/`` (its ``run_id`` is ``run_id``, or one of its shards lies there), or
+        None when no version does.
+
+        Cheap when the folder does not exist (one existence check, no manifest read);
+        otherwise reads manifests from the latest version down until one uses the folder, so
+        finding that no version uses an existing folder (the rerun of a run that failed its
+        gate) reads every manifest once. Works on any index: nothing but the manifests is
+        consulted.
+        """
+        folder = f"{RUNS_DIR}/{check_run_id(run_id)}"
+        if not self.exists(folder):
+            return None
+        prefix = f"{folder}/"
+        for version in reversed(self.versions()):
+            manifest = self.read_manifest(version)
+            if manifest.run_id == run_id or any(s.path.startswith(prefix)
+                                                for s in manifest.shards):
+                return manifest
+        return None
+
     # -- writing --------------------------------------------------------------------------
 
     def create_exclusive(self, rel_path: str, data: bytes) -> None:

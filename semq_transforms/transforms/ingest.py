@@ -16,9 +16,16 @@ Stages (each a public transform of :mod:`semq_transforms.transforms`):
 3. ``PublishIndex``: the gate (row reconciliation, rejected fraction, recall@k), the commit of
    a new manifest version only if it passes, and the report under ``runs/<run_id>/``.
 
-``run_id`` is ``output.run_id``, or ``<name>-<16 hex>`` derived from the config digest and a
-fingerprint of the planned input files (names and sizes): re-running the same job on the same
-input addresses the same run folder and writes byte-identical shards.
+``run_id`` is ``output.run_id``, or ``<name>-<16 hex>`` derived from the config digest and the
+input fingerprint (:func:`input_fingerprint`: each planned file's path, size and change token):
+re-running the same job on the same input addresses the same run folder and writes
+byte-identical shards.
+
+Run folders of published versions are never written: when the transform is applied (before
+anything is written), :func:`check_run_folder` raises :class:`~semq_transforms.errors.
+NothingToPublishError` if the latest version was published from the same input fingerprint
+and config, and :class:`~semq_transforms.errors.RunFolderInUseError` if ``runs/<run_id>/``
+belongs to any other committed version.
 """
 
 from __future__ import annotations
@@ -26,10 +33,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from typing import Any
 
 import apache_beam as beam
 
 from semq_transforms.config import JobConfig, config_digest
+from semq_transforms.errors import NothingToPublishError, RunFolderInUseError
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.store import IndexStore
 from semq_transforms.sample_data import ensure_sample_data
@@ -40,14 +49,20 @@ from semq_transforms.transforms.encode import (
     SampleQueries,
 )
 from semq_transforms.transforms.planning import sample_splits
-from semq_transforms.transforms.publish import PublishIndex, ReadTotals
+from semq_transforms.transforms.publish import PublishIndex, ReadTotals, report_path
 from semq_transforms.transforms.read import ReadEmbeddings, ReadShards, WriteDeadLetters
 from semq_transforms.transforms.sources import filesystem_for
 
-__all__ = ["input_fingerprint", "make_read", "published_version", "run_id_for"]
+__all__ = ["CHANGE_TOKEN_KEYS", "change_token", "check_run_folder", "input_fingerprint",
+           "make_read", "run_id_for"]
 
 #: Splits (at most) whose heads the query sample is drawn from.
 SAMPLE_SPLITS = 64
+
+#: ``fs.info`` keys naming an object's content or version on object stores: the entity tag
+#: (S3, GCS, Azure, HTTP servers), GCS's generation number and MD5. Where any is present, these
+#: are a file's change token; elsewhere (local files, ``memory://``) it is ``fs.ukey``.
+CHANGE_TOKEN_KEYS = ("ETag", "etag", "generation", "md5Hash")
 
 
 def make_read(config: JobConfig) -> ReadEmbeddings:
@@ -60,10 +75,28 @@ def make_read(config: JobConfig) -> ReadEmbeddings:
                           storage_options=cfg.storage_options)
 
 
+def change_token(fs: Any, path: str, info: dict[str, Any]) -> str:
+    """What tells a rewrite of ``path`` from its metadata alone (``info`` is ``fs.info(path)``):
+    the values of the :data:`CHANGE_TOKEN_KEYS` it holds (an S3 ETag changes whenever other
+    bytes are written, and is the same in a listing and a HEAD answer, whose other fields
+    differ), else ``fs.ukey(path)``, fsspec's hash of the file's info (local files: size,
+    mtime, ctime, inode, ...; ``memory://``: the time the file was written)."""
+    tags = [f"{key}={info[key]}" for key in CHANGE_TOKEN_KEYS if info.get(key) not in (None, "")]
+    return ";".join(tags) if tags else f"ukey={fs.ukey(path)}"
+
+
 def input_fingerprint(read: ReadEmbeddings, config: JobConfig) -> str:
-    """SHA-256 (hex) of the planned input files' names and sizes, in plan order."""
+    """SHA-256 (hex) of ``[path, size, change token]`` of each planned input file, in plan
+    order (:func:`change_token`: file system metadata, one ``info`` per file; no input byte is
+    read). Equal fingerprints mean the same files, each unchanged; a file rewritten with other
+    bytes of the same size gets a new token. A rewrite can be taken for a change when it is
+    not one (the same bytes written again, metadata touched): that only publishes an equal
+    version. The metadata is that of the listing the plan was made from (same filesystem)."""
     fs = filesystem_for(config.input.url, config.input.storage_options)
-    files = [[path, int(fs.size(path))] for path in read.plan.files]
+    files = []
+    for path in read.plan.files:
+        info = fs.info(path)
+        files.append([path, int(info["size"]), change_token(fs, path, info)])
     text = json.dumps(files, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
@@ -76,15 +109,62 @@ def run_id_for(config: JobConfig, fingerprint: str) -> str:
     return f"{config.name[:100]}-{digest.hexdigest()[:16]}"
 
 
-def published_version(config: JobConfig, run_id: str) -> Manifest | None:
-    """The index's latest manifest if it was published by run ``run_id`` (same config, same
-    input: there is nothing new to publish), else None."""
-    store = IndexStore(config.output.index_url, storage_options=config.output.storage_options)
-    version = store.latest_version()
-    if version is None:
+def _published_config_digest(store: IndexStore, manifest: Manifest) -> str | None:
+    """The config digest of the run that published ``manifest``, from the safe config in its
+    report (None when the report is missing, unreadable or not that version's)."""
+    try:
+        with store.open_read(report_path(manifest.run_id)) as f:
+            report = json.loads(f.read())
+        if report.get("version") != manifest.version or report.get("run_id") != manifest.run_id:
+            return None
+        return config_digest(dict(report["config"]))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    latest = store.read_manifest(version)
-    return latest if latest.run_id == run_id else None
+
+
+def _same_config(store: IndexStore, manifest: Manifest, config: JobConfig) -> bool:
+    """Whether ``manifest`` was published with ``config`` (equal config digests). A derived
+    run id holds the digest (with the stored fingerprint, it must give the stored run id);
+    with ``output.run_id`` set, the digest of the safe config in that run's report is
+    compared."""
+    if manifest.input_fingerprint is None:
+        return False
+    if not config.output.run_id:
+        return run_id_for(config, manifest.input_fingerprint) == manifest.run_id
+    return _published_config_digest(store, manifest) == config_digest(config)
+
+
+def check_run_folder(config: JobConfig, run_id: str, fingerprint: str) -> None:
+    """Refuse a run that would write into the run folder of a committed version.
+
+    Returns when no committed version of ``config.output.index_url`` uses ``runs/<run_id>/``
+    (:meth:`IndexStore.run_version`: one existence check when the folder does not exist).
+
+    Raises:
+        NothingToPublishError: the folder is the latest version's, published from the same
+            input fingerprint (stored in its manifest) and the same config digest.
+        RunFolderInUseError: the folder belongs to a committed version otherwise (the input or
+            config changed, or it is not the latest version): writing would overwrite files
+            that version serves. Another ``output.run_id`` is needed.
+    """
+    store = IndexStore(config.output.index_url, storage_options=config.output.storage_options)
+    owner = store.run_version(run_id)
+    if owner is None:
+        return
+    folder = store.url_of(f"runs/{run_id}")
+    latest = store.latest_version()
+    if owner.version == latest and owner.input_fingerprint == fingerprint \
+            and _same_config(store, owner, config):
+        raise NothingToPublishError(
+            f"run {run_id!r}: input and config unchanged since version {owner.version}, the "
+            f"latest of {store.url}; nothing to publish", run_id=run_id, version=owner.version)
+    why = ("the input or the config changed since" if owner.version == latest
+           else f"the latest version is {latest}, not")
+    raise RunFolderInUseError(
+        f"run {run_id!r}: its run folder {folder}/ holds the files of published version "
+        f"{owner.version} ({why} that version); writing there would overwrite them. Set "
+        f"output.run_id to a name no version uses (or leave it null to derive one from the "
+        f"input and config)", run_id=run_id, version=owner.version)
 
 
 class _IngestJob(beam.PTransform):
@@ -118,9 +198,15 @@ class _IngestJob(beam.PTransform):
     def run_id(self) -> str:
         return run_id_for(self._config, self.fingerprint)
 
+    def check_run_folder(self) -> None:
+        """:func:`check_run_folder` for this job (plans the input first); :meth:`expand` calls
+        it before anything is written."""
+        check_run_folder(self._config, self.run_id, self.fingerprint)
+
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         config, out, validation = self._config, self._config.output, self._config.validation
         read, run_id = self.read, self.run_id
+        self.check_run_folder()  # raises before any shard or report is written
         index_url = out.index_url.rstrip("/")
         splits, head_rows = sample_splits(read.plan.splits, queries=validation.sample_queries,
                                           seed=validation.seed, max_splits=SAMPLE_SPLITS)
