@@ -315,6 +315,32 @@ def test_duplicate_ids_are_dead_letters(tmp_path, kind):
     assert index.manifest.rows == 596
 
 
+@pytest.mark.parametrize("codecs, value, limit", [(["semq2", "semq8"], 1e17, "1e+16"),
+                                                  (["f16"], -70000.0, "65504")])
+def test_values_the_codecs_cannot_encode_are_dead_letters(tmp_path, codecs, value, limit):
+    """A finite value beyond the limit of the job's codecs (1e16 for all, float16's 65504 for
+    f16) rejects its row as ``out_of_range`` when it is read, naming file, row, element and
+    value; it never reaches a codec or the query sample, and the run publishes."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    x = sample_embeddings(120, DIM, seed=12)
+    x[70, 5] = value
+    _write_ids_file(folder, "a.parquet", list(range(120)), x)
+    data = job(folder, str(tmp_path / "idx"), max_rejected_fraction=0.01)
+    data["encode"].update(codecs=codecs, rows_per_shard=50)
+    run_id, report = run_job(data)
+    assert report["gate"]["passed"], report["gate"]
+    dead = pq.read_table(tmp_path / "idx" / "runs" / run_id / "dead_letters.parquet")
+    assert dead.to_pylist() == [
+        {"id": "70", "source": f"file://{folder}/a.parquet", "row": 70,
+         "reason": "out_of_range",
+         "detail": f"vector element 5 is {value:g}; the codecs encode magnitudes up to {limit}"}]
+    counts = report["counts"]
+    assert counts["rows_read"] == 120 == counts["rows_encoded"] + dead.num_rows
+    assert counts["rows_rejected"] == counts["dead_letters"] == 1
+    assert Index.open(str(tmp_path / "idx")).manifest.rows == 119
+
+
 def test_every_row_rejected_publishes_nothing(tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow import ipc
 
+from semq_transforms.codecs import get_codec, max_abs_value
+from semq_transforms.codecs.base import F16_MAX, MAX_ABS_VALUE
 from semq_transforms.errors import InputReadError
 from semq_transforms.transforms import _ipc_footer
 from semq_transforms.transforms.sources import (
@@ -307,7 +309,11 @@ def test_every_reject_reason_and_reconciliation(tmp_path):
     ids, got, positions = accepted(batches)
     assert ids.tolist() == ["a0", "a8", "a11"] and positions.tolist() == [0, 8, 11]
     np.testing.assert_array_equal(got[2], [-1.0, 0.5, 0.25, 2.0])
-    assert sum(b.rows for b in batches) == 12 == len(ids) + len(rejected)
+    assert sum(b.rows for b in batches) == 13 == len(ids) + len(rejected)
+    assert [d for d in rejected if d["reason"] == "out_of_range"] == [
+        {"id": "a12", "source": plan.files[0], "row": 12, "reason": "out_of_range",
+         "detail": "vector element 2 is -1e+17; the codecs encode magnitudes up to 1e+16"}]
+    assert all("detail" not in d for d in rejected if d["reason"] != "out_of_range")
     # Zero vectors are kept when not rejected.
     kept = read_all(plan.splits, dim=4, reject_zero_vectors=False)
     assert "a6" in accepted(kept)[0].tolist()
@@ -337,6 +343,41 @@ def test_fixed_size_nulls_overflow_and_wrong_dim(tmp_path):
     wrong = read_split(plan_splits([url])[0], dim=DIM + 1)
     assert wrong.accepted == 0 and {d["reason"] for d in wrong.rejected} == {"wrong_dimension"}
     assert wrong.vectors.shape == (0, DIM + 1)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "npy"])
+def test_values_beyond_the_codecs_limit_are_rejected_at_read_time(tmp_path, fmt):
+    """A finite value beyond ``max_abs_value`` (the smallest limit of the job's codecs, such
+    as float16's 65504) rejects its row as ``out_of_range``, the detail naming the element and
+    the value; the limit itself is accepted, NaN keeps precedence, and a float64 value too
+    large for float32 stays ``non_finite``."""
+    x = vectors(8, seed=21).astype(np.float64)
+    x[1, 3] = 70000.0
+    x[2, 0] = -F16_MAX           # exactly the limit: accepted
+    x[4, 5] = -1e12
+    x[5, [0, 6]] = np.nan, 1e17  # NaN first
+    x[6, 2] = 1e40               # beyond float32
+    if fmt == "npy":
+        url = write_npy(str(tmp_path / "big.npy"), x)
+    else:
+        url = write_parquet(str(tmp_path / "big.parquet"),
+                            embedding_table(np.arange(8), x.astype(np.float64)),
+                            row_group_size=8)
+    [split] = plan_splits([url])
+    limit = max_abs_value(["semq4", "f16"])
+    assert limit == F16_MAX == get_codec("block4").max_abs_value
+    batch = read_split(split, max_abs_value=limit)
+    assert batch.positions.tolist() == [0, 2, 3, 7]
+    assert list(batch.rejected) == [
+        {"id": 1, "source": url, "row": 1, "reason": "out_of_range",
+         "detail": "vector element 3 is 70000; the codecs encode magnitudes up to 65504"},
+        {"id": 4, "source": url, "row": 4, "reason": "out_of_range",
+         "detail": "vector element 5 is -1e+12; the codecs encode magnitudes up to 65504"},
+        {"id": 5, "source": url, "row": 5, "reason": "non_finite"},
+        {"id": 6, "source": url, "row": 6, "reason": "non_finite"}]
+    # the default is every codec's limit (1e16): only the non-finite rows go
+    assert max_abs_value(["semq4", "int8"]) == MAX_ABS_VALUE
+    assert [d["row"] for d in read_split(split).rejected] == [5, 6]
 
 
 def test_find_duplicate_ids(tmp_path):

@@ -262,7 +262,8 @@ def read_shard(task: ShardTask, *, duplicates: Mapping[int, str] | None = None,
         dim: the vector width (rows of another length are rejected).
         filesystem: an fsspec filesystem to reuse.
         **read_options: :func:`iter_split` options (``vector_column``, ``id_column``,
-            ``ids_url``, ``batch_rows``, ``reject_zero_vectors``, ``storage_options``).
+            ``ids_url``, ``batch_rows``, ``reject_zero_vectors``, ``max_abs_value``,
+            ``storage_options``).
     """
     duplicates = duplicates or {}
     duplicate_positions = np.array(sorted(duplicates), dtype=np.int64)

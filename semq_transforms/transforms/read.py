@@ -47,6 +47,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
+from semq_transforms.codecs.base import MAX_ABS_VALUE
 from semq_transforms.transforms import _coders  # noqa: F401 - registers the element coders
 from semq_transforms.transforms.planning import (
     FileOffsets,
@@ -134,6 +135,9 @@ class ReadEmbeddings(beam.PTransform):
             takes it from the metadata, or from the first rows of variable-length lists.
         batch_rows: rows per split (about) and at most per emitted Batch.
         reject_zero_vectors: reject all-zero vectors (``zero_vector``).
+        max_abs_value: reject vectors holding a finite value beyond ``+/-max_abs_value``
+            (``out_of_range``): pass ``semq_transforms.codecs.max_abs_value(codecs)`` for the
+            codecs the rows go to; the default is every codec's limit.
         storage_options: fsspec options (endpoint, credentials) for the inputs; they travel
             with the DoFn to the workers, so prefer credentials from the environment.
 
@@ -144,7 +148,7 @@ class ReadEmbeddings(beam.PTransform):
     def __init__(self, url: str, *, format: InputFormat = "auto",
                  vector_column: str = "embedding", id_column: str | None = "id",
                  ids_url: str | None = None, dim: int | None = None, batch_rows: int = 8192,
-                 reject_zero_vectors: bool = True,
+                 reject_zero_vectors: bool = True, max_abs_value: float = MAX_ABS_VALUE,
                  storage_options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         if type(batch_rows) is not int or batch_rows < 1:
@@ -157,6 +161,7 @@ class ReadEmbeddings(beam.PTransform):
         self._dim = dim
         self._batch_rows = batch_rows
         self._reject_zero_vectors = reject_zero_vectors
+        self._max_abs_value = max_abs_value
         self._storage_options = dict(storage_options) if storage_options else None
         self._plan: InputPlan | None = None
         self._only: tuple[Split, ...] | None = None
@@ -180,7 +185,7 @@ class ReadEmbeddings(beam.PTransform):
         return {"vector_column": self._vector_column, "id_column": self._id_column,
                 "ids_url": self._ids_url, "dim": self.plan.dim, "batch_rows": self._batch_rows,
                 "reject_zero_vectors": self._reject_zero_vectors,
-                "storage_options": self._storage_options}
+                "max_abs_value": self._max_abs_value, "storage_options": self._storage_options}
 
     def only(self, splits: Sequence[Split], *, head_rows: int | None = None,
              metrics: bool = False) -> ReadEmbeddings:

@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import ipc
 
+from semq_transforms.codecs.base import MAX_ABS_VALUE
 from semq_transforms.errors import InputReadError
 from semq_transforms.transforms import _ipc_footer
 from semq_transforms.transforms._columns import (
@@ -74,11 +75,14 @@ logger = logging.getLogger(__name__)
 
 InputFormat = Literal["auto", "parquet", "arrow", "npy"]
 FORMATS = ("parquet", "arrow", "npy")
-REJECT_REASONS = ("null_id", "null_vector", "wrong_dimension", "non_finite", "zero_vector",
-                  "duplicate_id")
+REJECT_REASONS = ("null_id", "null_vector", "wrong_dimension", "non_finite", "out_of_range",
+                  "zero_vector", "duplicate_id")
 """Why a row is rejected, in order of precedence: a row gets the first reason that applies.
-``duplicate_id`` is decided by a global step over all ids (see
-:mod:`semq_transforms.transforms.planning`), not by :func:`iter_split`."""
+``out_of_range``: a finite value of a magnitude the codecs cannot encode (beyond
+``max_abs_value``, see :attr:`~semq_transforms.codecs.base.Codec.max_abs_value`); its dead
+letter's ``detail`` names the vector element and its value. ``duplicate_id`` is decided by a
+global step over all ids (see :mod:`semq_transforms.transforms.planning`), not by
+:func:`iter_split`."""
 
 _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow",
                ".feather": "arrow", ".ipc": "arrow", ".npy": "npy"}
@@ -126,7 +130,8 @@ class Batch:
         vectors: float32 ``[n, d]``, the accepted rows' vectors (C order).
         positions: int64 ``[n]``, global positions of the accepted rows (ascending).
         rejected: one dead letter per rejected row: ``{"id", "source", "row", "reason"}``
-            (``id`` None when unknown, ``row`` the row number within the file).
+            (``id`` None when unknown, ``row`` the row number within the file), plus
+            ``"detail"`` for reasons that have one (``out_of_range``).
         bytes_read: bytes read from storage to produce this batch (metadata included).
     """
 
@@ -513,29 +518,59 @@ def _arrow_chunks(split: Split, vector_column: str | None, id_column: str | None
                              f"file changed since it was planned")
 
 
+def _beyond(vectors: np.ndarray, limit: float) -> np.ndarray | None:
+    """bool ``[n]``: rows of float32 ``vectors`` ``[n, d]`` holding a value that is not
+    within ``+/-limit`` (NaN and Inf included); None when every value is within (one min and
+    one max over the batch, no mask, in that common case)."""
+    if not vectors.size:
+        return None
+    with np.errstate(invalid="ignore"):
+        if max(-float(vectors.min()), float(vectors.max())) <= limit:  # False for NaN
+            return None
+    return ~(np.abs(vectors) <= limit).all(axis=1)
+
+
+def _out_of_range_detail(vector: np.ndarray, limit: float) -> str:
+    """Names the first element of float32 ``vector`` ``[d]`` beyond ``+/-limit``."""
+    column = int(np.flatnonzero(np.abs(vector) > limit)[0])
+    return (f"vector element {column} is {float(vector[column]):g}; the codecs encode "
+            f"magnitudes up to {limit:g}")
+
+
 def _make_batch(*, source: str, row_start: int, global_row_offset: int, ids: np.ndarray,
                 id_null: np.ndarray, vectors: np.ndarray, vector_null: np.ndarray,
                 right_length: np.ndarray, reject_zero_vectors: bool,
-                bytes_read: int) -> Batch:
-    """Validate rows and split them into accepted vectors and dead letters."""
+                max_abs_value: float, bytes_read: int) -> Batch:
+    """Validate rows and split them into accepted vectors and dead letters.
+
+    ``ids`` ``[n]`` (int64 or object str), ``id_null``/``vector_null``/``right_length`` bool
+    ``[n]``, ``vectors`` float32 ``[n, d]``."""
     n = vectors.shape[0]
     reason = np.zeros(n, np.int8)  # 0: accepted, k: REJECT_REASONS[k - 1]
 
-    def mark(mask: np.ndarray, code: int) -> None:
-        reason[(reason == 0) & mask] = code
+    def mark(mask: np.ndarray | None, name: str) -> None:
+        if mask is not None:
+            reason[(reason == 0) & mask] = REJECT_REASONS.index(name) + 1
 
-    mark(id_null, 1)
-    mark(vector_null, 2)
-    mark(~right_length, 3)
-    mark(~np.isfinite(vectors).all(axis=1), 4)
+    mark(id_null, "null_id")
+    mark(vector_null, "null_vector")
+    mark(~right_length, "wrong_dimension")
+    mark(~np.isfinite(vectors).all(axis=1), "non_finite")
+    mark(_beyond(vectors, max_abs_value), "out_of_range")
     if reject_zero_vectors:
-        mark(~vectors.any(axis=1), 5)
+        mark(~vectors.any(axis=1), "zero_vector")
     ok = reason == 0
-    rejected = tuple(
-        {"id": None if id_null[i] else ids[i].item() if isinstance(ids[i], np.generic)
-         else ids[i],
-         "source": source, "row": row_start + int(i), "reason": REJECT_REASONS[reason[i] - 1]}
-        for i in np.flatnonzero(~ok))
+
+    def dead_letter(i: int) -> dict[str, Any]:
+        name = REJECT_REASONS[reason[i] - 1]
+        letter = {"id": None if id_null[i] else ids[i].item()
+                  if isinstance(ids[i], np.generic) else ids[i],
+                  "source": source, "row": row_start + int(i), "reason": name}
+        if name == "out_of_range":
+            letter["detail"] = _out_of_range_detail(vectors[i], max_abs_value)
+        return letter
+
+    rejected = tuple(dead_letter(i) for i in np.flatnonzero(~ok))
     if ok.all():
         accepted_ids, accepted = ids, vectors
     else:
@@ -548,7 +583,8 @@ def _make_batch(*, source: str, row_start: int, global_row_offset: int, ids: np.
 
 
 def _npy_batches(split: Split, *, ids_url: str | None, dim: int | None, batch_rows: int,
-                 reject_zero_vectors: bool, storage_options: Mapping[str, Any] | None,
+                 reject_zero_vectors: bool, max_abs_value: float,
+                 storage_options: Mapping[str, Any] | None,
                  filesystem: Any) -> Iterator[Batch]:
     fs, path = fs_for(split.url, storage_options, filesystem)
     header = npy_header(fs, path, split.url)
@@ -587,12 +623,13 @@ def _npy_batches(split: Split, *, ids_url: str | None, dim: int | None, batch_ro
         yield _make_batch(source=split.url, row_start=start, global_row_offset=global_start,
                           ids=ids, id_null=np.zeros(n, bool), vectors=values,
                           vector_null=np.zeros(n, bool), right_length=right_length,
-                          reject_zero_vectors=reject_zero_vectors, bytes_read=bytes_read)
+                          reject_zero_vectors=reject_zero_vectors,
+                          max_abs_value=max_abs_value, bytes_read=bytes_read)
 
 
 def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str | None = "id",
                ids_url: str | None = None, dim: int | None = None, batch_rows: int = 8192,
-               reject_zero_vectors: bool = True,
+               reject_zero_vectors: bool = True, max_abs_value: float = MAX_ABS_VALUE,
                storage_options: Mapping[str, Any] | None = None,
                filesystem: Any = None, limit_rows: int | None = None) -> Iterator[Batch]:
     """Read ``split`` as batches of at most ``batch_rows`` rows, in row order.
@@ -608,6 +645,9 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
             variable-length lists, the most common length in each batch: pass it (ReadEmbeddings
             resolves it once for all splits).
         reject_zero_vectors: reject all-zero vectors (``zero_vector``).
+        max_abs_value: reject finite vectors holding a value beyond ``+/-max_abs_value``
+            (``out_of_range``): the limit of the codecs the rows go to (see
+            :func:`semq_transforms.codecs.max_abs_value`); the default is every codec's.
         storage_options, filesystem: how to reach the files: an fsspec filesystem to reuse, or
             options to build one.
         limit_rows: read only the split's first ``limit_rows`` rows (a cheap look at its
@@ -630,6 +670,7 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
                 split = dataclasses.replace(split, row_stop=split.row_start + limit_rows)
             yield from _npy_batches(split, ids_url=ids_url, dim=dim, batch_rows=batch_rows,
                                     reject_zero_vectors=reject_zero_vectors,
+                                    max_abs_value=max_abs_value,
                                     storage_options=storage_options, filesystem=filesystem)
             return
         if split.format not in FORMATS:
@@ -648,7 +689,7 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
                               vectors=vectors, vector_null=vector_null,
                               right_length=right_length,
                               reject_zero_vectors=reject_zero_vectors,
-                              bytes_read=chunk.bytes_read)
+                              max_abs_value=max_abs_value, bytes_read=chunk.bytes_read)
     except InputReadError:
         raise
     except FileNotFoundError as exc:
@@ -665,7 +706,7 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
 
 def read_split(split: Split, *, vector_column: str = "embedding", id_column: str | None = "id",
                ids_url: str | None = None, dim: int | None = None,
-               reject_zero_vectors: bool = True,
+               reject_zero_vectors: bool = True, max_abs_value: float = MAX_ABS_VALUE,
                storage_options: Mapping[str, Any] | None = None,
                filesystem: Any = None) -> Batch:
     """The whole of ``split`` as one :class:`Batch` (see :func:`iter_split` for the
@@ -673,6 +714,7 @@ def read_split(split: Split, *, vector_column: str = "embedding", id_column: str
     batches = list(iter_split(split, vector_column=vector_column, id_column=id_column,
                               ids_url=ids_url, dim=dim, batch_rows=max(split.rows, 1),
                               reject_zero_vectors=reject_zero_vectors,
+                              max_abs_value=max_abs_value,
                               storage_options=storage_options, filesystem=filesystem))
     if len(batches) == 1:
         return batches[0]
@@ -767,7 +809,8 @@ DEAD_LETTER_SCHEMA = pa.schema([
     pa.field("source", pa.string(), nullable=False),
     pa.field("row", pa.int64(), nullable=False),   # row number within the source file
     pa.field("reason", pa.string(), nullable=False),  # one of REJECT_REASONS
-    pa.field("detail", pa.string()),    # more about the reason (duplicate_id: the first row)
+    pa.field("detail", pa.string()),    # more about the reason (duplicate_id: the first row;
+                                        # out_of_range: the element and its value)
 ])
 
 
