@@ -470,6 +470,37 @@ def test_empty_input_publishes_nothing(tmp_path, capsys):
     assert IndexStore(str(tmp_path / "idx")).versions() == []
 
 
+def _zero_rows(folder: Path, kind: str) -> None:
+    if kind == "npy":
+        np.save(folder / "a.npy", np.zeros((0, 8), np.float32))
+        return
+    vector_type = pa.list_(pa.float32(), 8 if kind == "fixed" else -1)
+    pq.write_table(pa.table({"id": pa.array([], pa.int64()),
+                             "embedding": pa.array([], vector_type)}), folder / "a.parquet")
+
+
+@pytest.mark.parametrize("kind, dim", [("npy", 8), ("fixed", 8), ("list", None)])
+def test_zero_row_inputs_without_dim_write_a_report(tmp_path, capsys, kind, dim):
+    """Files that exist but hold no row, and no ``dim`` in the config: the width comes from
+    the metadata (NPY shape, fixed_size_list size) of files with no rows too; where nothing
+    gives it (a list column), the report says so (dim null). Exit 1, nothing published."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _zero_rows(folder, kind)
+    data = job(folder, str(tmp_path / "idx"))
+    data["input"].update(url=f"{folder}/*", dim=None)
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(config_file)]) == 1
+    assert "read 0 rows" in capsys.readouterr().out
+    assert IndexStore(str(tmp_path / "idx")).versions() == []
+    [report_file] = (tmp_path / "idx").glob("runs/*/report.json")
+    report = json.loads(report_file.read_text())
+    assert report["dim"] == dim and report["counts"]["rows_read"] == 0
+    assert report["gate"]["problems"] == ["no row was accepted: nothing to publish"]
+    assert pq.read_table(report_file.parent / "dead_letters.parquet").num_rows == 0
+
+
 def test_npy_input_with_an_ids_file_rejects_repeated_ids(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

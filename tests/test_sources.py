@@ -493,6 +493,26 @@ def test_file_changed_after_planning(tmp_path):
         read_split(splits[1])
 
 
+def test_files_with_no_rows_still_give_their_width(tmp_path):
+    """A file with no rows has no split, but its metadata still fixes the vector width."""
+    write_npy(str(tmp_path / "n/a.npy"), np.zeros((0, 6), np.float32))
+    plan = plan_inputs(str(tmp_path / "n"))
+    assert (plan.dim, plan.total_rows, plan.splits) == (6, 0, ())
+    empty = pa.table({"id": pa.array([], pa.int64()),
+                      "embedding": pa.array([], pa.list_(pa.float32(), 6))})
+    write_parquet(str(tmp_path / "p/a.parquet"), empty, row_group_size=10)
+    assert plan_inputs(str(tmp_path / "p")).dim == 6
+    # ... and must agree with the others
+    write_parquet(str(tmp_path / "p/b.parquet"), embedding_table([1], vectors(1, 0)),
+                  row_group_size=10)
+    with pytest.raises(InputReadError, match="disagree on the vector width"):
+        plan_inputs(str(tmp_path / "p"))
+    # a list column with no rows fixes nothing
+    write_parquet(str(tmp_path / "l/a.parquet"), empty.cast(pa.schema(
+        [("id", pa.int64()), ("embedding", pa.list_(pa.float32()))])), row_group_size=10)
+    assert plan_inputs(str(tmp_path / "l")).dim is None
+
+
 def test_inconsistent_inputs(tmp_path):
     write_parquet(str(tmp_path / "w/a.parquet"), embedding_table([1], vectors(1, 0)),
                   row_group_size=10)

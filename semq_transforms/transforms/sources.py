@@ -238,11 +238,23 @@ def plan_splits(files: Sequence[str], *, format: InputFormat = "auto", batch_row
     so a missing column or a wrong type fails before any data is read. ``filesystem``: an
     fsspec filesystem to use for the files (else one is built from ``storage_options``).
     """
+    return _plan_files(files, format=format, batch_rows=batch_rows,
+                       vector_column=vector_column, id_column=id_column,
+                       storage_options=storage_options, filesystem=filesystem)[0]
+
+
+def _plan_files(files: Sequence[str], *, format: InputFormat, batch_rows: int,
+                vector_column: str | None, id_column: str | None,
+                storage_options: Mapping[str, Any] | None,
+                filesystem: Any) -> tuple[list[Split], dict[str, int | None]]:
+    """:func:`plan_splits`, plus the vector width each file's metadata fixes (None: variable
+    length lists), files with no rows included (they have no split to carry it)."""
     if type(batch_rows) is not int or batch_rows < 1:
         raise ValueError(f"batch_rows must be an int >= 1, got {batch_rows!r}")
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")
     splits: list[Split] = []
+    widths: dict[str, int | None] = {}
     id_kinds: dict[str, str] = {}
     offset = 0
     for url in files:
@@ -267,8 +279,9 @@ def plan_splits(files: Sequence[str], *, format: InputFormat = "auto", batch_row
             cuts = _group_chunks(counts, batch_rows)
         for start, stop, groups in cuts:
             splits.append(Split(url, fmt, start, stop, offset + start, groups, width))
+        widths[url] = width
         offset += rows
-    return splits
+    return splits, widths
 
 
 def _group_chunks(counts: Sequence[int], batch_rows: int) -> list[tuple[int, int, tuple]]:
@@ -297,17 +310,19 @@ def plan_inputs(url_or_glob: str, *, format: InputFormat = "auto",
     format, one id type (checked in :func:`plan_splits`' schema pass), one vector width, and an
     ``ids_url`` side file that has one id per input row.
 
-    ``dim`` None takes the width the metadata fixes (all files must agree); for
-    variable-length list columns it is inferred from the first rows (the most common length
-    among the first ``batch_rows`` non-null vectors) and logged: pass ``dim`` to be sure.
+    ``dim`` None takes the width the metadata fixes (all files must agree, files with no
+    rows included); for variable-length list columns it is inferred from the first rows (the
+    most common length among the first ``batch_rows`` non-null vectors) and logged: pass
+    ``dim`` to be sure. The plan's ``dim`` is None only when no file fixes a width and no row
+    has a vector: then no row can be accepted.
     """
     if dim is not None and (type(dim) is not int or dim < 1):
         raise ValueError(f"dim must be None or an int >= 1, got {dim!r}")
     fs, _ = fs_for(url_or_glob, storage_options)
     files = expand_inputs(url_or_glob, storage_options=storage_options, filesystem=fs)
-    splits = plan_splits(files, format=format, batch_rows=batch_rows,
-                         vector_column=vector_column, id_column=id_column,
-                         storage_options=storage_options, filesystem=fs)
+    splits, widths = _plan_files(files, format=format, batch_rows=batch_rows,
+                                 vector_column=vector_column, id_column=id_column,
+                                 storage_options=storage_options, filesystem=fs)
     formats = tuple(sorted({s.format for s in splits}))
     if len(formats) > 1:
         raise InputReadError(f"inputs {url_or_glob} mix formats {', '.join(formats)}: ids and "
@@ -319,16 +334,20 @@ def plan_inputs(url_or_glob: str, *, format: InputFormat = "auto",
     if ids_url is not None:
         _check_ids_file(ids_url, total_rows, storage_options, fs)
     if dim is None:
-        dim = _resolve_dim(splits, vector_column, storage_options, fs)
+        dim = _resolve_dim(splits, widths, vector_column, storage_options, fs)
     return InputPlan(tuple(files), tuple(splits), dim, total_rows, formats)
 
 
-def _resolve_dim(splits: Sequence[Split], vector_column: str,
-                 storage_options: Mapping[str, Any] | None, filesystem: Any) -> int | None:
+def _resolve_dim(splits: Sequence[Split], file_widths: Mapping[str, int | None],
+                 vector_column: str, storage_options: Mapping[str, Any] | None,
+                 filesystem: Any) -> int | None:
+    """The width every file's metadata fixes (files with no rows included), else the most
+    common length among the first non-null vectors; None when no file fixes one and no row
+    has a vector (then no row can be accepted)."""
     widths: dict[int, str] = {}
-    for s in splits:
-        if s.vector_width is not None:
-            widths.setdefault(s.vector_width, s.url)
+    for url, width in file_widths.items():
+        if width is not None:
+            widths.setdefault(width, url)
     if len(widths) > 1:
         (w1, f1), (w2, f2) = sorted(widths.items(), key=lambda item: item[1])[:2]
         raise InputReadError(f"input files disagree on the vector width: {f1} has {w1}, {f2} "
