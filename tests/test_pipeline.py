@@ -501,6 +501,36 @@ def test_zero_row_inputs_without_dim_write_a_report(tmp_path, capsys, kind, dim)
     assert pq.read_table(report_file.parent / "dead_letters.parquet").num_rows == 0
 
 
+@pytest.mark.parametrize("vectors, reject_zero, reasons", [
+    ([None, None, None], True, ["null_vector"] * 3),
+    ([[], [], None], False, ["wrong_dimension", "wrong_dimension", "null_vector"])])
+def test_no_row_with_a_vector_and_no_dim_rejects_every_row(tmp_path, capsys, vectors,
+                                                           reject_zero, reasons):
+    """A list<float> column whose vectors are all null (or empty: no values, no width) and
+    no ``dim``: the width cannot be inferred, every row is a dead letter, exit 1 with a
+    report."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": pa.array([1, 2, 3], pa.int64()),
+                             "embedding": pa.array(vectors, pa.list_(pa.float32()))}),
+                   folder / "a.parquet")
+    data = job(folder, str(tmp_path / "idx"), max_rejected_fraction=1.0,
+               reject_zero_vectors=reject_zero)
+    data["input"]["dim"] = None
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(config_file)]) == 1
+    assert "no row was accepted" in capsys.readouterr().out
+    [report_file] = (tmp_path / "idx").glob("runs/*/report.json")
+    report = json.loads(report_file.read_text())
+    assert report["dim"] is None
+    assert report["counts"]["rows_read"] == 3 == report["counts"]["dead_letters"]
+    dead = pq.read_table(report_file.parent / "dead_letters.parquet").to_pylist()
+    assert dead == [{"id": str(i + 1), "source": f"file://{folder}/a.parquet", "row": i,
+                     "reason": reason, "detail": None} for i, reason in enumerate(reasons)]
+    assert IndexStore(str(tmp_path / "idx")).versions() == []
+
+
 def test_npy_input_with_an_ids_file_rejects_repeated_ids(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -513,6 +513,28 @@ def test_files_with_no_rows_still_give_their_width(tmp_path):
     assert plan_inputs(str(tmp_path / "l")).dim is None
 
 
+def test_empty_and_null_vectors_give_no_width(tmp_path):
+    """Width inference skips null and empty vectors; with no other row there is no width
+    (dim None) and every row is rejected; an empty vector never has the right width."""
+    def plan(name, rows):
+        table = pa.table({"id": pa.array(range(len(rows)), pa.int64()),
+                          "embedding": pa.array(rows, pa.list_(pa.float32()))})
+        return plan_inputs(write_parquet(str(tmp_path / name), table, row_group_size=10))
+
+    mixed = plan("mixed.parquet", [[], [], [], None, [1.0, 2.0], [3.0, 4.0]])
+    assert mixed.dim == 2
+    for dim in (2, None):
+        batch = read_split(mixed.splits[0], dim=dim, reject_zero_vectors=False)
+        assert [(d["row"], d["reason"]) for d in batch.rejected] == [
+            (0, "wrong_dimension"), (1, "wrong_dimension"), (2, "wrong_dimension"),
+            (3, "null_vector")]
+    nothing = plan("nothing.parquet", [None, [], None])
+    assert nothing.dim is None
+    batch = read_split(nothing.splits[0], dim=None, reject_zero_vectors=False)
+    assert batch.accepted == 0 and [d["reason"] for d in batch.rejected] == [
+        "null_vector", "wrong_dimension", "null_vector"]
+
+
 def test_inconsistent_inputs(tmp_path):
     write_parquet(str(tmp_path / "w/a.parquet"), embedding_table([1], vectors(1, 0)),
                   row_group_size=10)

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from semq_transforms.errors import InputReadError
 from semq_transforms.transforms.sources import Batch, Split, iter_split
 
 __all__ = ["FileOffsets", "ShardRead", "ShardRows", "ShardTask", "bucket_count",
@@ -252,14 +253,15 @@ def _clip(batch: Batch, start: int, stop: int, duplicates: Mapping[int, str],
 
 
 def read_shard(task: ShardTask, *, duplicates: Mapping[int, str] | None = None,
-               dim: int, filesystem: Any = None, **read_options: Any) -> ShardRead:
+               dim: int | None, filesystem: Any = None, **read_options: Any) -> ShardRead:
     """Read the rows of ``task``'s range from its splits and sort them into accepted rows
     and dead letters.
 
     Args:
         task: from :func:`plan_shards`.
         duplicates: ``{position: detail}`` of this shard's rows to reject as ``duplicate_id``.
-        dim: the vector width (rows of another length are rejected).
+        dim: the vector width (rows of another length are rejected); None when the plan found
+            no width and no vector (``plan_inputs``): then every row is rejected.
         filesystem: an fsspec filesystem to reuse.
         **read_options: :func:`iter_split` options (``vector_column``, ``id_column``,
             ``ids_url``, ``batch_rows``, ``reject_zero_vectors``, ``max_abs_value``,
@@ -271,7 +273,7 @@ def read_shard(task: ShardTask, *, duplicates: Mapping[int, str] | None = None,
     # of batches concatenated at the end: one shard's vectors in memory, not two).
     capacity = sum(max(0, min(task.stop, s.global_row_offset + s.rows)
                        - max(task.start, s.global_row_offset)) for s in task.splits)
-    vectors = np.empty((capacity, dim), dtype=np.float32)
+    vectors = np.empty((capacity, 0 if dim is None else dim), dtype=np.float32)
     filled = 0
     ids, positions, dead = [], [], []
     counts = {"rows_read": 0, "bytes_read": 0}
@@ -284,6 +286,9 @@ def read_shard(task: ShardTask, *, duplicates: Mapping[int, str] | None = None,
             if filled + b_vectors.shape[0] > capacity:
                 raise ValueError(f"shard {task.shard_no}: read more rows than its range "
                                  f"holds ({capacity})")
+            if dim is None and b_vectors.shape[0]:
+                raise InputReadError(f"cannot read {split.url}: it has vectors where the plan "
+                                     f"found none; the file changed since it was planned")
             vectors[filled:filled + b_vectors.shape[0]] = b_vectors
             filled += b_vectors.shape[0]
             ids.append(b_ids)

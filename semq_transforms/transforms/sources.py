@@ -342,8 +342,8 @@ def _resolve_dim(splits: Sequence[Split], file_widths: Mapping[str, int | None],
                  vector_column: str, storage_options: Mapping[str, Any] | None,
                  filesystem: Any) -> int | None:
     """The width every file's metadata fixes (files with no rows included), else the most
-    common length among the first non-null vectors; None when no file fixes one and no row
-    has a vector (then no row can be accepted)."""
+    common length among the first non-null, non-empty vectors; None when no file fixes one
+    and no row has a vector of at least one value (then no row can be accepted)."""
     widths: dict[int, str] = {}
     for url, width in file_widths.items():
         if width is not None:
@@ -356,9 +356,8 @@ def _resolve_dim(splits: Sequence[Split], file_widths: Mapping[str, int | None],
     if widths:
         return next(iter(widths))
     for s in splits:
-        lengths = _first_lengths(s, vector_column, storage_options, filesystem)
-        if lengths.size:
-            dim = most_common(lengths)
+        dim = most_common(_first_lengths(s, vector_column, storage_options, filesystem))
+        if dim:
             logger.info("vector width %d inferred from the first rows of %s (pass dim= to "
                         "fix it)", dim, s.url)
             return dim
@@ -372,7 +371,7 @@ def _first_lengths(split: Split, vector_column: str, storage_options: Mapping[st
         column = chunk.vectors
         lengths = np.diff(column.offsets.to_numpy())[column.is_valid().to_numpy(
             zero_copy_only=False)]
-        if lengths.size:
+        if lengths.any():
             return lengths
     return np.zeros(0, np.int64)
 
@@ -573,7 +572,7 @@ def _make_batch(*, source: str, row_start: int, global_row_offset: int, ids: np.
 
     mark(id_null, "null_id")
     mark(vector_null, "null_vector")
-    mark(~right_length, "wrong_dimension")
+    mark(~right_length | (vectors.shape[1] == 0), "wrong_dimension")  # no values: no width
     mark(~np.isfinite(vectors).all(axis=1), "non_finite")
     mark(_beyond(vectors, max_abs_value), "out_of_range")
     if reject_zero_vectors:
