@@ -341,6 +341,28 @@ def test_values_the_codecs_cannot_encode_are_dead_letters(tmp_path, codecs, valu
     assert Index.open(str(tmp_path / "idx")).manifest.rows == 119
 
 
+def test_string_ids_a_shard_cannot_store_are_dead_letters(tmp_path):
+    """A string id over MAX_ID_BYTES UTF-8 bytes is rejected (``id_too_long``) when its row
+    is read, not when the shard is written: the run publishes the other rows."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ids = [f"doc-{i}" for i in range(120)]
+    ids[33] = "x" * 20000
+    _write_ids_file(folder, "a.parquet", ids, sample_embeddings(120, DIM, seed=13))
+    data = job(folder, str(tmp_path / "idx"), max_rejected_fraction=0.01)
+    data["encode"]["rows_per_shard"] = 50
+    run_id, report = run_job(data)
+    assert report["gate"]["passed"], report["gate"]
+    dead = pq.read_table(tmp_path / "idx" / "runs" / run_id / "dead_letters.parquet")
+    assert dead.to_pylist() == [
+        {"id": ids[33], "source": f"file://{folder}/a.parquet", "row": 33,
+         "reason": "id_too_long",
+         "detail": "the id is 20000 UTF-8 bytes; a shard stores at most 16384"}]
+    assert report["counts"]["rows_read"] == 120 == report["counts"]["rows_encoded"] + 1
+    got = [i for shard_ids, _ in Index.open(str(tmp_path / "idx")).restore() for i in shard_ids]
+    assert sorted(got) == sorted(ids[:33] + ids[34:])
+
+
 def test_every_row_rejected_publishes_nothing(tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -82,13 +82,13 @@ def test_parquet_glob_dead_letters_and_counters(tmp_path):
     plan = read.plan
     n_bad = bad.num_rows
     assert plan.dim == 4 and plan.total_rows == n_bad + 40
-    # a.parquet: row groups 5, 5+3 -> 2 splits; b.parquet: 4 row groups of 10 -> 4 splits,
+    # a.parquet: row groups 5, 5, 4 -> 3 splits; b.parquet: 4 row groups of 10 -> 4 splits,
     # each emitted as batches of 8 + 2 rows.
-    assert [s.rows for s in plan.splits] == [5, 8, 10, 10, 10, 10]
+    assert [s.rows for s in plan.splits] == [5, 5, 4, 10, 10, 10, 10]
 
     p = BeamTestPipeline(options=direct_options())
     out = p | "Read embeddings" >> read
-    assert_that(out.batches, check_batches(max_rows=8, count=2 + 4 * 2), label="Check batches")
+    assert_that(out.batches, check_batches(max_rows=8, count=3 + 4 * 2), label="Check batches")
     accepted_rows = [(0, "a0"), (8, "a8"), (11, "a11")] + [(n_bad + i, good_ids[i])
                                                          for i in range(40)]
     assert_that(out.batches | "Accepted rows" >> beam.FlatMap(
@@ -116,8 +116,9 @@ def test_parquet_glob_dead_letters_and_counters(tmp_path):
                  for r in set(reasons.values())}
     assert got.pop("bytes_read") > 0
     assert got == {"rows_read": n_bad + 40, "rows_accepted": n_bad + 40 - len(reasons),
-                   "rows_rejected": len(reasons), "splits_read": 6, **by_reason}
-    assert set(by_reason) == {"rows_rejected_null_id", "rows_rejected_null_vector",
+                   "rows_rejected": len(reasons), "splits_read": 7, **by_reason}
+    assert set(by_reason) == {"rows_rejected_null_id", "rows_rejected_id_too_long",
+                              "rows_rejected_null_vector",
                               "rows_rejected_wrong_dimension", "rows_rejected_non_finite",
                               "rows_rejected_out_of_range", "rows_rejected_zero_vector"}
 

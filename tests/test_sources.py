@@ -17,6 +17,7 @@ from pyarrow import ipc
 from semq_transforms.codecs import get_codec, max_abs_value
 from semq_transforms.codecs.base import F16_MAX, MAX_ABS_VALUE
 from semq_transforms.errors import InputReadError
+from semq_transforms.format._ids import MAX_ID_BYTES
 from semq_transforms.transforms import _ipc_footer
 from semq_transforms.transforms.sources import (
     REJECT_REASONS,
@@ -309,11 +310,15 @@ def test_every_reject_reason_and_reconciliation(tmp_path):
     ids, got, positions = accepted(batches)
     assert ids.tolist() == ["a0", "a8", "a11"] and positions.tolist() == [0, 8, 11]
     np.testing.assert_array_equal(got[2], [-1.0, 0.5, 0.25, 2.0])
-    assert sum(b.rows for b in batches) == 13 == len(ids) + len(rejected)
+    assert sum(b.rows for b in batches) == 14 == len(ids) + len(rejected)
     assert [d for d in rejected if d["reason"] == "out_of_range"] == [
         {"id": "a12", "source": plan.files[0], "row": 12, "reason": "out_of_range",
          "detail": "vector element 2 is -1e+17; the codecs encode magnitudes up to 1e+16"}]
-    assert all("detail" not in d for d in rejected if d["reason"] != "out_of_range")
+    assert [d for d in rejected if d["reason"] == "id_too_long"] == [
+        {"id": "\u00e9" * 8193, "source": plan.files[0], "row": 13, "reason": "id_too_long",
+         "detail": "the id is 16386 UTF-8 bytes; a shard stores at most 16384"}]
+    assert all("detail" not in d for d in rejected
+               if d["reason"] not in ("out_of_range", "id_too_long"))
     # Zero vectors are kept when not rejected.
     kept = read_all(plan.splits, dim=4, reject_zero_vectors=False)
     assert "a6" in accepted(kept)[0].tolist()
@@ -378,6 +383,22 @@ def test_values_beyond_the_codecs_limit_are_rejected_at_read_time(tmp_path, fmt)
     # the default is every codec's limit (1e16): only the non-finite rows go
     assert max_abs_value(["semq4", "int8"]) == MAX_ABS_VALUE
     assert [d["row"] for d in read_split(split).rejected] == [5, 6]
+
+
+def test_string_ids_longer_than_a_shard_stores_are_rejected(tmp_path):
+    """``id_too_long``: more than MAX_ID_BYTES UTF-8 bytes (not characters); exactly that many
+    is fine, and so are integer ids and null ids (``null_id``)."""
+    ids = ["x" * MAX_ID_BYTES, "x" * (MAX_ID_BYTES + 1), "\u20ac" * (MAX_ID_BYTES // 3),
+           "\u20ac" * (MAX_ID_BYTES // 3 + 1), None, "short"]
+    url = write_parquet(str(tmp_path / "ids.parquet"),
+                        embedding_table(pa.array(ids, pa.string()), vectors(6, seed=22)),
+                        row_group_size=6)
+    batch = read_split(plan_splits([url])[0])
+    assert batch.ids.tolist() == [ids[0], ids[2], "short"]
+    assert [(d["row"], d["reason"], d.get("detail")) for d in batch.rejected] == [
+        (1, "id_too_long", "the id is 16385 UTF-8 bytes; a shard stores at most 16384"),
+        (3, "id_too_long", "the id is 16386 UTF-8 bytes; a shard stores at most 16384"),
+        (4, "null_id", None)]
 
 
 def test_find_duplicate_ids(tmp_path):

@@ -51,6 +51,7 @@ from pyarrow import ipc
 
 from semq_transforms.codecs.base import MAX_ABS_VALUE
 from semq_transforms.errors import InputReadError
+from semq_transforms.format._ids import MAX_ID_BYTES
 from semq_transforms.transforms import _ipc_footer
 from semq_transforms.transforms._columns import (
     ids_from_arrow,
@@ -75,9 +76,11 @@ logger = logging.getLogger(__name__)
 
 InputFormat = Literal["auto", "parquet", "arrow", "npy"]
 FORMATS = ("parquet", "arrow", "npy")
-REJECT_REASONS = ("null_id", "null_vector", "wrong_dimension", "non_finite", "out_of_range",
-                  "zero_vector", "duplicate_id")
+REJECT_REASONS = ("null_id", "id_too_long", "null_vector", "wrong_dimension", "non_finite",
+                  "out_of_range", "zero_vector", "duplicate_id")
 """Why a row is rejected, in order of precedence: a row gets the first reason that applies.
+``id_too_long``: a string id of more than :data:`~semq_transforms.format._ids.MAX_ID_BYTES`
+UTF-8 bytes, which a shard cannot store (``detail`` gives its length).
 ``out_of_range``: a finite value of a magnitude the codecs cannot encode (beyond
 ``max_abs_value``, see :attr:`~semq_transforms.codecs.base.Codec.max_abs_value`); its dead
 letter's ``detail`` names the vector element and its value. ``duplicate_id`` is decided by a
@@ -131,7 +134,7 @@ class Batch:
         positions: int64 ``[n]``, global positions of the accepted rows (ascending).
         rejected: one dead letter per rejected row: ``{"id", "source", "row", "reason"}``
             (``id`` None when unknown, ``row`` the row number within the file), plus
-            ``"detail"`` for reasons that have one (``out_of_range``).
+            ``"detail"`` for reasons that have one (``id_too_long``, ``out_of_range``).
         bytes_read: bytes read from storage to produce this batch (metadata included).
     """
 
@@ -555,6 +558,22 @@ def _out_of_range_detail(vector: np.ndarray, limit: float) -> str:
             f"magnitudes up to {limit:g}")
 
 
+def _id_bytes(ids: np.ndarray, id_null: np.ndarray) -> np.ndarray | None:
+    """int64 ``[n]``: the UTF-8 length of each string id in object ``ids`` ``[n]`` that may be
+    longer than :data:`MAX_ID_BYTES` (0 elsewhere); None for integer ids or when none can be
+    (a character is at most 4 bytes, so most ids are never encoded)."""
+    if ids.dtype != object or not ids.size:
+        return None
+    chars = np.fromiter((0 if null else len(i) for i, null in zip(ids, id_null, strict=True)),
+                        np.int64, count=ids.shape[0])
+    maybe = np.flatnonzero(chars * 4 > MAX_ID_BYTES)
+    if not maybe.size:
+        return None
+    size = np.zeros(ids.shape[0], np.int64)
+    size[maybe] = [len(ids[i].encode("utf-8", "surrogatepass")) for i in maybe]
+    return size
+
+
 def _make_batch(*, source: str, row_start: int, global_row_offset: int, ids: np.ndarray,
                 id_null: np.ndarray, vectors: np.ndarray, vector_null: np.ndarray,
                 right_length: np.ndarray, reject_zero_vectors: bool,
@@ -571,6 +590,8 @@ def _make_batch(*, source: str, row_start: int, global_row_offset: int, ids: np.
             reason[(reason == 0) & mask] = REJECT_REASONS.index(name) + 1
 
     mark(id_null, "null_id")
+    id_bytes = _id_bytes(ids, id_null)
+    mark(None if id_bytes is None else id_bytes > MAX_ID_BYTES, "id_too_long")
     mark(vector_null, "null_vector")
     mark(~right_length | (vectors.shape[1] == 0), "wrong_dimension")  # no values: no width
     mark(~np.isfinite(vectors).all(axis=1), "non_finite")
@@ -586,6 +607,9 @@ def _make_batch(*, source: str, row_start: int, global_row_offset: int, ids: np.
                   "source": source, "row": row_start + int(i), "reason": name}
         if name == "out_of_range":
             letter["detail"] = _out_of_range_detail(vectors[i], max_abs_value)
+        elif name == "id_too_long":
+            letter["detail"] = (f"the id is {int(id_bytes[i])} UTF-8 bytes; a shard stores "
+                                f"at most {MAX_ID_BYTES}")
         return letter
 
     rejected = tuple(dead_letter(i) for i in np.flatnonzero(~ok))
@@ -828,7 +852,8 @@ DEAD_LETTER_SCHEMA = pa.schema([
     pa.field("row", pa.int64(), nullable=False),   # row number within the source file
     pa.field("reason", pa.string(), nullable=False),  # one of REJECT_REASONS
     pa.field("detail", pa.string()),    # more about the reason (duplicate_id: the first row;
-                                        # out_of_range: the element and its value)
+                                        # id_too_long: its length; out_of_range: the
+                                        # element and its value)
 ])
 
 
