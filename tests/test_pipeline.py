@@ -363,6 +363,46 @@ def test_string_ids_a_shard_cannot_store_are_dead_letters(tmp_path):
     assert sorted(got) == sorted(ids[:33] + ids[34:])
 
 
+def test_credentials_in_input_urls_reach_no_output(tmp_path, http_folder, capsys, caplog):
+    """A signed input URL (``?sig=...``): dead letters name the file by its redacted URL (in
+    ``source`` and in a duplicate's ``detail``), and so do errors for an input that does not
+    exist or cannot be read; the token is in no file the run writes, nor its output or log."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    served, base = http_folder
+    secret = "sig=SECRET123"
+    x = sample_embeddings(60, DIM, seed=14)
+    x[3] = 0.0
+    ids = list(range(60))
+    ids[40] = ids[10]
+    _write_ids_file(served, "a.parquet", ids, x)
+    (served / "bad.parquet").write_bytes(b"not parquet" * 20)
+    data = job(tmp_path, str(tmp_path / "idx"), max_rejected_fraction=0.1)
+    data["input"].update(url=f"{base}/a.parquet?{secret}", format="parquet")
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(config_file)]) == 0
+    printed = [capsys.readouterr()]
+    source = f"{base}/a.parquet?***"
+    [dead_file] = (tmp_path / "idx").glob("runs/*/dead_letters.parquet")
+    assert pq.read_table(dead_file).to_pylist() == [
+        {"id": "3", "source": source, "row": 3, "reason": "zero_vector", "detail": None},
+        {"id": "10", "source": source, "row": 40, "reason": "duplicate_id",
+         "detail": f"first occurrence: {source} row 10"}]
+    for name, message in (("missing.parquet", "no input files match"),
+                          ("bad.parquet", "cannot read")):
+        data["input"]["url"] = f"{base}/{name}?{secret}"
+        config_file.write_text(yaml.safe_dump(data))
+        assert main(["--config", str(config_file)]) == 2
+        printed.append(capsys.readouterr())
+        assert f"{message} {base}/{name}?***" in printed[-1].err
+    assert not [o for o in printed if "SECRET123" in o.out + o.err]
+    assert "SECRET123" not in caplog.text
+    written = [p for p in (tmp_path / "idx").rglob("*") if p.is_file()]
+    assert written and not [p for p in written if b"SECRET123" in p.read_bytes()]
+
+
 def test_every_row_rejected_publishes_nothing(tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -495,6 +495,16 @@ def test_unreadable_files_raise_input_read_error_naming_the_file(tmp_path):
         assert isinstance(info.value, OSError)
 
 
+def test_input_read_errors_redact_the_urls_they_name():
+    """Whatever text an InputReadError is built from (a storage library's error included),
+    its message carries no password or signed-URL token."""
+    error = InputReadError("cannot read https://host/a.parquet?sig=SECRET: ClientResponseError:"
+                           " 403, url='https://host/a.parquet?sig=SECRET'; s3://key:pw@b/x")
+    assert str(error) == ("cannot read https://host/a.parquet?***: ClientResponseError: 403, "
+                          "url='https://host/a.parquet?***'; s3://***@b/x")
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)
+
+
 def test_file_changed_after_planning(tmp_path):
     x = vectors(20, seed=15)
     parquet = write_parquet(str(tmp_path / "p.parquet"), embedding_table(np.arange(20), x),

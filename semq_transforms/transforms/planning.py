@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from semq_transforms._urls import redact_url
 from semq_transforms.errors import InputReadError
 from semq_transforms.transforms.sources import Batch, Split, iter_split
 
@@ -203,7 +204,7 @@ def bucket_duplicates(parts: Iterable[tuple[np.ndarray, np.ndarray]], *, rows_pe
         position = int(positions[order[j]])
         source, row = files.locate(int(positions[order[first_index[j]]]))
         found.setdefault(position // rows_per_shard, {})[position] = (
-            f"first occurrence: {source} row {row}")
+            f"first occurrence: {redact_url(source)} row {row}")
     return sorted(found.items())
 
 

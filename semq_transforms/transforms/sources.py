@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import ipc
 
+from semq_transforms._urls import redact_url
 from semq_transforms.codecs.base import MAX_ABS_VALUE
 from semq_transforms.errors import InputReadError
 from semq_transforms.format._ids import MAX_ID_BYTES
@@ -125,7 +126,7 @@ class Batch:
     """Rows read from one split: the accepted vectors and the rejected rows.
 
     Attributes:
-        source: the file the rows come from.
+        source: the file the rows come from (its URL redacted, as ``redact_url`` does).
         row_start: row number within the file of the first row read.
         rows: rows read; always ``len(ids) + len(rejected)``.
         global_row_offset: global position of row ``row_start``.
@@ -194,8 +195,8 @@ def expand_inputs(url_or_glob: str, *, storage_options: Mapping[str, Any] | None
                 files.update(p for p in fs.find(match) if not _hidden(p, match))
             else:
                 files.add(match)
-    except OSError as exc:
-        raise InputReadError(f"cannot list inputs {url_or_glob}: {exc}") from exc
+    except OSError as exc:  # no chained cause (it quotes the URL unredacted)
+        raise InputReadError(f"cannot list inputs {url_or_glob}: {exc}") from None
     if not files:
         raise InputReadError(f"no input files match {url_or_glob}: check the URL, the glob "
                              f"and the storage options")
@@ -362,7 +363,7 @@ def _resolve_dim(splits: Sequence[Split], file_widths: Mapping[str, int | None],
         dim = most_common(_first_lengths(s, vector_column, storage_options, filesystem))
         if dim:
             logger.info("vector width %d inferred from the first rows of %s (pass dim= to "
-                        "fix it)", dim, s.url)
+                        "fix it)", dim, redact_url(s.url))
             return dim
     return None
 
@@ -578,11 +579,13 @@ def _make_batch(*, source: str, row_start: int, global_row_offset: int, ids: np.
                 id_null: np.ndarray, vectors: np.ndarray, vector_null: np.ndarray,
                 right_length: np.ndarray, reject_zero_vectors: bool,
                 max_abs_value: float, bytes_read: int) -> Batch:
-    """Validate rows and split them into accepted vectors and dead letters.
+    """Validate rows and split them into accepted vectors and dead letters (``source``, the
+    file, is stored redacted: dead letters are written out).
 
     ``ids`` ``[n]`` (int64 or object str), ``id_null``/``vector_null``/``right_length`` bool
     ``[n]``, ``vectors`` float32 ``[n, d]``."""
     n = vectors.shape[0]
+    source = redact_url(source)
     reason = np.zeros(n, np.int8)  # 0: accepted, k: REJECT_REASONS[k - 1]
 
     def mark(mask: np.ndarray | None, name: str) -> None:
@@ -734,8 +737,8 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
                               max_abs_value=max_abs_value, bytes_read=chunk.bytes_read)
     except InputReadError:
         raise
-    except FileNotFoundError as exc:
-        raise InputReadError(f"cannot read {split.url}: file not found") from exc
+    except FileNotFoundError:  # no chained cause (it quotes the URL unredacted)
+        raise InputReadError(f"cannot read {split.url}: file not found") from None
     except (OSError, EOFError, pa.ArrowException) as exc:
         hint = ""
         if split.format == "parquet" and "Expected all lists to be of size" in str(exc):
@@ -743,7 +746,7 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
                     "Parquet (apache/arrow#35692): write the vectors as list<float>, or "
                     "without null vectors")
         raise InputReadError(f"cannot read {split.url}: {type(exc).__name__}: {exc}"
-                             f"{hint}") from exc
+                             f"{hint}") from None
 
 
 def read_split(split: Split, *, vector_column: str = "embedding", id_column: str | None = "id",
@@ -762,8 +765,8 @@ def read_split(split: Split, *, vector_column: str = "embedding", id_column: str
         return batches[0]
     width = dim if dim is not None else split.vector_width or 0
     ids = [b.ids for b in batches]
-    return Batch(source=split.url, row_start=split.row_start, rows=sum(b.rows for b in batches),
-                 global_row_offset=split.global_row_offset,
+    return Batch(source=redact_url(split.url), row_start=split.row_start,
+                 rows=sum(b.rows for b in batches), global_row_offset=split.global_row_offset,
                  ids=np.concatenate(ids) if ids else np.zeros(0, np.int64),
                  vectors=(np.concatenate([b.vectors for b in batches]) if batches
                           else np.zeros((0, width), np.float32)),
