@@ -403,6 +403,26 @@ def test_credentials_in_input_urls_reach_no_output(tmp_path, http_folder, capsys
     assert written and not [p for p in written if b"SECRET123" in p.read_bytes()]
 
 
+def test_the_query_sample_reads_past_rejected_split_heads(tmp_path):
+    """The first row of every split rejected, one query wanted (a head of one row per
+    split): the sample still comes from accepted rows, read further into the heads."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    x = sample_embeddings(100, DIM, seed=15)
+    x[::10] = 0.0
+    pq.write_table(pa.table({"id": pa.array(range(100)), "embedding": pa.FixedSizeListArray
+                             .from_arrays(pa.array(x.reshape(-1)), DIM)}),
+                   folder / "a.parquet", row_group_size=10)
+    data = job(folder, str(tmp_path / "idx"), max_rejected_fraction=0.2, sample_queries=1,
+               min_recall_at_k=0.5)
+    data["input"]["batch_rows"] = 10
+    data["encode"]["rows_per_shard"] = 50
+    _, report = run_job(data)
+    assert report["gate"] == {"passed": True, "problems": []}
+    assert report["validation"]["queries"] == 1
+    assert report["counts"]["rows_read"] == 100 and report["counts"]["dead_letters"] == 10
+
+
 def test_every_row_rejected_publishes_nothing(tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()

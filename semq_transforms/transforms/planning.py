@@ -24,9 +24,10 @@ only on the input order, never on the values. Null ids are not duplicates (they 
 by construction and skip this step.
 
 **The query sample** (:func:`sample_splits`): the validation queries are drawn from the heads
-of a seeded choice of up to 64 input splits (about ``4 * queries`` rows in all, read a second
-time for it; Parquet pages are streamed, so a head costs about one page, not a row group):
-spread over the input, at a small fraction of its read cost.
+of a seeded choice of up to 64 input splits (about ``4 * queries`` accepted rows in all, read
+a second time for it; Parquet pages are streamed, so a head costs about one page, not a row
+group; a head whose rows are rejected is read further, ``iter_split_head``): spread over the
+input, at a small fraction of its read cost.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def splitmix64(values: np.ndarray) -> np.ndarray:
 def sample_splits(splits: Sequence[Split], *, queries: int, seed: int,
                   max_splits: int = 64) -> tuple[list[Split], int]:
     """Where the query sample comes from: up to ``max_splits`` splits in seeded order, and how
-    many rows of each one's head to read so that about ``4 * queries`` candidates are read.
+    many accepted rows of each one's head to read (``iter_split_head``) so that about
+    ``4 * queries`` candidates are read.
     Returns ``(splits in input order, head_rows)``."""
     if not splits:
         return [], 1

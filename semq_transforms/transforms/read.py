@@ -68,6 +68,7 @@ from semq_transforms.transforms.sources import (
     filesystem_for,
     ids_are_positions,
     iter_split,
+    iter_split_head,
     iter_split_ids,
     plan_inputs,
     write_dead_letters,
@@ -85,9 +86,11 @@ COUNTS = "counts"
 class _ReadSplitFn(beam.DoFn):
     """Split -> Batches (main output) and dead letters (``dead_letters`` output)."""
 
-    def __init__(self, read_options: Mapping[str, Any], *, metrics: bool = True) -> None:
+    def __init__(self, read_options: Mapping[str, Any], *, metrics: bool = True,
+                 head_rows: int | None = None) -> None:
         super().__init__()
         self._read_options = dict(read_options)
+        self._head_rows = head_rows
 
         def counter(name: str) -> Any:
             return Metrics.counter(METRICS_NAMESPACE if metrics else _UNCOUNTED, name)
@@ -107,7 +110,11 @@ class _ReadSplitFn(beam.DoFn):
         # One filesystem per DoFn instance, built on the worker (never pickled).
         self._filesystem = filesystem_for(split.url, self._read_options["storage_options"],
                                           self._filesystem)
-        for batch in iter_split(split, filesystem=self._filesystem, **self._read_options):
+        batches = (iter_split(split, filesystem=self._filesystem, **self._read_options)
+                   if self._head_rows is None else
+                   iter_split_head(split, self._head_rows, filesystem=self._filesystem,
+                                   **self._read_options))
+        for batch in batches:
             self._rows_read.inc(batch.rows)
             self._rows_accepted.inc(batch.accepted)
             self._rows_rejected.inc(len(batch.rejected))
@@ -189,9 +196,10 @@ class ReadEmbeddings(beam.PTransform):
 
     def only(self, splits: Sequence[Split], *, head_rows: int | None = None,
              metrics: bool = False) -> ReadEmbeddings:
-        """The same read restricted to ``splits`` (of this plan), and to the first
-        ``head_rows`` rows of each if given, counting into the ``semq`` metrics only if
-        ``metrics``: for a second look at some rows (the query sample)."""
+        """The same read restricted to ``splits`` (of this plan), and to the head of each that
+        holds ``head_rows`` accepted rows if given (``iter_split_head``), counting into the
+        ``semq`` metrics only if ``metrics``: for a second look at some rows (the query
+        sample)."""
         other = copy.copy(self)
         other._only = tuple(splits)
         other._head_rows = head_rows
@@ -200,10 +208,8 @@ class ReadEmbeddings(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
         splits = list(self.plan.splits if self._only is None else self._only)
-        options = self.read_options
-        if self._head_rows is not None:
-            options["limit_rows"] = self._head_rows
-        read_fn = _ReadSplitFn(options, metrics=self._metrics)
+        read_fn = _ReadSplitFn(self.read_options, metrics=self._metrics,
+                               head_rows=self._head_rows)
         return (pbegin
                 # one shuffle spreads the splits (Create's own would be a second stage)
                 | "Create splits" >> beam.Create(splits, reshuffle=False)

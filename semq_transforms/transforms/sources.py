@@ -749,6 +749,26 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
                              f"{hint}") from None
 
 
+def iter_split_head(split: Split, accepted_rows: int, **options: Any) -> Iterator[Batch]:
+    """The first rows of ``split`` that hold ``accepted_rows`` accepted rows (or all its rows
+    if it has fewer), as :class:`Batch` es covering them exactly once (``options``: those of
+    :func:`iter_split`, but ``limit_rows``).
+
+    A look at a split's head (the query sample): it reads ``accepted_rows`` rows, and only
+    when some of them are rejected it reads again from the start, four times as many rows
+    each time, so the rows it yields do not depend on how rows are batched.
+    """
+    if type(accepted_rows) is not int or accepted_rows < 1:
+        raise ValueError(f"accepted_rows must be an int >= 1, got {accepted_rows!r}")
+    limit = accepted_rows
+    while True:
+        batches = list(iter_split(split, limit_rows=limit, **options))
+        if limit >= split.rows or sum(b.accepted for b in batches) >= accepted_rows:
+            yield from batches
+            return
+        limit = min(4 * limit, split.rows)
+
+
 def read_split(split: Split, *, vector_column: str = "embedding", id_column: str | None = "id",
                ids_url: str | None = None, dim: int | None = None,
                reject_zero_vectors: bool = True, max_abs_value: float = MAX_ABS_VALUE,
