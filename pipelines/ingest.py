@@ -48,6 +48,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
+from semq_transforms._urls import redact_text
 from semq_transforms.config import JobConfig, load_config
 from semq_transforms.errors import NothingToPublishError, SemqError
 from semq_transforms.format.store import IndexStore
@@ -108,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"nothing to publish")
         return 0
     except (SemqError, ValueError) as exc:
-        print(f"ingest: {exc}", file=sys.stderr)
+        print(f"ingest: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     try:
         pipeline.run().wait_until_finish()
@@ -116,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with store.open_read(report_path(run_id)) as f:
             report: dict[str, Any] = json.loads(f.read())
     except Exception as exc:  # noqa: BLE001 - any pipeline failure means "could not run"
-        print(f"ingest: the pipeline failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"ingest: the pipeline failed: {type(exc).__name__}: {redact_text(str(exc))}",
+              file=sys.stderr)
         return 2
     counts, gate = report["counts"], report["gate"]
     recall = report["validation"]["recall_at_k"]

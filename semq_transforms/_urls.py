@@ -3,10 +3,15 @@ error messages): no credential in a URL ever leaves the process."""
 
 from __future__ import annotations
 
-__all__ = ["REDACTED", "redact_url"]
+import re
+
+__all__ = ["REDACTED", "redact_text", "redact_url"]
 
 #: What a masked value reads as.
 REDACTED = "***"
+#: A URL inside text: a scheme, ``://``, then up to white space, a quote or a bracket (less
+#: the punctuation that ends a sentence or precedes a message: ``url: error``).
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]*[^\s'\"<>()\[\]{}:;,.]")
 
 
 def redact_url(url: str) -> str:
@@ -33,3 +38,15 @@ def redact_url(url: str) -> str:
     if scheme.lower() in ("http", "https") and "?" in rest:
         rest = f"{rest.partition('?')[0]}?{REDACTED}"
     return f"{scheme}{sep}{rest}"
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it passed through :func:`redact_url` (for messages that
+    quote URLs, including the text of errors raised by storage libraries).
+
+    >>> redact_text("cannot read https://host/a.parquet?sig=abc: not found")
+    'cannot read https://host/a.parquet?***: not found'
+    >>> redact_text("404, url='http://u:pw@host/x'")
+    "404, url='http://***@host/x'"
+    """
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match[0]), text)

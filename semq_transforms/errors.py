@@ -5,6 +5,8 @@ derives from the matching built-in (``ValueError``, ``TypeError``, ``LookupError
 that already catch those keep working.
 """
 
+from semq_transforms._urls import redact_text
+
 
 class SemqError(Exception):
     """Base class of every error semq-transforms raises on purpose."""
@@ -74,7 +76,11 @@ class ConfigError(SemqError, ValueError):
 
 class InputReadError(SemqError, OSError):
     """An input file of the ingestion pipeline cannot be read at all (missing, truncated, not of
-    its format, a required column missing or of the wrong type). The message names the file."""
+    its format, a required column missing or of the wrong type). The message names the file,
+    with the URLs in it redacted (``redact_url``: no signed-URL token or password)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact_text(message))
 
 
 class RunFolderInUseError(SemqError, RuntimeError):

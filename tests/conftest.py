@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.http_server import http_folder  # noqa: F401  (fixture)
 from tests.s3_server import s3_storage_options, s3_url  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]

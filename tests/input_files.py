@@ -62,7 +62,7 @@ def embedding_table(ids: Any, x: np.ndarray) -> pa.Table:
 
 
 def bad_rows_table() -> tuple[pa.Table, dict[int, str]]:
-    """12 rows of string ids and ``list<float32>`` vectors of width 4 that trigger every reject
+    """14 rows of string ids and ``list<float32>`` vectors of width 4 that trigger every reject
     reason; returns the table and ``{row: reason}`` of the rows to reject (zero_vector only
     when zero vectors are rejected)."""
     good = [1.0, 2.0, 3.0, 4.0]
@@ -79,6 +79,8 @@ def bad_rows_table() -> tuple[pa.Table, dict[int, str]]:
         (None, None, "null_id"),               # the first reason that applies wins
         ("a10", [1.0, 2.0, 3.0, 4.0, 5.0], "wrong_dimension"),
         ("a11", [-1.0, 0.5, 0.25, 2.0], None),
+        ("a12", [1.0, 2.0, -1e17, 4.0], "out_of_range"),  # beyond every codec's limit
+        ("\u00e9" * 8193, None, "id_too_long"),  # 16386 UTF-8 bytes (the id's reason first)
     ]
     table = pa.table({
         "id": pa.array([r[0] for r in rows], pa.string()),

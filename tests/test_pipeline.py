@@ -315,6 +315,114 @@ def test_duplicate_ids_are_dead_letters(tmp_path, kind):
     assert index.manifest.rows == 596
 
 
+@pytest.mark.parametrize("codecs, value, limit", [(["semq2", "semq8"], 1e17, "1e+16"),
+                                                  (["f16"], -70000.0, "65504")])
+def test_values_the_codecs_cannot_encode_are_dead_letters(tmp_path, codecs, value, limit):
+    """A finite value beyond the limit of the job's codecs (1e16 for all, float16's 65504 for
+    f16) rejects its row as ``out_of_range`` when it is read, naming file, row, element and
+    value; it never reaches a codec or the query sample, and the run publishes."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    x = sample_embeddings(120, DIM, seed=12)
+    x[70, 5] = value
+    _write_ids_file(folder, "a.parquet", list(range(120)), x)
+    data = job(folder, str(tmp_path / "idx"), max_rejected_fraction=0.01)
+    data["encode"].update(codecs=codecs, rows_per_shard=50)
+    run_id, report = run_job(data)
+    assert report["gate"]["passed"], report["gate"]
+    dead = pq.read_table(tmp_path / "idx" / "runs" / run_id / "dead_letters.parquet")
+    assert dead.to_pylist() == [
+        {"id": "70", "source": f"file://{folder}/a.parquet", "row": 70,
+         "reason": "out_of_range",
+         "detail": f"vector element 5 is {value:g}; the codecs encode magnitudes up to {limit}"}]
+    counts = report["counts"]
+    assert counts["rows_read"] == 120 == counts["rows_encoded"] + dead.num_rows
+    assert counts["rows_rejected"] == counts["dead_letters"] == 1
+    assert Index.open(str(tmp_path / "idx")).manifest.rows == 119
+
+
+def test_string_ids_a_shard_cannot_store_are_dead_letters(tmp_path):
+    """A string id over MAX_ID_BYTES UTF-8 bytes is rejected (``id_too_long``) when its row
+    is read, not when the shard is written: the run publishes the other rows."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ids = [f"doc-{i}" for i in range(120)]
+    ids[33] = "x" * 20000
+    _write_ids_file(folder, "a.parquet", ids, sample_embeddings(120, DIM, seed=13))
+    data = job(folder, str(tmp_path / "idx"), max_rejected_fraction=0.01)
+    data["encode"]["rows_per_shard"] = 50
+    run_id, report = run_job(data)
+    assert report["gate"]["passed"], report["gate"]
+    dead = pq.read_table(tmp_path / "idx" / "runs" / run_id / "dead_letters.parquet")
+    assert dead.to_pylist() == [
+        {"id": ids[33], "source": f"file://{folder}/a.parquet", "row": 33,
+         "reason": "id_too_long",
+         "detail": "the id is 20000 UTF-8 bytes; a shard stores at most 16384"}]
+    assert report["counts"]["rows_read"] == 120 == report["counts"]["rows_encoded"] + 1
+    got = [i for shard_ids, _ in Index.open(str(tmp_path / "idx")).restore() for i in shard_ids]
+    assert sorted(got) == sorted(ids[:33] + ids[34:])
+
+
+def test_credentials_in_input_urls_reach_no_output(tmp_path, http_folder, capsys, caplog):
+    """A signed input URL (``?sig=...``): dead letters name the file by its redacted URL (in
+    ``source`` and in a duplicate's ``detail``), and so do errors for an input that does not
+    exist or cannot be read; the token is in no file the run writes, nor its output or log."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    served, base = http_folder
+    secret = "sig=SECRET123"
+    x = sample_embeddings(60, DIM, seed=14)
+    x[3] = 0.0
+    ids = list(range(60))
+    ids[40] = ids[10]
+    _write_ids_file(served, "a.parquet", ids, x)
+    (served / "bad.parquet").write_bytes(b"not parquet" * 20)
+    data = job(tmp_path, str(tmp_path / "idx"), max_rejected_fraction=0.1)
+    data["input"].update(url=f"{base}/a.parquet?{secret}", format="parquet")
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(config_file)]) == 0
+    printed = [capsys.readouterr()]
+    source = f"{base}/a.parquet?***"
+    [dead_file] = (tmp_path / "idx").glob("runs/*/dead_letters.parquet")
+    assert pq.read_table(dead_file).to_pylist() == [
+        {"id": "3", "source": source, "row": 3, "reason": "zero_vector", "detail": None},
+        {"id": "10", "source": source, "row": 40, "reason": "duplicate_id",
+         "detail": f"first occurrence: {source} row 10"}]
+    for name, message in (("missing.parquet", "no input files match"),
+                          ("bad.parquet", "cannot read")):
+        data["input"]["url"] = f"{base}/{name}?{secret}"
+        config_file.write_text(yaml.safe_dump(data))
+        assert main(["--config", str(config_file)]) == 2
+        printed.append(capsys.readouterr())
+        assert f"{message} {base}/{name}?***" in printed[-1].err
+    assert not [o for o in printed if "SECRET123" in o.out + o.err]
+    assert "SECRET123" not in caplog.text
+    written = [p for p in (tmp_path / "idx").rglob("*") if p.is_file()]
+    assert written and not [p for p in written if b"SECRET123" in p.read_bytes()]
+
+
+def test_the_query_sample_reads_past_rejected_split_heads(tmp_path):
+    """The first row of every split rejected, one query wanted (a head of one row per
+    split): the sample still comes from accepted rows, read further into the heads."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    x = sample_embeddings(100, DIM, seed=15)
+    x[::10] = 0.0
+    pq.write_table(pa.table({"id": pa.array(range(100)), "embedding": pa.FixedSizeListArray
+                             .from_arrays(pa.array(x.reshape(-1)), DIM)}),
+                   folder / "a.parquet", row_group_size=10)
+    data = job(folder, str(tmp_path / "idx"), max_rejected_fraction=0.2, sample_queries=1,
+               min_recall_at_k=0.5)
+    data["input"]["batch_rows"] = 10
+    data["encode"]["rows_per_shard"] = 50
+    _, report = run_job(data)
+    assert report["gate"] == {"passed": True, "problems": []}
+    assert report["validation"]["queries"] == 1
+    assert report["counts"]["rows_read"] == 100 and report["counts"]["dead_letters"] == 10
+
+
 def test_every_row_rejected_publishes_nothing(tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -441,6 +549,67 @@ def test_empty_input_publishes_nothing(tmp_path, capsys):
     config_file.write_text(yaml.safe_dump(job(folder, str(tmp_path / "idx"))))
     assert main(["--config", str(config_file)]) == 1
     assert "read 0 rows" in capsys.readouterr().out
+    assert IndexStore(str(tmp_path / "idx")).versions() == []
+
+
+def _zero_rows(folder: Path, kind: str) -> None:
+    if kind == "npy":
+        np.save(folder / "a.npy", np.zeros((0, 8), np.float32))
+        return
+    vector_type = pa.list_(pa.float32(), 8 if kind == "fixed" else -1)
+    pq.write_table(pa.table({"id": pa.array([], pa.int64()),
+                             "embedding": pa.array([], vector_type)}), folder / "a.parquet")
+
+
+@pytest.mark.parametrize("kind, dim", [("npy", 8), ("fixed", 8), ("list", None)])
+def test_zero_row_inputs_without_dim_write_a_report(tmp_path, capsys, kind, dim):
+    """Files that exist but hold no row, and no ``dim`` in the config: the width comes from
+    the metadata (NPY shape, fixed_size_list size) of files with no rows too; where nothing
+    gives it (a list column), the report says so (dim null). Exit 1, nothing published."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _zero_rows(folder, kind)
+    data = job(folder, str(tmp_path / "idx"))
+    data["input"].update(url=f"{folder}/*", dim=None)
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(config_file)]) == 1
+    assert "read 0 rows" in capsys.readouterr().out
+    assert IndexStore(str(tmp_path / "idx")).versions() == []
+    [report_file] = (tmp_path / "idx").glob("runs/*/report.json")
+    report = json.loads(report_file.read_text())
+    assert report["dim"] == dim and report["counts"]["rows_read"] == 0
+    assert report["gate"]["problems"] == ["no row was accepted: nothing to publish"]
+    assert pq.read_table(report_file.parent / "dead_letters.parquet").num_rows == 0
+
+
+@pytest.mark.parametrize("vectors, reject_zero, reasons", [
+    ([None, None, None], True, ["null_vector"] * 3),
+    ([[], [], None], False, ["wrong_dimension", "wrong_dimension", "null_vector"])])
+def test_no_row_with_a_vector_and_no_dim_rejects_every_row(tmp_path, capsys, vectors,
+                                                           reject_zero, reasons):
+    """A list<float> column whose vectors are all null (or empty: no values, no width) and
+    no ``dim``: the width cannot be inferred, every row is a dead letter, exit 1 with a
+    report."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": pa.array([1, 2, 3], pa.int64()),
+                             "embedding": pa.array(vectors, pa.list_(pa.float32()))}),
+                   folder / "a.parquet")
+    data = job(folder, str(tmp_path / "idx"), max_rejected_fraction=1.0,
+               reject_zero_vectors=reject_zero)
+    data["input"]["dim"] = None
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(config_file)]) == 1
+    assert "no row was accepted" in capsys.readouterr().out
+    [report_file] = (tmp_path / "idx").glob("runs/*/report.json")
+    report = json.loads(report_file.read_text())
+    assert report["dim"] is None
+    assert report["counts"]["rows_read"] == 3 == report["counts"]["dead_letters"]
+    dead = pq.read_table(report_file.parent / "dead_letters.parquet").to_pylist()
+    assert dead == [{"id": str(i + 1), "source": f"file://{folder}/a.parquet", "row": i,
+                     "reason": reason, "detail": None} for i, reason in enumerate(reasons)]
     assert IndexStore(str(tmp_path / "idx")).versions() == []
 
 

@@ -20,7 +20,12 @@ from semq_transforms.transforms.planning import (
     read_shard,
     sample_splits,
 )
-from semq_transforms.transforms.sources import iter_split, iter_split_ids, plan_inputs
+from semq_transforms.transforms.sources import (
+    iter_split,
+    iter_split_head,
+    iter_split_ids,
+    plan_inputs,
+)
 from tests.input_files import DIM, bad_rows_table, embedding_table, vectors, write_parquet
 
 
@@ -150,6 +155,31 @@ def test_iter_split_ids_reads_only_ids(tmp_path):
     assert nulls == [v is None for v in column]
     assert [v for v, n in zip(got_ids, nulls, strict=True) if not n] == [
         v for v in column if v is not None]
+
+
+def test_split_heads_read_on_past_rejected_rows(tmp_path):
+    """iter_split_head yields the first rows holding the accepted rows asked for: just those
+    rows when none is rejected, further rows (read again from the start) when some are, the
+    whole split when it has too few."""
+    x = vectors(40, seed=6)
+    x[[0, 1, 2, 5]] = 0.0
+    url = write_parquet(str(tmp_path / "h.parquet"), embedding_table(np.arange(40), x),
+                        row_group_size=40)
+    [split] = plan_inputs(url, batch_rows=40).splits
+
+    def head(n, **options):
+        batches = list(iter_split_head(split, n, batch_rows=8, **options))
+        assert [b.row_start for b in batches] == list(range(0, sum(b.rows for b in batches), 8))
+        return (sum(b.rows for b in batches),
+                [int(p) for b in batches for p in b.positions],
+                sorted(d["row"] for b in batches for d in b.rejected))
+
+    assert head(2, reject_zero_vectors=False) == (2, [0, 1], [])
+    assert head(2) == (8, [3, 4, 6, 7], [0, 1, 2, 5])   # 2 rows, then 8
+    assert head(4) == (16, [3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], [0, 1, 2, 5])
+    assert head(39)[0] == 40 and head(39)[1] == [p for p in range(40) if p not in (0, 1, 2, 5)]
+    with pytest.raises(ValueError, match="accepted_rows"):
+        head(0)
 
 
 def test_sample_splits_are_seeded_spread_heads(two_files, tmp_path):

@@ -80,22 +80,23 @@ def test_parquet_glob_dead_letters_and_counters(tmp_path):
 
     read = ReadEmbeddings(f"{tmp_path}/in/*.parquet", batch_rows=8)
     plan = read.plan
-    assert plan.dim == 4 and plan.total_rows == 52
-    # a.parquet: row groups 5, 5+2 -> 2 splits; b.parquet: 4 row groups of 10 -> 4 splits,
+    n_bad = bad.num_rows
+    assert plan.dim == 4 and plan.total_rows == n_bad + 40
+    # a.parquet: row groups 5, 5, 4 -> 3 splits; b.parquet: 4 row groups of 10 -> 4 splits,
     # each emitted as batches of 8 + 2 rows.
-    assert [s.rows for s in plan.splits] == [5, 7, 10, 10, 10, 10]
+    assert [s.rows for s in plan.splits] == [5, 5, 4, 10, 10, 10, 10]
 
     p = BeamTestPipeline(options=direct_options())
     out = p | "Read embeddings" >> read
-    assert_that(out.batches, check_batches(max_rows=8, count=2 + 4 * 2), label="Check batches")
-    accepted_rows = [(0, "a0"), (8, "a8"), (11, "a11")] + [(12 + i, good_ids[i])
+    assert_that(out.batches, check_batches(max_rows=8, count=3 + 4 * 2), label="Check batches")
+    accepted_rows = [(0, "a0"), (8, "a8"), (11, "a11")] + [(n_bad + i, good_ids[i])
                                                          for i in range(40)]
     assert_that(out.batches | "Accepted rows" >> beam.FlatMap(
         lambda b: [(p, i) for p, i, _ in rows_of(b)]),
         equal_to(accepted_rows), label="Check accepted rows")
     assert_that(out.batches | "Good vectors" >> beam.FlatMap(
-        lambda b: [r for r in rows_of(b) if r[0] >= 12]),
-        equal_to(expected_rows(good_ids, x, range(12, 52))), label="Check vectors")
+        lambda b: [r for r in rows_of(b) if r[0] >= n_bad]),
+        equal_to(expected_rows(good_ids, x, range(n_bad, n_bad + 40))), label="Check vectors")
     assert_that(out.dead_letters | "Dead letter rows" >> beam.Map(
         lambda d: (d["source"], d["row"], d["reason"])),
         equal_to([(source, row, reason) for row, reason in reasons.items()]),
@@ -114,11 +115,12 @@ def test_parquet_glob_dead_letters_and_counters(tmp_path):
     by_reason = {f"rows_rejected_{r}": list(reasons.values()).count(r)
                  for r in set(reasons.values())}
     assert got.pop("bytes_read") > 0
-    assert got == {"rows_read": 52, "rows_accepted": 52 - len(reasons),
-                   "rows_rejected": len(reasons), "splits_read": 6, **by_reason}
-    assert set(by_reason) == {"rows_rejected_null_id", "rows_rejected_null_vector",
+    assert got == {"rows_read": n_bad + 40, "rows_accepted": n_bad + 40 - len(reasons),
+                   "rows_rejected": len(reasons), "splits_read": 7, **by_reason}
+    assert set(by_reason) == {"rows_rejected_null_id", "rows_rejected_id_too_long",
+                              "rows_rejected_null_vector",
                               "rows_rejected_wrong_dimension", "rows_rejected_non_finite",
-                              "rows_rejected_zero_vector"}
+                              "rows_rejected_out_of_range", "rows_rejected_zero_vector"}
 
 
 def test_npy_ids_file_on_memory_and_arrow_on_s3(s3_url, s3_storage_options):

@@ -139,6 +139,25 @@ def test_deterministic_and_independent_of_batching(fitted):
     np.testing.assert_array_equal(np.concatenate(parts), codes)
 
 
+def test_rows_too_small_for_float32_reciprocals_encode():
+    """A shard of finite, non-zero rows of denormal values (~1e-40: 1 / norm overflows
+    float32): they encode (the unit direction is taken in float64), deterministically and
+    independently of batching, and decode to finite rows pointing their way."""
+    x = _data(n=300, d=16, seed=4) * np.float32(1e-40)
+    assert np.isfinite(x).all() and x.any(axis=1).all()
+    scan, fine = encode_levels(x, ["semq1", "semqr4"])
+    for rows in (slice(7, 8), slice(0, 100)):
+        part = fine.codec.encode(x[rows], fine.params,
+                                 base=BaseLevel(scan.codec, scan.params, scan.codes[rows]))
+        np.testing.assert_array_equal(part, fine.codes[rows])
+    restored = fine.codec.decode(fine.codes, fine.params, base=BaseLevel(
+        scan.codec, scan.params, scan.codes)).astype(np.float64)
+    assert np.isfinite(restored).all()
+    cos = np.einsum("ij,ij->i", restored, x) / (
+        np.linalg.norm(restored, axis=1) * np.linalg.norm(x.astype(np.float64), axis=1))
+    assert cos.min() > 0.5
+
+
 def test_base_is_required_checked_and_must_match(fitted):
     x, base, codec, params, codes = fitted
     with pytest.raises(CodecConfigError, match="refines the level before it"):

@@ -14,7 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow import ipc
 
+from semq_transforms.codecs import get_codec, max_abs_value
+from semq_transforms.codecs.base import F16_MAX, MAX_ABS_VALUE
 from semq_transforms.errors import InputReadError
+from semq_transforms.format._ids import MAX_ID_BYTES
 from semq_transforms.transforms import _ipc_footer
 from semq_transforms.transforms.sources import (
     REJECT_REASONS,
@@ -307,7 +310,15 @@ def test_every_reject_reason_and_reconciliation(tmp_path):
     ids, got, positions = accepted(batches)
     assert ids.tolist() == ["a0", "a8", "a11"] and positions.tolist() == [0, 8, 11]
     np.testing.assert_array_equal(got[2], [-1.0, 0.5, 0.25, 2.0])
-    assert sum(b.rows for b in batches) == 12 == len(ids) + len(rejected)
+    assert sum(b.rows for b in batches) == 14 == len(ids) + len(rejected)
+    assert [d for d in rejected if d["reason"] == "out_of_range"] == [
+        {"id": "a12", "source": plan.files[0], "row": 12, "reason": "out_of_range",
+         "detail": "vector element 2 is -1e+17; the codecs encode magnitudes up to 1e+16"}]
+    assert [d for d in rejected if d["reason"] == "id_too_long"] == [
+        {"id": "\u00e9" * 8193, "source": plan.files[0], "row": 13, "reason": "id_too_long",
+         "detail": "the id is 16386 UTF-8 bytes; a shard stores at most 16384"}]
+    assert all("detail" not in d for d in rejected
+               if d["reason"] not in ("out_of_range", "id_too_long"))
     # Zero vectors are kept when not rejected.
     kept = read_all(plan.splits, dim=4, reject_zero_vectors=False)
     assert "a6" in accepted(kept)[0].tolist()
@@ -337,6 +348,57 @@ def test_fixed_size_nulls_overflow_and_wrong_dim(tmp_path):
     wrong = read_split(plan_splits([url])[0], dim=DIM + 1)
     assert wrong.accepted == 0 and {d["reason"] for d in wrong.rejected} == {"wrong_dimension"}
     assert wrong.vectors.shape == (0, DIM + 1)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "npy"])
+def test_values_beyond_the_codecs_limit_are_rejected_at_read_time(tmp_path, fmt):
+    """A finite value beyond ``max_abs_value`` (the smallest limit of the job's codecs, such
+    as float16's 65504) rejects its row as ``out_of_range``, the detail naming the element and
+    the value; the limit itself is accepted, NaN keeps precedence, and a float64 value too
+    large for float32 stays ``non_finite``."""
+    x = vectors(8, seed=21).astype(np.float64)
+    x[1, 3] = 70000.0
+    x[2, 0] = -F16_MAX           # exactly the limit: accepted
+    x[4, 5] = -1e12
+    x[5, [0, 6]] = np.nan, 1e17  # NaN first
+    x[6, 2] = 1e40               # beyond float32
+    if fmt == "npy":
+        url = write_npy(str(tmp_path / "big.npy"), x)
+    else:
+        url = write_parquet(str(tmp_path / "big.parquet"),
+                            embedding_table(np.arange(8), x.astype(np.float64)),
+                            row_group_size=8)
+    [split] = plan_splits([url])
+    limit = max_abs_value(["semq4", "f16"])
+    assert limit == F16_MAX == get_codec("block4").max_abs_value
+    batch = read_split(split, max_abs_value=limit)
+    assert batch.positions.tolist() == [0, 2, 3, 7]
+    assert list(batch.rejected) == [
+        {"id": 1, "source": url, "row": 1, "reason": "out_of_range",
+         "detail": "vector element 3 is 70000; the codecs encode magnitudes up to 65504"},
+        {"id": 4, "source": url, "row": 4, "reason": "out_of_range",
+         "detail": "vector element 5 is -1e+12; the codecs encode magnitudes up to 65504"},
+        {"id": 5, "source": url, "row": 5, "reason": "non_finite"},
+        {"id": 6, "source": url, "row": 6, "reason": "non_finite"}]
+    # the default is every codec's limit (1e16): only the non-finite rows go
+    assert max_abs_value(["semq4", "int8"]) == MAX_ABS_VALUE
+    assert [d["row"] for d in read_split(split).rejected] == [5, 6]
+
+
+def test_string_ids_longer_than_a_shard_stores_are_rejected(tmp_path):
+    """``id_too_long``: more than MAX_ID_BYTES UTF-8 bytes (not characters); exactly that many
+    is fine, and so are integer ids and null ids (``null_id``)."""
+    ids = ["x" * MAX_ID_BYTES, "x" * (MAX_ID_BYTES + 1), "\u20ac" * (MAX_ID_BYTES // 3),
+           "\u20ac" * (MAX_ID_BYTES // 3 + 1), None, "short"]
+    url = write_parquet(str(tmp_path / "ids.parquet"),
+                        embedding_table(pa.array(ids, pa.string()), vectors(6, seed=22)),
+                        row_group_size=6)
+    batch = read_split(plan_splits([url])[0])
+    assert batch.ids.tolist() == [ids[0], ids[2], "short"]
+    assert [(d["row"], d["reason"], d.get("detail")) for d in batch.rejected] == [
+        (1, "id_too_long", "the id is 16385 UTF-8 bytes; a shard stores at most 16384"),
+        (3, "id_too_long", "the id is 16386 UTF-8 bytes; a shard stores at most 16384"),
+        (4, "null_id", None)]
 
 
 def test_find_duplicate_ids(tmp_path):
@@ -433,6 +495,16 @@ def test_unreadable_files_raise_input_read_error_naming_the_file(tmp_path):
         assert isinstance(info.value, OSError)
 
 
+def test_input_read_errors_redact_the_urls_they_name():
+    """Whatever text an InputReadError is built from (a storage library's error included),
+    its message carries no password or signed-URL token."""
+    error = InputReadError("cannot read https://host/a.parquet?sig=SECRET: ClientResponseError:"
+                           " 403, url='https://host/a.parquet?sig=SECRET'; s3://key:pw@b/x")
+    assert str(error) == ("cannot read https://host/a.parquet?***: ClientResponseError: 403, "
+                          "url='https://host/a.parquet?***'; s3://***@b/x")
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)
+
+
 def test_file_changed_after_planning(tmp_path):
     x = vectors(20, seed=15)
     parquet = write_parquet(str(tmp_path / "p.parquet"), embedding_table(np.arange(20), x),
@@ -450,6 +522,48 @@ def test_file_changed_after_planning(tmp_path):
                   row_group_size=20)
     with pytest.raises(InputReadError, match="p.parquet: the file changed since it was planned"):
         read_split(splits[1])
+
+
+def test_files_with_no_rows_still_give_their_width(tmp_path):
+    """A file with no rows has no split, but its metadata still fixes the vector width."""
+    write_npy(str(tmp_path / "n/a.npy"), np.zeros((0, 6), np.float32))
+    plan = plan_inputs(str(tmp_path / "n"))
+    assert (plan.dim, plan.total_rows, plan.splits) == (6, 0, ())
+    empty = pa.table({"id": pa.array([], pa.int64()),
+                      "embedding": pa.array([], pa.list_(pa.float32(), 6))})
+    write_parquet(str(tmp_path / "p/a.parquet"), empty, row_group_size=10)
+    assert plan_inputs(str(tmp_path / "p")).dim == 6
+    # ... and must agree with the others
+    write_parquet(str(tmp_path / "p/b.parquet"), embedding_table([1], vectors(1, 0)),
+                  row_group_size=10)
+    with pytest.raises(InputReadError, match="disagree on the vector width"):
+        plan_inputs(str(tmp_path / "p"))
+    # a list column with no rows fixes nothing
+    write_parquet(str(tmp_path / "l/a.parquet"), empty.cast(pa.schema(
+        [("id", pa.int64()), ("embedding", pa.list_(pa.float32()))])), row_group_size=10)
+    assert plan_inputs(str(tmp_path / "l")).dim is None
+
+
+def test_empty_and_null_vectors_give_no_width(tmp_path):
+    """Width inference skips null and empty vectors; with no other row there is no width
+    (dim None) and every row is rejected; an empty vector never has the right width."""
+    def plan(name, rows):
+        table = pa.table({"id": pa.array(range(len(rows)), pa.int64()),
+                          "embedding": pa.array(rows, pa.list_(pa.float32()))})
+        return plan_inputs(write_parquet(str(tmp_path / name), table, row_group_size=10))
+
+    mixed = plan("mixed.parquet", [[], [], [], None, [1.0, 2.0], [3.0, 4.0]])
+    assert mixed.dim == 2
+    for dim in (2, None):
+        batch = read_split(mixed.splits[0], dim=dim, reject_zero_vectors=False)
+        assert [(d["row"], d["reason"]) for d in batch.rejected] == [
+            (0, "wrong_dimension"), (1, "wrong_dimension"), (2, "wrong_dimension"),
+            (3, "null_vector")]
+    nothing = plan("nothing.parquet", [None, [], None])
+    assert nothing.dim is None
+    batch = read_split(nothing.splits[0], dim=None, reject_zero_vectors=False)
+    assert batch.accepted == 0 and [d["reason"] for d in batch.rejected] == [
+        "null_vector", "wrong_dimension", "null_vector"]
 
 
 def test_inconsistent_inputs(tmp_path):

@@ -10,7 +10,13 @@
 from semq_transforms.codecs import binary, block, refine, scalar, semq  # noqa: F401  (registration)
 from semq_transforms.codecs.base import BaseLevel, Codec, check_vectors
 from semq_transforms.codecs.params import CodecParams
-from semq_transforms.codecs.registry import get_codec, parse_spec, register_codec, registered_ids
+from semq_transforms.codecs.registry import (
+    get_codec,
+    max_abs_value,
+    parse_spec,
+    register_codec,
+    registered_ids,
+)
 
 #: Every spec string the built-in codecs answer to.
 SPECS = ("f16", "int8", "int4", "block4", "block8", "binary",
@@ -20,4 +26,4 @@ SPECS = ("f16", "int8", "int4", "block4", "block8", "binary",
 REFINING_SPECS = tuple(f"semqr{b}" for b in range(1, 9))
 
 __all__ = ["REFINING_SPECS", "SPECS", "BaseLevel", "Codec", "CodecParams", "check_vectors",
-           "get_codec", "parse_spec", "register_codec", "registered_ids"]
+           "get_codec", "max_abs_value", "parse_spec", "register_codec", "registered_ids"]

@@ -42,6 +42,8 @@ SCORE_CHUNK_ROWS = 8192
 #: Largest magnitude accepted in vectors and queries: beyond it, squared norms and inner
 #: products can overflow float32 (1e16**2 * d stays finite for d up to 1e6).
 MAX_ABS_VALUE = 1e16
+#: Largest float16 magnitude: the limit of codecs that store values (or offsets) as float16.
+F16_MAX = float(np.finfo(np.float16).max)
 
 
 class FitCache:
@@ -92,6 +94,10 @@ class Codec(ABC):
     refines: ClassVar[bool] = False
     #: Rows per step in encode/decode/score_candidates.
     chunk_rows: ClassVar[int] = CHUNK_ROWS
+    #: Largest magnitude of a vector value the codec encodes: :data:`MAX_ABS_VALUE`, or
+    #: :data:`F16_MAX` for codecs that store values as float16. ``encode`` refuses larger
+    #: values; the ingestion job rejects such rows as ``out_of_range`` when it reads them.
+    max_abs_value: ClassVar[float] = MAX_ABS_VALUE
 
     # -- configuration --------------------------------------------------------------------
 
@@ -442,9 +448,6 @@ def check_bits(codec_id: str, bits: Any, allowed: tuple[int, ...]) -> int:
     if not isinstance(bits, int) or isinstance(bits, bool) or bits not in allowed:
         raise CodecConfigError(f"codec {codec_id!r} takes bits in {list(allowed)}, got {bits!r}")
     return bits
-
-
-F16_MAX = float(np.finfo(np.float16).max)
 
 
 def rowwise_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from semq_transforms.codecs.base import Codec, FitCache, check_bits, check_float16_range
+from semq_transforms.codecs.base import (
+    F16_MAX,
+    Codec,
+    FitCache,
+    check_bits,
+    check_float16_range,
+)
 from semq_transforms.codecs.bitpack import pack_nibbles, unpack_nibbles
 from semq_transforms.codecs.params import CodecParams
 from semq_transforms.codecs.registry import register_codec
@@ -35,6 +41,7 @@ class BlockCodec(Codec):
     """Block-wise (32 values) scale + offset quantization to 4 or 8 bits per value."""
 
     codec_id = "block"
+    max_abs_value = F16_MAX
 
     def __init__(self, *, bits: int = 4) -> None:
         self.bits = check_bits(self.codec_id, bits, (4, 8))

@@ -356,15 +356,26 @@ class _Geometry:
 
 def _directions(x: np.ndarray, mean: np.ndarray, basis: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """float32 rows [m, d] -> (unit directions in ``basis``, float32 [m, k]; norms, float64 [m])."""
+    """float32 rows [m, d] -> (unit directions in ``basis``, float32 [m, k]; norms, float64 [m]).
+
+    Rows so small that 1 / norm overflows float32 (denormal values) are scaled to unit length
+    in float64 before their projection; zero rows get zero directions."""
     out = np.empty((x.shape[0], basis.shape[1]), dtype=np.float32)
     norm = np.empty(x.shape[0], dtype=np.float64)
     for start in range(0, x.shape[0], CHUNK_ROWS):
         stop = min(start + CHUNK_ROWS, x.shape[0])
         centered = x[start:stop] - mean
         n = _row_norms(centered).astype(np.float64)
-        inv = np.divide(1.0, n, out=np.zeros_like(n), where=n > 0).astype(np.float32)
-        out[start:stop] = rowwise_matmul(centered, basis) * inv[:, None]
+        inv = np.divide(1.0, n, out=np.zeros_like(n), where=n > 0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            inv32 = inv.astype(np.float32)
+            out[start:stop] = rowwise_matmul(centered, basis) * inv32[:, None]
+        tiny = np.isinf(inv32)
+        if tiny.any():
+            # 1 / norm beyond float32 (denormal rows): scale them to unit rows in float64
+            # first, then project them as every row is (one matmul shape, see rowwise_matmul)
+            unit = (centered[tiny] * inv[tiny, None]).astype(np.float32)
+            out[start:stop][tiny] = rowwise_matmul(unit, basis)
         norm[start:stop] = n
     return out, norm
 

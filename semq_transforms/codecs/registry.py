@@ -9,7 +9,7 @@ identity (tested for every registered codec).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from semq_transforms.codecs.base import Codec
@@ -71,3 +71,9 @@ def get_codec(spec: str | Mapping[str, Any] | Codec) -> Codec:
     if not isinstance(codec_id, str) or codec_id not in _REGISTRY:
         raise UnknownCodecError(f"unknown codec id {codec_id!r}; known ids: {registered_ids()}")
     return _REGISTRY[codec_id].from_config(dict(config))
+
+
+def max_abs_value(codecs: Iterable[str | Mapping[str, Any] | Codec]) -> float:
+    """The largest vector value magnitude that every one of ``codecs`` encodes: the smallest
+    of their :attr:`Codec.max_abs_value` (float16-storage codecs have the lower limit)."""
+    return min(get_codec(codec).max_abs_value for codec in codecs)

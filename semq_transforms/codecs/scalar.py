@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from semq_transforms.codecs.base import Codec, FitCache, check_bits, check_float16_range
+from semq_transforms.codecs.base import (
+    F16_MAX,
+    Codec,
+    FitCache,
+    check_bits,
+    check_float16_range,
+)
 from semq_transforms.codecs.bitpack import pack_nibbles, unpack_nibbles
 from semq_transforms.codecs.calibration import calibrate_range
 from semq_transforms.codecs.params import CodecParams
@@ -27,6 +33,7 @@ class Float16Codec(Codec):
     """Each value stored as IEEE float16 (little-endian). 16 bits/dim, no fitted state."""
 
     codec_id = "f16"
+    max_abs_value = F16_MAX
 
     def get_config(self) -> dict[str, Any]:
         return {"id": self.codec_id}

@@ -18,6 +18,9 @@ def to_float32(values: pa.Array) -> np.ndarray:
 
 
 def most_common(lengths: np.ndarray) -> int:
+    """The most common positive value of int ``lengths`` ``[n]`` (the smallest on a tie), 0
+    when there is none: an empty vector gives no width."""
+    lengths = lengths[lengths > 0]
     if not lengths.size:
         return 0
     values, counts = np.unique(lengths, return_counts=True)

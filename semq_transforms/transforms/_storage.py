@@ -148,10 +148,11 @@ def read_errors(url: str) -> Iterator[None]:
         yield
     except InputReadError:
         raise
-    except FileNotFoundError as exc:
-        raise InputReadError(f"cannot read {url}: file not found") from exc
+    except FileNotFoundError:
+        # no chained cause: a storage library's error quotes the URL unredacted
+        raise InputReadError(f"cannot read {url}: file not found") from None
     except (OSError, EOFError, pa.ArrowException) as exc:
-        raise InputReadError(f"cannot read {url}: {type(exc).__name__}: {exc}") from exc
+        raise InputReadError(f"cannot read {url}: {type(exc).__name__}: {exc}") from None
 
 
 def guard(url: str, step: Any, *args: Any) -> Any:

@@ -37,6 +37,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from semq_transforms.codecs import max_abs_value
 from semq_transforms.config import JobConfig, config_digest
 from semq_transforms.errors import NothingToPublishError, RunFolderInUseError
 from semq_transforms.format.manifest import Manifest
@@ -72,6 +73,7 @@ def make_read(config: JobConfig) -> ReadEmbeddings:
                           id_column=cfg.id_column, ids_url=cfg.ids_url, dim=cfg.dim,
                           batch_rows=cfg.batch_rows,
                           reject_zero_vectors=config.validation.reject_zero_vectors,
+                          max_abs_value=max_abs_value(config.encode.codecs),
                           storage_options=cfg.storage_options)
 
 

@@ -24,9 +24,10 @@ only on the input order, never on the values. Null ids are not duplicates (they 
 by construction and skip this step.
 
 **The query sample** (:func:`sample_splits`): the validation queries are drawn from the heads
-of a seeded choice of up to 64 input splits (about ``4 * queries`` rows in all, read a second
-time for it; Parquet pages are streamed, so a head costs about one page, not a row group):
-spread over the input, at a small fraction of its read cost.
+of a seeded choice of up to 64 input splits (about ``4 * queries`` accepted rows in all, read
+a second time for it; Parquet pages are streamed, so a head costs about one page, not a row
+group; a head whose rows are rejected is read further, ``iter_split_head``): spread over the
+input, at a small fraction of its read cost.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from semq_transforms._urls import redact_url
+from semq_transforms.errors import InputReadError
 from semq_transforms.transforms.sources import Batch, Split, iter_split
 
 __all__ = ["FileOffsets", "ShardRead", "ShardRows", "ShardTask", "bucket_count",
@@ -132,7 +135,8 @@ def splitmix64(values: np.ndarray) -> np.ndarray:
 def sample_splits(splits: Sequence[Split], *, queries: int, seed: int,
                   max_splits: int = 64) -> tuple[list[Split], int]:
     """Where the query sample comes from: up to ``max_splits`` splits in seeded order, and how
-    many rows of each one's head to read so that about ``4 * queries`` candidates are read.
+    many accepted rows of each one's head to read (``iter_split_head``) so that about
+    ``4 * queries`` candidates are read.
     Returns ``(splits in input order, head_rows)``."""
     if not splits:
         return [], 1
@@ -202,7 +206,7 @@ def bucket_duplicates(parts: Iterable[tuple[np.ndarray, np.ndarray]], *, rows_pe
         position = int(positions[order[j]])
         source, row = files.locate(int(positions[order[first_index[j]]]))
         found.setdefault(position // rows_per_shard, {})[position] = (
-            f"first occurrence: {source} row {row}")
+            f"first occurrence: {redact_url(source)} row {row}")
     return sorted(found.items())
 
 
@@ -252,17 +256,19 @@ def _clip(batch: Batch, start: int, stop: int, duplicates: Mapping[int, str],
 
 
 def read_shard(task: ShardTask, *, duplicates: Mapping[int, str] | None = None,
-               dim: int, filesystem: Any = None, **read_options: Any) -> ShardRead:
+               dim: int | None, filesystem: Any = None, **read_options: Any) -> ShardRead:
     """Read the rows of ``task``'s range from its splits and sort them into accepted rows
     and dead letters.
 
     Args:
         task: from :func:`plan_shards`.
         duplicates: ``{position: detail}`` of this shard's rows to reject as ``duplicate_id``.
-        dim: the vector width (rows of another length are rejected).
+        dim: the vector width (rows of another length are rejected); None when the plan found
+            no width and no vector (``plan_inputs``): then every row is rejected.
         filesystem: an fsspec filesystem to reuse.
         **read_options: :func:`iter_split` options (``vector_column``, ``id_column``,
-            ``ids_url``, ``batch_rows``, ``reject_zero_vectors``, ``storage_options``).
+            ``ids_url``, ``batch_rows``, ``reject_zero_vectors``, ``max_abs_value``,
+            ``storage_options``).
     """
     duplicates = duplicates or {}
     duplicate_positions = np.array(sorted(duplicates), dtype=np.int64)
@@ -270,7 +276,7 @@ def read_shard(task: ShardTask, *, duplicates: Mapping[int, str] | None = None,
     # of batches concatenated at the end: one shard's vectors in memory, not two).
     capacity = sum(max(0, min(task.stop, s.global_row_offset + s.rows)
                        - max(task.start, s.global_row_offset)) for s in task.splits)
-    vectors = np.empty((capacity, dim), dtype=np.float32)
+    vectors = np.empty((capacity, 0 if dim is None else dim), dtype=np.float32)
     filled = 0
     ids, positions, dead = [], [], []
     counts = {"rows_read": 0, "bytes_read": 0}
@@ -283,6 +289,9 @@ def read_shard(task: ShardTask, *, duplicates: Mapping[int, str] | None = None,
             if filled + b_vectors.shape[0] > capacity:
                 raise ValueError(f"shard {task.shard_no}: read more rows than its range "
                                  f"holds ({capacity})")
+            if dim is None and b_vectors.shape[0]:
+                raise InputReadError(f"cannot read {split.url}: it has vectors where the plan "
+                                     f"found none; the file changed since it was planned")
             vectors[filled:filled + b_vectors.shape[0]] = b_vectors
             filled += b_vectors.shape[0]
             ids.append(b_ids)

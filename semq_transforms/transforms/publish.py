@@ -146,7 +146,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
 class _PublishFn(beam.DoFn):
     """[ShardMeta] + side inputs -> the report dict; commits only if the gate passes."""
 
-    def __init__(self, index_url: str, *, run_id: str, dim: int, codecs: Sequence[str],
+    def __init__(self, index_url: str, *, run_id: str, dim: int | None, codecs: Sequence[str],
                  rows_planned: int, k: int, min_recall_at_k: float,
                  max_rejected_fraction: float, input_fingerprint: str | None,
                  safe_config: Mapping[str, Any] | None,
@@ -203,7 +203,8 @@ class _PublishFn(beam.DoFn):
                 dead_letters: int, rows_encoded: int, recall: float | None, queries: int,
                 problems: list[str], version: int | None) -> dict[str, Any]:
         bytes_out = sum(m.file_bytes for m in metas)
-        float_bytes = rows_encoded * self._dim * 4
+        # dim is None only when no input row has a vector (then none was encoded)
+        float_bytes = rows_encoded * self._dim * 4 if rows_encoded else 0
         key = f"recall_at_{self._k}"
         return {
             "run_id": self._run_id,
@@ -232,7 +233,8 @@ class PublishIndex(beam.PTransform):
     """ShardMeta -> one report dict; commits a new version only if the gate passes.
 
     Args:
-        index_url: index prefix; run_id, dim, codecs: as for ``IndexStore.commit``.
+        index_url: index prefix; run_id, dim, codecs: as for ``IndexStore.commit`` (``dim``
+            None when no input row has a vector: nothing is committed then).
         totals: singleton PCollection from :class:`ReadTotals`.
         dead_letters: PCollection of dead-letter dicts (counted here).
         neighbors: singleton PCollection from ``MergeNeighbors`` (None when no shards).
@@ -245,7 +247,7 @@ class PublishIndex(beam.PTransform):
         storage_options: fsspec options for writing.
     """
 
-    def __init__(self, index_url: str, *, run_id: str, dim: int, codecs: Sequence[str],
+    def __init__(self, index_url: str, *, run_id: str, dim: int | None, codecs: Sequence[str],
                  totals: beam.PCollection, dead_letters: beam.PCollection,
                  neighbors: beam.PCollection, sample: beam.PCollection, rows_planned: int,
                  k: int, min_recall_at_k: float, max_rejected_fraction: float,

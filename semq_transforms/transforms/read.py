@@ -47,6 +47,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
+from semq_transforms.codecs.base import MAX_ABS_VALUE
 from semq_transforms.transforms import _coders  # noqa: F401 - registers the element coders
 from semq_transforms.transforms.planning import (
     FileOffsets,
@@ -67,6 +68,7 @@ from semq_transforms.transforms.sources import (
     filesystem_for,
     ids_are_positions,
     iter_split,
+    iter_split_head,
     iter_split_ids,
     plan_inputs,
     write_dead_letters,
@@ -84,9 +86,11 @@ COUNTS = "counts"
 class _ReadSplitFn(beam.DoFn):
     """Split -> Batches (main output) and dead letters (``dead_letters`` output)."""
 
-    def __init__(self, read_options: Mapping[str, Any], *, metrics: bool = True) -> None:
+    def __init__(self, read_options: Mapping[str, Any], *, metrics: bool = True,
+                 head_rows: int | None = None) -> None:
         super().__init__()
         self._read_options = dict(read_options)
+        self._head_rows = head_rows
 
         def counter(name: str) -> Any:
             return Metrics.counter(METRICS_NAMESPACE if metrics else _UNCOUNTED, name)
@@ -106,7 +110,11 @@ class _ReadSplitFn(beam.DoFn):
         # One filesystem per DoFn instance, built on the worker (never pickled).
         self._filesystem = filesystem_for(split.url, self._read_options["storage_options"],
                                           self._filesystem)
-        for batch in iter_split(split, filesystem=self._filesystem, **self._read_options):
+        batches = (iter_split(split, filesystem=self._filesystem, **self._read_options)
+                   if self._head_rows is None else
+                   iter_split_head(split, self._head_rows, filesystem=self._filesystem,
+                                   **self._read_options))
+        for batch in batches:
             self._rows_read.inc(batch.rows)
             self._rows_accepted.inc(batch.accepted)
             self._rows_rejected.inc(len(batch.rejected))
@@ -134,6 +142,9 @@ class ReadEmbeddings(beam.PTransform):
             takes it from the metadata, or from the first rows of variable-length lists.
         batch_rows: rows per split (about) and at most per emitted Batch.
         reject_zero_vectors: reject all-zero vectors (``zero_vector``).
+        max_abs_value: reject vectors holding a finite value beyond ``+/-max_abs_value``
+            (``out_of_range``): pass ``semq_transforms.codecs.max_abs_value(codecs)`` for the
+            codecs the rows go to; the default is every codec's limit.
         storage_options: fsspec options (endpoint, credentials) for the inputs; they travel
             with the DoFn to the workers, so prefer credentials from the environment.
 
@@ -144,7 +155,7 @@ class ReadEmbeddings(beam.PTransform):
     def __init__(self, url: str, *, format: InputFormat = "auto",
                  vector_column: str = "embedding", id_column: str | None = "id",
                  ids_url: str | None = None, dim: int | None = None, batch_rows: int = 8192,
-                 reject_zero_vectors: bool = True,
+                 reject_zero_vectors: bool = True, max_abs_value: float = MAX_ABS_VALUE,
                  storage_options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         if type(batch_rows) is not int or batch_rows < 1:
@@ -157,6 +168,7 @@ class ReadEmbeddings(beam.PTransform):
         self._dim = dim
         self._batch_rows = batch_rows
         self._reject_zero_vectors = reject_zero_vectors
+        self._max_abs_value = max_abs_value
         self._storage_options = dict(storage_options) if storage_options else None
         self._plan: InputPlan | None = None
         self._only: tuple[Split, ...] | None = None
@@ -180,13 +192,14 @@ class ReadEmbeddings(beam.PTransform):
         return {"vector_column": self._vector_column, "id_column": self._id_column,
                 "ids_url": self._ids_url, "dim": self.plan.dim, "batch_rows": self._batch_rows,
                 "reject_zero_vectors": self._reject_zero_vectors,
-                "storage_options": self._storage_options}
+                "max_abs_value": self._max_abs_value, "storage_options": self._storage_options}
 
     def only(self, splits: Sequence[Split], *, head_rows: int | None = None,
              metrics: bool = False) -> ReadEmbeddings:
-        """The same read restricted to ``splits`` (of this plan), and to the first
-        ``head_rows`` rows of each if given, counting into the ``semq`` metrics only if
-        ``metrics``: for a second look at some rows (the query sample)."""
+        """The same read restricted to ``splits`` (of this plan), and to the head of each that
+        holds ``head_rows`` accepted rows if given (``iter_split_head``), counting into the
+        ``semq`` metrics only if ``metrics``: for a second look at some rows (the query
+        sample)."""
         other = copy.copy(self)
         other._only = tuple(splits)
         other._head_rows = head_rows
@@ -195,10 +208,8 @@ class ReadEmbeddings(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
         splits = list(self.plan.splits if self._only is None else self._only)
-        options = self.read_options
-        if self._head_rows is not None:
-            options["limit_rows"] = self._head_rows
-        read_fn = _ReadSplitFn(options, metrics=self._metrics)
+        read_fn = _ReadSplitFn(self.read_options, metrics=self._metrics,
+                               head_rows=self._head_rows)
         return (pbegin
                 # one shuffle spreads the splits (Create's own would be a second stage)
                 | "Create splits" >> beam.Create(splits, reshuffle=False)

@@ -49,7 +49,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import ipc
 
+from semq_transforms._urls import redact_url
+from semq_transforms.codecs.base import MAX_ABS_VALUE
 from semq_transforms.errors import InputReadError
+from semq_transforms.format._ids import MAX_ID_BYTES
 from semq_transforms.transforms import _ipc_footer
 from semq_transforms.transforms._columns import (
     ids_from_arrow,
@@ -74,11 +77,16 @@ logger = logging.getLogger(__name__)
 
 InputFormat = Literal["auto", "parquet", "arrow", "npy"]
 FORMATS = ("parquet", "arrow", "npy")
-REJECT_REASONS = ("null_id", "null_vector", "wrong_dimension", "non_finite", "zero_vector",
-                  "duplicate_id")
+REJECT_REASONS = ("null_id", "id_too_long", "null_vector", "wrong_dimension", "non_finite",
+                  "out_of_range", "zero_vector", "duplicate_id")
 """Why a row is rejected, in order of precedence: a row gets the first reason that applies.
-``duplicate_id`` is decided by a global step over all ids (see
-:mod:`semq_transforms.transforms.planning`), not by :func:`iter_split`."""
+``id_too_long``: a string id of more than :data:`~semq_transforms.format._ids.MAX_ID_BYTES`
+UTF-8 bytes, which a shard cannot store (``detail`` gives its length).
+``out_of_range``: a finite value of a magnitude the codecs cannot encode (beyond
+``max_abs_value``, see :attr:`~semq_transforms.codecs.base.Codec.max_abs_value`); its dead
+letter's ``detail`` names the vector element and its value. ``duplicate_id`` is decided by a
+global step over all ids (see :mod:`semq_transforms.transforms.planning`), not by
+:func:`iter_split`."""
 
 _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow",
                ".feather": "arrow", ".ipc": "arrow", ".npy": "npy"}
@@ -118,7 +126,7 @@ class Batch:
     """Rows read from one split: the accepted vectors and the rejected rows.
 
     Attributes:
-        source: the file the rows come from.
+        source: the file the rows come from (its URL redacted, as ``redact_url`` does).
         row_start: row number within the file of the first row read.
         rows: rows read; always ``len(ids) + len(rejected)``.
         global_row_offset: global position of row ``row_start``.
@@ -126,7 +134,8 @@ class Batch:
         vectors: float32 ``[n, d]``, the accepted rows' vectors (C order).
         positions: int64 ``[n]``, global positions of the accepted rows (ascending).
         rejected: one dead letter per rejected row: ``{"id", "source", "row", "reason"}``
-            (``id`` None when unknown, ``row`` the row number within the file).
+            (``id`` None when unknown, ``row`` the row number within the file), plus
+            ``"detail"`` for reasons that have one (``id_too_long``, ``out_of_range``).
         bytes_read: bytes read from storage to produce this batch (metadata included).
     """
 
@@ -186,8 +195,8 @@ def expand_inputs(url_or_glob: str, *, storage_options: Mapping[str, Any] | None
                 files.update(p for p in fs.find(match) if not _hidden(p, match))
             else:
                 files.add(match)
-    except OSError as exc:
-        raise InputReadError(f"cannot list inputs {url_or_glob}: {exc}") from exc
+    except OSError as exc:  # no chained cause (it quotes the URL unredacted)
+        raise InputReadError(f"cannot list inputs {url_or_glob}: {exc}") from None
     if not files:
         raise InputReadError(f"no input files match {url_or_glob}: check the URL, the glob "
                              f"and the storage options")
@@ -233,11 +242,23 @@ def plan_splits(files: Sequence[str], *, format: InputFormat = "auto", batch_row
     so a missing column or a wrong type fails before any data is read. ``filesystem``: an
     fsspec filesystem to use for the files (else one is built from ``storage_options``).
     """
+    return _plan_files(files, format=format, batch_rows=batch_rows,
+                       vector_column=vector_column, id_column=id_column,
+                       storage_options=storage_options, filesystem=filesystem)[0]
+
+
+def _plan_files(files: Sequence[str], *, format: InputFormat, batch_rows: int,
+                vector_column: str | None, id_column: str | None,
+                storage_options: Mapping[str, Any] | None,
+                filesystem: Any) -> tuple[list[Split], dict[str, int | None]]:
+    """:func:`plan_splits`, plus the vector width each file's metadata fixes (None: variable
+    length lists), files with no rows included (they have no split to carry it)."""
     if type(batch_rows) is not int or batch_rows < 1:
         raise ValueError(f"batch_rows must be an int >= 1, got {batch_rows!r}")
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")
     splits: list[Split] = []
+    widths: dict[str, int | None] = {}
     id_kinds: dict[str, str] = {}
     offset = 0
     for url in files:
@@ -262,8 +283,9 @@ def plan_splits(files: Sequence[str], *, format: InputFormat = "auto", batch_row
             cuts = _group_chunks(counts, batch_rows)
         for start, stop, groups in cuts:
             splits.append(Split(url, fmt, start, stop, offset + start, groups, width))
+        widths[url] = width
         offset += rows
-    return splits
+    return splits, widths
 
 
 def _group_chunks(counts: Sequence[int], batch_rows: int) -> list[tuple[int, int, tuple]]:
@@ -292,17 +314,19 @@ def plan_inputs(url_or_glob: str, *, format: InputFormat = "auto",
     format, one id type (checked in :func:`plan_splits`' schema pass), one vector width, and an
     ``ids_url`` side file that has one id per input row.
 
-    ``dim`` None takes the width the metadata fixes (all files must agree); for
-    variable-length list columns it is inferred from the first rows (the most common length
-    among the first ``batch_rows`` non-null vectors) and logged: pass ``dim`` to be sure.
+    ``dim`` None takes the width the metadata fixes (all files must agree, files with no
+    rows included); for variable-length list columns it is inferred from the first rows (the
+    most common length among the first ``batch_rows`` non-null vectors) and logged: pass
+    ``dim`` to be sure. The plan's ``dim`` is None only when no file fixes a width and no row
+    has a vector: then no row can be accepted.
     """
     if dim is not None and (type(dim) is not int or dim < 1):
         raise ValueError(f"dim must be None or an int >= 1, got {dim!r}")
     fs, _ = fs_for(url_or_glob, storage_options)
     files = expand_inputs(url_or_glob, storage_options=storage_options, filesystem=fs)
-    splits = plan_splits(files, format=format, batch_rows=batch_rows,
-                         vector_column=vector_column, id_column=id_column,
-                         storage_options=storage_options, filesystem=fs)
+    splits, widths = _plan_files(files, format=format, batch_rows=batch_rows,
+                                 vector_column=vector_column, id_column=id_column,
+                                 storage_options=storage_options, filesystem=fs)
     formats = tuple(sorted({s.format for s in splits}))
     if len(formats) > 1:
         raise InputReadError(f"inputs {url_or_glob} mix formats {', '.join(formats)}: ids and "
@@ -314,16 +338,20 @@ def plan_inputs(url_or_glob: str, *, format: InputFormat = "auto",
     if ids_url is not None:
         _check_ids_file(ids_url, total_rows, storage_options, fs)
     if dim is None:
-        dim = _resolve_dim(splits, vector_column, storage_options, fs)
+        dim = _resolve_dim(splits, widths, vector_column, storage_options, fs)
     return InputPlan(tuple(files), tuple(splits), dim, total_rows, formats)
 
 
-def _resolve_dim(splits: Sequence[Split], vector_column: str,
-                 storage_options: Mapping[str, Any] | None, filesystem: Any) -> int | None:
+def _resolve_dim(splits: Sequence[Split], file_widths: Mapping[str, int | None],
+                 vector_column: str, storage_options: Mapping[str, Any] | None,
+                 filesystem: Any) -> int | None:
+    """The width every file's metadata fixes (files with no rows included), else the most
+    common length among the first non-null, non-empty vectors; None when no file fixes one
+    and no row has a vector of at least one value (then no row can be accepted)."""
     widths: dict[int, str] = {}
-    for s in splits:
-        if s.vector_width is not None:
-            widths.setdefault(s.vector_width, s.url)
+    for url, width in file_widths.items():
+        if width is not None:
+            widths.setdefault(width, url)
     if len(widths) > 1:
         (w1, f1), (w2, f2) = sorted(widths.items(), key=lambda item: item[1])[:2]
         raise InputReadError(f"input files disagree on the vector width: {f1} has {w1}, {f2} "
@@ -332,11 +360,10 @@ def _resolve_dim(splits: Sequence[Split], vector_column: str,
     if widths:
         return next(iter(widths))
     for s in splits:
-        lengths = _first_lengths(s, vector_column, storage_options, filesystem)
-        if lengths.size:
-            dim = most_common(lengths)
+        dim = most_common(_first_lengths(s, vector_column, storage_options, filesystem))
+        if dim:
             logger.info("vector width %d inferred from the first rows of %s (pass dim= to "
-                        "fix it)", dim, s.url)
+                        "fix it)", dim, redact_url(s.url))
             return dim
     return None
 
@@ -348,7 +375,7 @@ def _first_lengths(split: Split, vector_column: str, storage_options: Mapping[st
         column = chunk.vectors
         lengths = np.diff(column.offsets.to_numpy())[column.is_valid().to_numpy(
             zero_copy_only=False)]
-        if lengths.size:
+        if lengths.any():
             return lengths
     return np.zeros(0, np.int64)
 
@@ -513,29 +540,82 @@ def _arrow_chunks(split: Split, vector_column: str | None, id_column: str | None
                              f"file changed since it was planned")
 
 
+def _beyond(vectors: np.ndarray, limit: float) -> np.ndarray | None:
+    """bool ``[n]``: rows of float32 ``vectors`` ``[n, d]`` holding a value that is not
+    within ``+/-limit`` (NaN and Inf included); None when every value is within (one min and
+    one max over the batch, no mask, in that common case)."""
+    if not vectors.size:
+        return None
+    with np.errstate(invalid="ignore"):
+        if max(-float(vectors.min()), float(vectors.max())) <= limit:  # False for NaN
+            return None
+    return ~(np.abs(vectors) <= limit).all(axis=1)
+
+
+def _out_of_range_detail(vector: np.ndarray, limit: float) -> str:
+    """Names the first element of float32 ``vector`` ``[d]`` beyond ``+/-limit``."""
+    column = int(np.flatnonzero(np.abs(vector) > limit)[0])
+    return (f"vector element {column} is {float(vector[column]):g}; the codecs encode "
+            f"magnitudes up to {limit:g}")
+
+
+def _id_bytes(ids: np.ndarray, id_null: np.ndarray) -> np.ndarray | None:
+    """int64 ``[n]``: the UTF-8 length of each string id in object ``ids`` ``[n]`` that may be
+    longer than :data:`MAX_ID_BYTES` (0 elsewhere); None for integer ids or when none can be
+    (a character is at most 4 bytes, so most ids are never encoded)."""
+    if ids.dtype != object or not ids.size:
+        return None
+    chars = np.fromiter((0 if null else len(i) for i, null in zip(ids, id_null, strict=True)),
+                        np.int64, count=ids.shape[0])
+    maybe = np.flatnonzero(chars * 4 > MAX_ID_BYTES)
+    if not maybe.size:
+        return None
+    size = np.zeros(ids.shape[0], np.int64)
+    size[maybe] = [len(ids[i].encode("utf-8", "surrogatepass")) for i in maybe]
+    return size
+
+
 def _make_batch(*, source: str, row_start: int, global_row_offset: int, ids: np.ndarray,
                 id_null: np.ndarray, vectors: np.ndarray, vector_null: np.ndarray,
                 right_length: np.ndarray, reject_zero_vectors: bool,
-                bytes_read: int) -> Batch:
-    """Validate rows and split them into accepted vectors and dead letters."""
+                max_abs_value: float, bytes_read: int) -> Batch:
+    """Validate rows and split them into accepted vectors and dead letters (``source``, the
+    file, is stored redacted: dead letters are written out).
+
+    ``ids`` ``[n]`` (int64 or object str), ``id_null``/``vector_null``/``right_length`` bool
+    ``[n]``, ``vectors`` float32 ``[n, d]``."""
     n = vectors.shape[0]
+    source = redact_url(source)
     reason = np.zeros(n, np.int8)  # 0: accepted, k: REJECT_REASONS[k - 1]
 
-    def mark(mask: np.ndarray, code: int) -> None:
-        reason[(reason == 0) & mask] = code
+    def mark(mask: np.ndarray | None, name: str) -> None:
+        if mask is not None:
+            reason[(reason == 0) & mask] = REJECT_REASONS.index(name) + 1
 
-    mark(id_null, 1)
-    mark(vector_null, 2)
-    mark(~right_length, 3)
-    mark(~np.isfinite(vectors).all(axis=1), 4)
+    mark(id_null, "null_id")
+    id_bytes = _id_bytes(ids, id_null)
+    mark(None if id_bytes is None else id_bytes > MAX_ID_BYTES, "id_too_long")
+    mark(vector_null, "null_vector")
+    mark(~right_length | (vectors.shape[1] == 0), "wrong_dimension")  # no values: no width
+    mark(~np.isfinite(vectors).all(axis=1), "non_finite")
+    mark(_beyond(vectors, max_abs_value), "out_of_range")
     if reject_zero_vectors:
-        mark(~vectors.any(axis=1), 5)
+        mark(~vectors.any(axis=1), "zero_vector")
     ok = reason == 0
-    rejected = tuple(
-        {"id": None if id_null[i] else ids[i].item() if isinstance(ids[i], np.generic)
-         else ids[i],
-         "source": source, "row": row_start + int(i), "reason": REJECT_REASONS[reason[i] - 1]}
-        for i in np.flatnonzero(~ok))
+
+    def dead_letter(i: int) -> dict[str, Any]:
+        name = REJECT_REASONS[reason[i] - 1]
+        letter = {"id": None if id_null[i] else ids[i].item()
+                  if isinstance(ids[i], np.generic) else ids[i],
+                  "source": source, "row": row_start + int(i), "reason": name}
+        if name == "out_of_range":
+            letter["detail"] = _out_of_range_detail(vectors[i], max_abs_value)
+        elif name == "id_too_long":
+            letter["detail"] = (f"the id is {int(id_bytes[i])} UTF-8 bytes; a shard stores "
+                                f"at most {MAX_ID_BYTES}")
+        return letter
+
+    rejected = tuple(dead_letter(i) for i in np.flatnonzero(~ok))
     if ok.all():
         accepted_ids, accepted = ids, vectors
     else:
@@ -548,7 +628,8 @@ def _make_batch(*, source: str, row_start: int, global_row_offset: int, ids: np.
 
 
 def _npy_batches(split: Split, *, ids_url: str | None, dim: int | None, batch_rows: int,
-                 reject_zero_vectors: bool, storage_options: Mapping[str, Any] | None,
+                 reject_zero_vectors: bool, max_abs_value: float,
+                 storage_options: Mapping[str, Any] | None,
                  filesystem: Any) -> Iterator[Batch]:
     fs, path = fs_for(split.url, storage_options, filesystem)
     header = npy_header(fs, path, split.url)
@@ -587,12 +668,13 @@ def _npy_batches(split: Split, *, ids_url: str | None, dim: int | None, batch_ro
         yield _make_batch(source=split.url, row_start=start, global_row_offset=global_start,
                           ids=ids, id_null=np.zeros(n, bool), vectors=values,
                           vector_null=np.zeros(n, bool), right_length=right_length,
-                          reject_zero_vectors=reject_zero_vectors, bytes_read=bytes_read)
+                          reject_zero_vectors=reject_zero_vectors,
+                          max_abs_value=max_abs_value, bytes_read=bytes_read)
 
 
 def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str | None = "id",
                ids_url: str | None = None, dim: int | None = None, batch_rows: int = 8192,
-               reject_zero_vectors: bool = True,
+               reject_zero_vectors: bool = True, max_abs_value: float = MAX_ABS_VALUE,
                storage_options: Mapping[str, Any] | None = None,
                filesystem: Any = None, limit_rows: int | None = None) -> Iterator[Batch]:
     """Read ``split`` as batches of at most ``batch_rows`` rows, in row order.
@@ -608,6 +690,9 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
             variable-length lists, the most common length in each batch: pass it (ReadEmbeddings
             resolves it once for all splits).
         reject_zero_vectors: reject all-zero vectors (``zero_vector``).
+        max_abs_value: reject finite vectors holding a value beyond ``+/-max_abs_value``
+            (``out_of_range``): the limit of the codecs the rows go to (see
+            :func:`semq_transforms.codecs.max_abs_value`); the default is every codec's.
         storage_options, filesystem: how to reach the files: an fsspec filesystem to reuse, or
             options to build one.
         limit_rows: read only the split's first ``limit_rows`` rows (a cheap look at its
@@ -630,6 +715,7 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
                 split = dataclasses.replace(split, row_stop=split.row_start + limit_rows)
             yield from _npy_batches(split, ids_url=ids_url, dim=dim, batch_rows=batch_rows,
                                     reject_zero_vectors=reject_zero_vectors,
+                                    max_abs_value=max_abs_value,
                                     storage_options=storage_options, filesystem=filesystem)
             return
         if split.format not in FORMATS:
@@ -648,11 +734,11 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
                               vectors=vectors, vector_null=vector_null,
                               right_length=right_length,
                               reject_zero_vectors=reject_zero_vectors,
-                              bytes_read=chunk.bytes_read)
+                              max_abs_value=max_abs_value, bytes_read=chunk.bytes_read)
     except InputReadError:
         raise
-    except FileNotFoundError as exc:
-        raise InputReadError(f"cannot read {split.url}: file not found") from exc
+    except FileNotFoundError:  # no chained cause (it quotes the URL unredacted)
+        raise InputReadError(f"cannot read {split.url}: file not found") from None
     except (OSError, EOFError, pa.ArrowException) as exc:
         hint = ""
         if split.format == "parquet" and "Expected all lists to be of size" in str(exc):
@@ -660,12 +746,32 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
                     "Parquet (apache/arrow#35692): write the vectors as list<float>, or "
                     "without null vectors")
         raise InputReadError(f"cannot read {split.url}: {type(exc).__name__}: {exc}"
-                             f"{hint}") from exc
+                             f"{hint}") from None
+
+
+def iter_split_head(split: Split, accepted_rows: int, **options: Any) -> Iterator[Batch]:
+    """The first rows of ``split`` that hold ``accepted_rows`` accepted rows (or all its rows
+    if it has fewer), as :class:`Batch` es covering them exactly once (``options``: those of
+    :func:`iter_split`, but ``limit_rows``).
+
+    A look at a split's head (the query sample): it reads ``accepted_rows`` rows, and only
+    when some of them are rejected it reads again from the start, four times as many rows
+    each time, so the rows it yields do not depend on how rows are batched.
+    """
+    if type(accepted_rows) is not int or accepted_rows < 1:
+        raise ValueError(f"accepted_rows must be an int >= 1, got {accepted_rows!r}")
+    limit = accepted_rows
+    while True:
+        batches = list(iter_split(split, limit_rows=limit, **options))
+        if limit >= split.rows or sum(b.accepted for b in batches) >= accepted_rows:
+            yield from batches
+            return
+        limit = min(4 * limit, split.rows)
 
 
 def read_split(split: Split, *, vector_column: str = "embedding", id_column: str | None = "id",
                ids_url: str | None = None, dim: int | None = None,
-               reject_zero_vectors: bool = True,
+               reject_zero_vectors: bool = True, max_abs_value: float = MAX_ABS_VALUE,
                storage_options: Mapping[str, Any] | None = None,
                filesystem: Any = None) -> Batch:
     """The whole of ``split`` as one :class:`Batch` (see :func:`iter_split` for the
@@ -673,13 +779,14 @@ def read_split(split: Split, *, vector_column: str = "embedding", id_column: str
     batches = list(iter_split(split, vector_column=vector_column, id_column=id_column,
                               ids_url=ids_url, dim=dim, batch_rows=max(split.rows, 1),
                               reject_zero_vectors=reject_zero_vectors,
+                              max_abs_value=max_abs_value,
                               storage_options=storage_options, filesystem=filesystem))
     if len(batches) == 1:
         return batches[0]
     width = dim if dim is not None else split.vector_width or 0
     ids = [b.ids for b in batches]
-    return Batch(source=split.url, row_start=split.row_start, rows=sum(b.rows for b in batches),
-                 global_row_offset=split.global_row_offset,
+    return Batch(source=redact_url(split.url), row_start=split.row_start,
+                 rows=sum(b.rows for b in batches), global_row_offset=split.global_row_offset,
                  ids=np.concatenate(ids) if ids else np.zeros(0, np.int64),
                  vectors=(np.concatenate([b.vectors for b in batches]) if batches
                           else np.zeros((0, width), np.float32)),
@@ -767,7 +874,9 @@ DEAD_LETTER_SCHEMA = pa.schema([
     pa.field("source", pa.string(), nullable=False),
     pa.field("row", pa.int64(), nullable=False),   # row number within the source file
     pa.field("reason", pa.string(), nullable=False),  # one of REJECT_REASONS
-    pa.field("detail", pa.string()),    # more about the reason (duplicate_id: the first row)
+    pa.field("detail", pa.string()),    # more about the reason (duplicate_id: the first row;
+                                        # id_too_long: its length; out_of_range: the
+                                        # element and its value)
 ])
 
 
