@@ -597,8 +597,10 @@ def _make_batch(*, source: str, row_start: int, global_row_offset: int, ids: np.
     mark(None if id_bytes is None else id_bytes > MAX_ID_BYTES, "id_too_long")
     mark(vector_null, "null_vector")
     mark(~right_length | (vectors.shape[1] == 0), "wrong_dimension")  # no values: no width
-    mark(~np.isfinite(vectors).all(axis=1), "non_finite")
-    mark(_beyond(vectors, max_abs_value), "out_of_range")
+    beyond = _beyond(vectors, max_abs_value)   # None: every value finite and within range
+    if beyond is not None:
+        mark(~np.isfinite(vectors).all(axis=1), "non_finite")
+        mark(beyond, "out_of_range")
     if reject_zero_vectors:
         mark(~vectors.any(axis=1), "zero_vector")
     ok = reason == 0
