@@ -26,7 +26,7 @@ from semq_transforms.errors import (
     ParamsError,
 )
 from semq_transforms.eval import exact_knn, recall_at_k
-from semq_transforms.format.shard import encode_levels, read_shard
+from semq_transforms.format.shard import decode_rows, encode_levels, read_shard
 from semq_transforms.index import Index
 from tests.shard_helpers import rewrite, shard_bytes
 
@@ -156,6 +156,28 @@ def test_rows_too_small_for_float32_reciprocals_encode():
     cos = np.einsum("ij,ij->i", restored, x) / (
         np.linalg.norm(restored, axis=1) * np.linalg.norm(x.astype(np.float64), axis=1))
     assert cos.min() > 0.5
+
+
+def test_refinement_does_not_depend_on_the_scale_of_the_vectors():
+    """The same directions at norms 1e-20 ... 1e10 refine alike (the refinement codes unit
+    directions; its step constant was searched in a fixed range against weights that grow
+    with the squared norm, so at 1e10 or 1e-20 the level added nothing)."""
+    x = _data(n=600, d=24, seed=9)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rows = np.arange(x.shape[0])
+
+    def mean_cos(levels, level, scaled):
+        r = decode_rows(levels, level, rows).astype(np.float64)
+        return float(np.mean(np.einsum("ij,ij->i", r, scaled) / (
+            np.linalg.norm(r, axis=1) * np.linalg.norm(scaled, axis=1))))
+
+    unit = encode_levels(x, ["semq1", "semqr4"])
+    base_cos, fine_cos = mean_cos(unit, 0, x), mean_cos(unit, 1, x)
+    assert fine_cos > base_cos + 0.02
+    for scale in (1e-20, 1e-3, 1e3, 1e10):
+        scaled = (x.astype(np.float64) * scale).astype(np.float32)
+        levels = encode_levels(scaled, ["semq1", "semqr4"])
+        assert mean_cos(levels, 1, scaled) == pytest.approx(fine_cos, abs=2e-3), scale
 
 
 def test_base_is_required_checked_and_must_match(fitted):

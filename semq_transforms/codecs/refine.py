@@ -165,6 +165,13 @@ class SemqrCodec(BitsCodec):
         d = x.shape[1]
         mean, axes, variance = cache.get("semq.pca", lambda: _pca(x))
         weight = variance + (mean @ axes) ** 2
+        # Steps are c / sqrt(weight) on unit directions: only relative weights matter, so
+        # they are scaled by a power of two (exact) to a sum near 1, the sum for unit-norm
+        # rows (unchanged then). Else c's search range would depend on the vectors' scale:
+        # rows of norm ~1e10 or ~1e-20 got no refinement at all.
+        total = float(weight.sum())
+        if total > 0:
+            weight = weight * 2.0 ** -round(np.log2(total))
         bp = base.params
         base_axes = _match_axes(axes, bp["basis"].astype(np.float64), self.spec)
         rest = np.setdiff1d(np.arange(d), base_axes)
