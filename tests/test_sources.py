@@ -194,6 +194,17 @@ def test_arrow_ipc_record_batches(tmp_path):
     np.testing.assert_array_equal(got, x)
 
 
+def test_arrow_ipc_stream_format_is_refused_saying_so(tmp_path):
+    """The stream format has no footer to plan splits from; the error says which format to
+    write (pyarrow's "Not an Arrow file" came first and hid that)."""
+    table = embedding_table(np.arange(10), vectors(10, seed=7))
+    path = tmp_path / "s.arrow"
+    with ipc.new_stream(str(path), table.schema) as writer:
+        writer.write_table(table)
+    with pytest.raises(InputReadError, match="stream format is not supported"):
+        plan_splits([str(path)], vector_column="embedding", id_column="id")
+
+
 @pytest.mark.parametrize("compression", [None, "zstd"])
 def test_ipc_footer_row_counts_match_pyarrow(compression):
     x = vectors(40, seed=6)

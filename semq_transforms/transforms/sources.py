@@ -411,8 +411,9 @@ def _chunk_rows(fs: Any, path: str, url: str, fmt: str, vector_column: str | Non
             # the footer parse; then one small read per record batch header.
             f = TailCachedFile(raw, file_size(raw, fs, path))
             try:
-                schema = ipc.open_file(f).schema
+                # the footer parse first: it tells the IPC stream format (no footer) apart
                 counts = _ipc_footer.record_batch_rows(f.read_range, f.size)
+                schema = ipc.open_file(f).schema
             except (pa.ArrowException, ValueError) as exc:
                 raise InputReadError(f"cannot read {url}: not a valid Arrow IPC file "
                                      f"({exc})") from exc
