@@ -315,6 +315,7 @@ class Index:
         written = 0
         schema = _empty_table(self.dim, self.id_type).schema
         fs, path = fsspec.core.url_to_fs(dest, **(storage_options or {}))
+        fs.makedirs(fs._parent(path), exist_ok=True)   # as fsspec.open does for writing
         try:
             with fs.open(path, "wb") as f, pq.ParquetWriter(f, schema) as writer:
                 for ids, vectors in batches:

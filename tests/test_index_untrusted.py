@@ -248,6 +248,6 @@ def test_cli_diff_against_another_index_takes_its_latest_version(root, tmp_path,
 
 
 def test_export_of_a_good_index_still_round_trips(root, tmp_path):
-    dest = tmp_path / "ok.parquet"
+    dest = tmp_path / "new" / "folder" / "ok.parquet"      # folders made as needed
     assert Index.open(str(root)).export_parquet(str(dest)) == 1200
     assert pq.read_table(dest).num_rows == 1200
