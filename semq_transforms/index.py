@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -463,8 +463,11 @@ def _level(level: Any, levels: int) -> int:
 def _wanted_ids(ids: Any, id_type: str) -> np.ndarray:
     """The ids asked for that can be ids of an index of ``id_type``: int64 ``[m]`` or an
     object array of str (others are dropped: they match nothing)."""
-    values = np.asarray(ids) if isinstance(ids, np.ndarray) else np.asarray(ids, dtype=object)
-    values = values.reshape(-1)
+    if isinstance(ids, np.ndarray):
+        values = ids.reshape(-1)
+    else:   # any iterable of ids (a set, a generator, a Series), or one id
+        many = isinstance(ids, Iterable) and not isinstance(ids, (str, bytes))
+        values = np.array(list(ids) if many else [ids], dtype=object)
     if id_type == "int64":
         if values.dtype.kind in "iu":
             return values

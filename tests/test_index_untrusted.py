@@ -189,7 +189,8 @@ def test_an_export_that_fails_midway_leaves_no_file(root, tmp_path):
 
 def test_restore_finds_the_ids_of_its_type_in_a_mixed_list(root):
     index = Index.open(str(root))
-    for ids in ([5, "x"], ["x", 5, 7.0, True], np.array([5], dtype=np.uint64)):
+    for ids in ([5, "x"], ["x", 5, 7.0, True], np.array([5], dtype=np.uint64), {5, 10**30},
+                (i for i in (5, "5")), 5, np.int64(5)):
         table = index.restore_table(ids)
         assert table.column("id").to_pylist() == [5]
     strings = Index.open(str(root)).restore_table(["5"])
