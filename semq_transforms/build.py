@@ -9,6 +9,7 @@ the same steps at scale with the same format calls (``write_shard`` per shard, o
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,7 +43,7 @@ def _check_unique(ids: np.ndarray | Sequence[str]) -> None:
 
 def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | None = None,
                 codecs: Sequence[str] = ("semq4",), rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
-                run_id: str = "local", parent_version: int | None | str = "latest",
+                run_id: str | None = None, parent_version: int | None | str = "latest",
                 input_fingerprint: str | None = None,
                 storage_options: Mapping[str, Any] | None = None) -> Manifest:
     """Encode ``x`` into shards under ``url`` and commit a new version.
@@ -53,7 +54,9 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
         ids: int64 ``[n]`` or ``n`` strings, unique (default: ``0..n-1``).
         codecs: code levels per shard, scan level first (``["semq1", "semq4"]``).
         rows_per_shard: shard size; each shard fits its own codec parameters.
-        run_id: names the run folder the shards are written to.
+        run_id: names the run folder the shards are written to (default: a new
+            ``build-<16 hex>`` per call). A folder a committed version uses is refused
+            (``RunFolderInUseError``): its files must not change.
     Returns:
         The committed manifest.
     """
@@ -63,6 +66,10 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
         raise InvalidInputError(f"ids has {len(ids)} entries, x has {x.shape[0]} rows")
     _check_unique(ids)
     store = IndexStore(url, storage_options=storage_options)
+    if run_id is None:
+        run_id = f"build-{secrets.token_hex(8)}"
+    else:
+        store.refuse_published_run(run_id)
     shards = []
     for number, (start, stop) in enumerate(shard_ranges(x.shape[0], rows_per_shard)):
         levels = encode_levels(x[start:stop], codecs)

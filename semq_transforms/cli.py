@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from semq_transforms import __version__
+from semq_transforms._urls import redact_text
 from semq_transforms.errors import SemqError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
@@ -34,7 +35,7 @@ def _storage_options(text: str | None) -> dict[str, Any] | None:
 
 
 def _fail(message: str) -> int:
-    print(f"semq-index: error: {message}", file=sys.stderr)
+    print(f"semq-index: error: {redact_text(message)}", file=sys.stderr)
     return EXIT_CANNOT_RUN
 
 
@@ -198,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except SemqError as exc:
         return _fail(str(exc))
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - storage libraries raise their own types
         return _fail(f"{type(exc).__name__}: {exc}")
 
 

@@ -233,9 +233,9 @@ class Index:
             are ``-inf`` / ``-1`` (``""`` for string ids).
         """
         queries = check_vectors(queries, "queries", dim=self.dim)
-        k = _count(k, "k", minimum=1)
-        rerank = DEFAULT_RERANK_FACTOR * k if rerank is None else _count(rerank, "rerank",
-                                                                          minimum=0)
+        k = check_count(k, "k", minimum=1)
+        rerank = (DEFAULT_RERANK_FACTOR * k if rerank is None
+                  else check_count(rerank, "rerank", minimum=0))
         nq = queries.shape[0]
         if nq * k > MAX_RESULT_ENTRIES:
             raise InvalidInputError(f"{nq} queries x k={k} is over {MAX_RESULT_ENTRIES} result "
@@ -383,8 +383,8 @@ class Index:
         if other.dim != self.dim:
             raise InvalidInputError(f"cannot diff indexes of dimension {self.dim} and "
                                     f"{other.dim}")
-        k = _count(k, "k", minimum=1)
-        sample_queries = _count(sample_queries, "sample_queries", minimum=0)
+        k = check_count(k, "k", minimum=1)
+        sample_queries = check_count(sample_queries, "sample_queries", minimum=0)
         mine = dict(_restored_pairs(self))
         theirs = dict(_restored_pairs(other))
         common = sorted(set(mine) & set(theirs), key=_sort_key)
@@ -412,7 +412,7 @@ class Index:
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def _count(value: Any, name: str, *, minimum: int) -> int:
+def check_count(value: Any, name: str, *, minimum: int) -> int:
     """``value`` as an int >= ``minimum`` (numpy integers accepted, bools refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InvalidInputError(f"{name} must be an int >= {minimum}, got {value!r}")
@@ -503,4 +503,4 @@ def _empty_table(dim: int, id_type: str) -> pa.Table:
     return schema.empty_table()
 
 
-__all__ = ["DiffReport", "Index", "ShardProblem", "VerifyReport"]
+__all__ = ["DiffReport", "Index", "ShardProblem", "VerifyReport", "check_count"]

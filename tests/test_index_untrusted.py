@@ -16,7 +16,12 @@ import pytest
 
 from semq_transforms.build import build_index
 from semq_transforms.cli import main as cli_main
-from semq_transforms.errors import FormatError, IntegrityError, InvalidInputError
+from semq_transforms.errors import (
+    FormatError,
+    IntegrityError,
+    InvalidInputError,
+    RunFolderInUseError,
+)
 from semq_transforms.format.meta import LevelMeta
 from semq_transforms.format.store import IndexStore
 from semq_transforms.index import Index
@@ -252,3 +257,39 @@ def test_export_of_a_good_index_still_round_trips(root, tmp_path):
     dest = tmp_path / "new" / "folder" / "ok.parquet"      # folders made as needed
     assert Index.open(str(root)).export_parquet(str(dest)) == 1200
     assert pq.read_table(dest).num_rows == 1200
+
+
+def test_build_index_twice_keeps_the_first_version_intact(tmp_path, corpus):
+    """build_index wrote every call's shards to runs/local/: the second call rewrote the first
+    version's files. Each call now gets a run folder of its own; a folder a committed version
+    uses is refused."""
+    url = str(tmp_path / "twice")
+    build_index(url, corpus[:800], codecs=["semq4"], rows_per_shard=400)
+    build_index(url, corpus[400:], codecs=["semq4"], rows_per_shard=400)
+    assert Index.open(url, 1).verify().ok and Index.open(url, 2).verify().ok
+    assert Index.open(url, 1).manifest.run_id != Index.open(url, 2).manifest.run_id
+    build_index(url, corpus, codecs=["semq2"], run_id="mine")
+    before = {p: p.read_bytes() for p in (tmp_path / "twice" / "runs" / "mine").iterdir()}
+    with pytest.raises(RunFolderInUseError, match="'mine'.*version 3"):
+        build_index(url, corpus[:10], codecs=["semq2"], run_id="mine")
+    assert {p: p.read_bytes() for p in (tmp_path / "twice" / "runs" / "mine").iterdir()} \
+        == before
+
+
+def test_credentials_in_an_object_store_url_are_refused_unprinted(capsys):
+    url = "s3://AKIAEXAMPLE:SuperSecretValue123@bucket/index"
+    with pytest.raises(InvalidInputError, match="take no credentials") as caught:
+        Index.open(url)
+    assert "SuperSecretValue123" not in str(caught.value)
+    assert cli_main(["versions", url]) == 2
+    assert "SuperSecretValue123" not in capsys.readouterr().err
+
+
+def test_encode_and_publish_transforms_check_their_codecs_when_built():
+    """EncodeShards(codecs="semq4") failed on a worker, as "unknown codec id 's'"."""
+    from semq_transforms.transforms.encode import EncodeShards
+
+    with pytest.raises(InvalidInputError, match="non-empty list of codec specs"):
+        EncodeShards("memory://x", run_id="r", codecs="semq4")
+    with pytest.raises(InvalidInputError, match="k must be"):
+        EncodeShards("memory://x", run_id="r", codecs=["semq4"], k=0)

@@ -273,3 +273,41 @@ def test_same_size_new_content_is_published_on_s3(s3_url, s3_storage_options, tm
     assert store.versions() == [1, 2]
     for version in (1, 2):
         assert Index.open(s3_url, version, storage_options=s3_storage_options).verify().ok
+
+
+def test_a_version_published_into_the_folder_after_the_job_was_built_stops_it(tmp_path):
+    """Two jobs with one fixed run id: B is built (its check passes: nothing is published),
+    then A publishes version 1 into runs/nightly/, then B runs. B stops before its first
+    shard write (it overwrote version 1's shards and published version 2 beside them)."""
+    index = tmp_path / "idx"
+    for name, seed in (("a.npy", 1), ("b.npy", 2)):
+        write_npy(str(tmp_path / name), vectors(seed))
+    job_b = parse_config(npy_job(str(tmp_path / "b.npy"), str(index), run_id="nightly"))
+    pipeline_b = beam.Pipeline(options=direct_options())
+    _ = pipeline_b | "Ingest" >> job_b.create_transform()
+    run_api(npy_job(str(tmp_path / "a.npy"), str(index), run_id="nightly"))
+    before = snapshot(index)
+    with pytest.raises(Exception, match=r"RunFolderInUseError|version 1"):
+        pipeline_b.run().wait_until_finish()
+    assert snapshot(index) == before
+    assert IndexStore(str(index)).versions() == [1] and Index.open(str(index)).verify().ok
+
+
+def test_the_publish_step_refuses_a_folder_a_version_took_meanwhile(tmp_path):
+    """The last guard, at commit: shards written, then a version appears in the folder (a
+    concurrent run won); publishing would list two runs' files in one folder."""
+    from semq_transforms.build import build_index
+
+    index = tmp_path / "idx"
+    write_npy(str(tmp_path / "b.npy"), vectors(2))
+    job = parse_config(npy_job(str(tmp_path / "b.npy"), str(index), run_id="nightly"))
+    pipeline = beam.Pipeline(options=direct_options())
+    _ = pipeline | "Ingest" >> job.create_transform()
+    # the competing version owns runs/nightly/ but wrote no file this job writes
+    build_index(str(index), vectors(3), codecs=["semq4"], rows_per_shard=1000,
+                run_id="nightly")
+    (index / "runs" / "nightly" / "shard-00000.semq").rename(index / "moved")
+    with pytest.raises(Exception, match=r"RunFolderInUseError|version 1"):
+        pipeline.run().wait_until_finish()
+    assert IndexStore(str(index)).versions() == [1]
+    assert not (index / "runs" / "nightly" / "report.json").exists()

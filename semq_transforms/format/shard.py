@@ -88,6 +88,19 @@ class EncodedLevel:
         return self.params.dim
 
 
+def level_codecs(specs: Sequence[str | Mapping[str, Any] | Codec]) -> list[Codec]:
+    """The codecs of a shard's levels, scan level first, checked: a non-empty list (not one
+    spec string), known codecs, refining levels after what they refine."""
+    if isinstance(specs, (str, Mapping, Codec)) or not specs:
+        raise InvalidInputError(f"specs must be a non-empty list of codec specs, got {specs!r}")
+    codecs = [get_codec(spec) for spec in specs]
+    try:
+        check_order(codecs)
+    except CodecConfigError as exc:
+        raise InvalidInputError(f"specs {[c.spec for c in codecs]}: {exc}") from None
+    return codecs
+
+
 def encode_levels(x: np.ndarray, specs: Sequence[str | Mapping[str, Any] | Codec]
                   ) -> list[EncodedLevel]:
     """Fit each codec on float32 ``x`` ``[n, d]`` and encode ``x`` with it.
@@ -95,15 +108,9 @@ def encode_levels(x: np.ndarray, specs: Sequence[str | Mapping[str, Any] | Codec
     ``specs`` lists the levels of one shard, scan level first, rerank level last
     (``["semq1", "semq4"]``). Pure numpy; deterministic in ``x``.
     """
-    if isinstance(specs, (str, Mapping, Codec)) or not specs:
-        raise InvalidInputError(f"specs must be a non-empty list of codec specs, got {specs!r}")
+    codecs = level_codecs(specs)
     levels: list[EncodedLevel] = []
     cache = FitCache()  # statistics of x the levels share (semq levels: one PCA per shard)
-    codecs = [get_codec(spec) for spec in specs]
-    try:
-        check_order(codecs)
-    except CodecConfigError as exc:
-        raise InvalidInputError(f"specs {[c.spec for c in codecs]}: {exc}") from None
     for codec in codecs:
         prev = levels[-1] if codec.refines else None
         base = None if prev is None else BaseLevel(prev.codec, prev.params, prev.codes)

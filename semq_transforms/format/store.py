@@ -45,6 +45,8 @@ from semq_transforms.errors import (
     FormatError,
     IndexNotFoundError,
     IntegrityError,
+    InvalidInputError,
+    RunFolderInUseError,
     VersionConflictError,
 )
 from semq_transforms.format.manifest import (
@@ -85,6 +87,11 @@ def manifest_path(version: int) -> str:
     return f"{MANIFESTS_DIR}/v{version:08d}.manifest.arrow"
 
 
+#: Schemes whose URLs have no user info: ``s3://key:secret@bucket`` is a bucket name to them,
+#: and the secret would be quoted in their errors.
+_NO_URL_CREDENTIALS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "file", "memory")
+
+
 class IndexStore:
     """The files of one index under ``url``, on any fsspec filesystem.
 
@@ -104,6 +111,11 @@ class IndexStore:
     def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
         if not isinstance(url, str) or not url:
             raise FormatError(f"url must be a non-empty string, got {url!r}")
+        scheme, sep, rest = url.partition("://")
+        if sep and scheme.lower() in _NO_URL_CREDENTIALS and "@" in rest.partition("/")[0]:
+            raise InvalidInputError(
+                f"{redact_url(url)}: {scheme}:// URLs take no credentials; pass them in "
+                f"storage_options or (better) the environment")
         self.fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         self.root = root.rstrip("/") or "/"
         self.url = redact_url(url.rstrip("/") or url)
@@ -236,6 +248,16 @@ class IndexStore:
                                                 for s in manifest.shards):
                 return manifest
         return None
+
+    def refuse_published_run(self, run_id: str) -> None:
+        """Raise :class:`RunFolderInUseError` if a committed version uses ``runs/<run_id>/``
+        (:meth:`run_version`): writing there would change files that version serves."""
+        owner = self.run_version(run_id)
+        if owner is not None:
+            raise RunFolderInUseError(
+                f"run {run_id!r}: its run folder {self.url_of(f'{RUNS_DIR}/{run_id}')}/ holds "
+                f"the files of published version {owner.version}; writing there would "
+                f"overwrite them. Use another run id", run_id=run_id, version=owner.version)
 
     # -- writing --------------------------------------------------------------------------
 

@@ -50,11 +50,12 @@ from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import (
     EncodedLevel,
     encode_levels,
+    level_codecs,
     search_levels,
     write_shard,
 )
 from semq_transforms.format.store import IndexStore
-from semq_transforms.index import DEFAULT_RERANK_FACTOR
+from semq_transforms.index import DEFAULT_RERANK_FACTOR, check_count
 from semq_transforms.transforms.planning import ShardRows, splitmix64
 from semq_transforms.transforms.read import (
     COUNTS,
@@ -225,6 +226,7 @@ class _EncodeShardFn(beam.DoFn):
 
     def setup(self) -> None:
         self._store = IndexStore(self._index_url, storage_options=self._storage_options)
+        self._folder_checked = False
 
     def process(self, shard: ShardRows, sample: tuple | None = None) -> Iterator[Any]:
         levels = encode_levels(shard.vectors, self._codecs)
@@ -236,6 +238,11 @@ class _EncodeShardFn(beam.DoFn):
                 neighbors.exact_I, neighbors.approx_I)}
             yield beam.pvalue.TaggedOutput(NEIGHBORS, neighbors)
         path = self._store.shard_path(self._run_id, shard.shard_no)
+        if not self._folder_checked and self._store.exists(path):
+            # a file there already: a rerun, or a version published into this run folder
+            # since the pipeline was built (its files must not change)
+            self._store.refuse_published_run(self._run_id)
+            self._folder_checked = True
         with self._store.open_write(path) as f:
             meta = write_shard(f, ids=shard.ids, levels=levels, path=path)
         check_written(self._store, meta)
@@ -277,6 +284,10 @@ class EncodeShards(beam.PTransform):
                  rerank: int | None = None,
                  storage_options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
+        level_codecs(codecs)            # a typed error now, not on a worker at run time
+        check_count(k, "k", minimum=1)
+        if rerank is not None:
+            check_count(rerank, "rerank", minimum=0)
         self._fn = _EncodeShardFn(
             index_url, run_id=run_id, codecs=codecs, k=k,
             rerank=DEFAULT_RERANK_FACTOR * k if rerank is None else rerank,

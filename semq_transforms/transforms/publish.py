@@ -26,6 +26,7 @@ from semq_transforms.config import redact_url
 from semq_transforms.errors import SemqError
 from semq_transforms.eval import knn_intersection_measure
 from semq_transforms.format.meta import ShardMeta
+from semq_transforms.format.shard import level_codecs
 from semq_transforms.format.store import IndexStore
 from semq_transforms.transforms.encode import ShardNeighbors
 from semq_transforms.transforms.read import METRICS_NAMESPACE
@@ -170,6 +171,9 @@ class _PublishFn(beam.DoFn):
                 neighbors: ShardNeighbors | None, sample: tuple) -> Any:
         metas = sorted(metas, key=lambda m: m.path)
         store = IndexStore(self._index_url, storage_options=self._storage_options)
+        # A version published into this run folder since the pipeline was built: committing
+        # (or writing the report) would change what that version serves.
+        store.refuse_published_run(self._run_id)
         rows_encoded = sum(m.rows for m in metas)
         recall = (None if neighbors is None
                   else knn_intersection_measure(neighbors.exact_I, neighbors.approx_I))
@@ -255,6 +259,7 @@ class PublishIndex(beam.PTransform):
                  safe_config: Mapping[str, Any] | None = None,
                  storage_options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
+        level_codecs(codecs)            # a typed error now, not on a worker at run time
         self._fn = _PublishFn(index_url, run_id=run_id, dim=dim, codecs=codecs,
                               rows_planned=rows_planned, k=k, min_recall_at_k=min_recall_at_k,
                               max_rejected_fraction=max_rejected_fraction,
