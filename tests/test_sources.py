@@ -194,6 +194,24 @@ def test_arrow_ipc_record_batches(tmp_path):
     np.testing.assert_array_equal(got, x)
 
 
+def test_uint64_ids_beyond_int64_name_the_file_and_row(tmp_path):
+    """Ids are int64 in an index: a uint64 id above 2**63 - 1 fails its file, naming the row
+    (it named the file only, through pyarrow's cast error)."""
+    ids = np.arange(20, dtype=np.uint64)
+    ids[13] = 2**63 + 5
+    table = pa.table({"id": pa.array(ids, pa.uint64()),
+                      "embedding": fixed_list(vectors(20, seed=8))})
+    url = write_parquet(str(tmp_path / "u.parquet"), table, row_group_size=8)
+    plan = plan_inputs(url)
+    with pytest.raises(InputReadError, match=r"u\.parquet: id 9223372036854775813 at row 13 "):
+        read_all(plan.splits)
+    x_url = write_npy(str(tmp_path / "x.npy"), vectors(20, seed=8))
+    ids_url = write_npy(str(tmp_path / "ids.npy"), ids)
+    plan = plan_inputs(x_url, format="npy", ids_url=ids_url, id_column=None)
+    with pytest.raises(InputReadError, match=r"ids\.npy: id 9223372036854775813 at row 13 "):
+        read_all(plan.splits, ids_url=ids_url, id_column=None)
+
+
 def test_arrow_ipc_stream_format_is_refused_saying_so(tmp_path):
     """The stream format has no footer to plan splits from; the error says which format to
     write (pyarrow's "Not an Arrow file" came first and hid that)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from semq_transforms.transforms._storage import int64_ids
+
 
 def to_float32(values: pa.Array) -> np.ndarray:
     """Float values as float32 (nulls become NaN; float64 beyond float32's range becomes
@@ -55,12 +57,17 @@ def vectors_from_arrow(column: pa.Array, dim: int | None
     return vectors, null, right_length, dim
 
 
-def ids_from_arrow(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids [n], null bool [n])``: int64 for integer columns, object (str) for strings."""
+def ids_from_arrow(column: pa.Array, *, url: str,
+                   row_start: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids [n], null bool [n])``: int64 for integer columns, object (str) for strings.
+    ``url`` and ``row_start`` (the file row of the first id) name a uint64 id above int64."""
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
     null = ~column.is_valid().to_numpy(zero_copy_only=False)
     if pa.types.is_integer(column.type):
-        return column.fill_null(0).cast(pa.int64()).to_numpy(), null
+        values = column.fill_null(0)
+        if pa.types.is_uint64(values.type):
+            return int64_ids(values.to_numpy(), url, row_start), null
+        return values.cast(pa.int64()).to_numpy(), null
     ids = column.cast(pa.large_string()).to_numpy(zero_copy_only=False)
     return np.asarray(ids, dtype=object), null

@@ -204,8 +204,13 @@ def read_range(fs: Any, path: str, url: str, header: NpyHeader, start: int,
     return data
 
 
-def int64_ids(raw: np.ndarray, url: str) -> np.ndarray:
-    if raw.dtype.kind == "u" and raw.dtype.itemsize == 8 and raw.size and (
-            raw.max() > np.iinfo(np.int64).max):
-        raise InputReadError(f"cannot read {url}: uint64 ids above 2**63 - 1 do not fit int64")
+def int64_ids(raw: np.ndarray, url: str, row_start: int) -> np.ndarray:
+    """Integer ids ``raw`` ``[n]`` (rows ``row_start`` on of ``url``) as int64; uint64 ids
+    above int64 fail the file, naming the first such row."""
+    if raw.dtype.kind == "u" and raw.dtype.itemsize == 8 and raw.size:
+        over = np.flatnonzero(raw > np.iinfo(np.int64).max)
+        if over.size:
+            raise InputReadError(f"cannot read {url}: id {int(raw[over[0]])} at row "
+                                 f"{row_start + int(over[0])} does not fit int64 (uint64 ids "
+                                 f"above 2**63 - 1)")
     return raw.astype(np.int64)

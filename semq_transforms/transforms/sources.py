@@ -662,7 +662,7 @@ def _npy_batches(split: Split, *, ids_url: str | None, dim: int | None, batch_ro
             bytes_read += len(id_data)
             raw_ids = np.frombuffer(id_data, ids_header.dtype)
             ids = (raw_ids.astype(object) if raw_ids.dtype.kind == "U"
-                   else int64_ids(raw_ids, ids_url))
+                   else int64_ids(raw_ids, ids_url, global_start))
         else:
             ids = np.arange(global_start, global_start + n, dtype=np.int64)
         right_length = np.full(n, width == dim)
@@ -731,7 +731,8 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
             if chunk.ids is None:
                 ids, id_null = np.arange(global_start, global_start + n), np.zeros(n, bool)
             else:
-                ids, id_null = ids_from_arrow(chunk.ids)
+                ids, id_null = ids_from_arrow(chunk.ids, url=split.url,
+                                              row_start=chunk.row_start)
             yield _make_batch(source=split.url, row_start=chunk.row_start,
                               global_row_offset=global_start, ids=ids, id_null=id_null,
                               vectors=vectors, vector_null=vector_null,
@@ -832,13 +833,15 @@ def iter_split_ids(split: Split, *, id_column: str | None = "id", ids_url: str |
             for g0, positions in ranges():
                 raw = np.frombuffer(read_range(ids_fs, ids_path, ids_url, header, g0,
                                                g0 + positions.shape[0]), header.dtype)
-                ids = raw.astype(object) if raw.dtype.kind == "U" else int64_ids(raw, ids_url)
+                ids = (raw.astype(object) if raw.dtype.kind == "U"
+                       else int64_ids(raw, ids_url, g0))
                 yield ids, np.zeros(positions.shape[0], bool), positions
         else:
             for chunk in _arrow_chunks(split, None, id_column, batch_rows, storage_options,
                                        filesystem):
                 g0 = split.global_row_offset + chunk.row_start - split.row_start
-                ids, id_null = ids_from_arrow(chunk.ids)
+                ids, id_null = ids_from_arrow(chunk.ids, url=split.url,
+                                              row_start=chunk.row_start)
                 yield ids, id_null, np.arange(g0, g0 + len(chunk.ids), dtype=np.int64)
 
 
