@@ -76,6 +76,22 @@ def test_fit_and_encode_identical_across_processes_and_thread_counts(tmp_path, a
             assert np.array_equal(one[key], here[part]), f"{key}: subprocess vs this process"
 
 
+def test_semq_params_at_embedding_width_do_not_depend_on_blas_threads(tmp_path):
+    """At d = 384 LAPACK's eigensolver (OpenBLAS) returned eigenvectors that differed in the
+    last bits between 1 and 2 BLAS threads, so semq params (and then a few codes) did; at the
+    d = 128 above it happened not to. semq runs it on one thread."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2000, 384)) * np.exp(-np.arange(384) / 40.0) + 0.05
+         ).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)   # a shard where the two differed
+    x_file = tmp_path / "x384.npy"
+    np.save(x_file, x)
+    one = _run_child(tmp_path, x_file, ["semq4"], threads=1)
+    two = _run_child(tmp_path, x_file, ["semq4"], threads=2)
+    assert np.array_equal(one["semq4/params"], two["semq4/params"])
+    assert np.array_equal(one["semq4/codes"], two["semq4/codes"])
+
+
 @pytest.mark.parametrize("spec", SPECS)
 def test_code_of_a_row_does_not_depend_on_its_batch(spec, aniso):
     """A vector's code must be a function of the vector and the params only: the same row

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from semq_transforms.codecs.base import CHUNK_ROWS, BitsCodec, FitCache, rowwise_matmul
 from semq_transforms.codecs.bitpack import pack_planes, plane_sizes, unpack_planes
@@ -255,7 +256,10 @@ def _pca(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         centered -= mean               # in place: one float64 chunk in memory, not two
         cov += centered.T @ centered
     cov /= n
-    eigvals, eigvecs = np.linalg.eigh(cov)
+    # LAPACK's symmetric eigensolver (OpenBLAS) gives results that differ in the last bits
+    # with the number of BLAS threads; on one thread the params are the same everywhere.
+    with threadpool_limits(limits=1, user_api="blas"):
+        eigvals, eigvecs = np.linalg.eigh(cov)
     order = np.argsort(-eigvals, kind="stable")
     axes = eigvecs[:, order]
     pivot = np.abs(axes).argmax(axis=0)
