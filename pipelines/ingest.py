@@ -88,12 +88,28 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m pipelines.ingest",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="job config YAML (path or URL)")
-    parser.add_argument("--index-url", help="override output.index_url")
+    parser.add_argument("--index-url", "--index_url", dest="index_url",
+                        help="override output.index_url")
     return parser.parse_known_args(argv)
+
+
+def unknown_options(beam_args: Sequence[str]) -> list[str]:
+    """The options in ``beam_args`` that no Beam options class defines (Beam only logs a
+    warning for them: a mistyped flag would otherwise be ignored silently)."""
+    known = set(PipelineOptions([]).get_all_options())
+    given = PipelineOptions(list(beam_args)).get_all_options(retain_unknown_options=True)
+    names = set(given) - known        # as Beam spells them: dashes become underscores
+    flags = {arg.split("=", 1)[0] for arg in beam_args if arg.startswith("-")}
+    return sorted(f for f in flags if f.lstrip("-").replace("-", "_") in names)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, beam_args = _parse(argv)
+    unknown = unknown_options(beam_args)
+    if unknown:
+        print(f"ingest: unknown option(s) {', '.join(unknown)}: neither a job option "
+              f"(--config, --index-url) nor a Beam pipeline option", file=sys.stderr)
+        return 2
     try:
         config = load_config(args.config)
         if args.index_url:
@@ -110,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (SemqError, ValueError) as exc:
         print(f"ingest: {redact_text(str(exc))}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - e.g. storage unreachable while planning
+        print(f"ingest: could not plan the job: {type(exc).__name__}: "
+              f"{redact_text(str(exc))}", file=sys.stderr)
         return 2
     try:
         pipeline.run().wait_until_finish()

@@ -101,7 +101,10 @@ MAX_CONFIG_BYTES = 1 << 20
 InputFormat = Literal["parquet", "arrow", "npy"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_ENV_REF = re.compile(r"\$\{ENV:(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+# (a default holds no "${": a nested reference is malformed, not literal text)
+_ENV_REF = re.compile(
+    r"\$\{ENV:(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>(?:(?!\$\{)[^}])*))?\}")
+_NUMBER_TYPES = (int, float, int | None, float | None)
 _OPTIONAL_REF = re.compile(r"\$\{ENV:[A-Za-z_][A-Za-z0-9_]*:-\}")
 _URL_FIELDS = frozenset({"url", "ids_url", "index_url"})
 _SUFFIX_FORMATS: dict[str, InputFormat] = {
@@ -208,6 +211,15 @@ def _is_local_relative(url: str) -> bool:
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True,
                               coerce_numbers_to_str=True, validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML ``true`` is not the number 1 (pydantic's lax mode would take it as one)."""
+        if isinstance(value, bool) and info.field_name is not None and (
+                cls.model_fields[info.field_name].annotation in _NUMBER_TYPES):
+            raise PydanticCustomError("bool_number", "expected a number, got a boolean")
+        return value
 
     def model_dump_safe(self) -> dict[str, Any]:
         """JSON-ready dict for reports, manifests and logs: every storage option value is
@@ -369,7 +381,7 @@ class ValidationConfig(_Model):
 
     k: int = Field(10, ge=1, description="neighbors per query for recall@k")
     sample_queries: int = Field(256, ge=1, description="query vectors sampled from the input")
-    seed: int = Field(0, ge=0, description="seed of the query sample")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the query sample")
     min_recall_at_k: float = Field(gt=0, le=1, description="publish only if mean recall@k "
                                                            "reaches this")
     max_rejected_fraction: float = Field(ge=0, le=1, description="fail the run if more than "

@@ -160,6 +160,15 @@ BAD_FIELDS = [
     ("validation.reject_zero_vectors", "maybe", "validation.reject_zero_vectors",
      "valid boolean"),
     ("validation", DELETE, "validation", "Field required"),
+    # YAML booleans are not numbers (pydantic's lax mode took true as 1)
+    ("validation.k", True, "validation.k", "expected a number, got a boolean"),
+    ("encode.rows_per_shard", True, "encode.rows_per_shard", "got a boolean"),
+    ("validation.min_recall_at_k", True, "validation.min_recall_at_k", "got a boolean"),
+    ("validation.max_rejected_fraction", False, "validation.max_rejected_fraction",
+     "got a boolean"),
+    ("input.dim", True, "input.dim", "got a boolean"),
+    # a seed numpy cannot take failed while the pipeline was built
+    ("validation.seed", 2**64, "validation.seed", "less than or equal to"),
 ]
 
 
@@ -337,6 +346,9 @@ def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     ({"list": ["ok", "${ENV:SEMQ_MISSING}"]}, {}, "storage_options.list.1", "is not set"),
     ({"secret": "${ENV:BAD-NAME}"}, {}, "storage_options.secret", "malformed"),
     ({"secret": "${ENV:UNCLOSED"}, {}, "storage_options.secret", "malformed"),
+    # a reference in a default was passed on as literal text (a credential "${ENV:X}")
+    ({"key": "${ENV:SEMQ_UNSET:-${ENV:SEMQ_SECRET}}"}, {"SEMQ_SECRET": "s"},
+     "storage_options.key", "malformed"),
 ])
 def test_missing_or_bad_env_reference(tmp_path: Path, options: Any, env: dict[str, str],
                                       field: str, message: str) -> None:

@@ -256,6 +256,33 @@ def test_config_errors_exit_2(tmp_path, capsys):
     assert "missing.yaml" in capsys.readouterr().err
 
 
+def test_unknown_options_stop_the_job_and_index_url_takes_either_spelling(input_dir, tmp_path,
+                                                                          capsys):
+    """Beam only warns about options it does not know: "--index_url X" was ignored and the
+    job published into the config's index."""
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(job(input_dir, str(tmp_path / "configured"))))
+    assert main(["--config", str(config_file), "--index-url-x", "y", "--bogus=1"]) == 2
+    assert "--bogus, --index-url-x" in capsys.readouterr().err
+    assert not (tmp_path / "configured").exists()
+    assert main(["--config", str(config_file), "--index_url", str(tmp_path / "other")]) == 0
+    assert Index.open(str(tmp_path / "other")).version == 1
+    assert not (tmp_path / "configured").exists()
+
+
+def test_unreachable_storage_is_exit_2_with_a_message(input_dir, tmp_path, capsys):
+    """An S3 endpoint nobody listens on: botocore's errors are not OSErrors, and escaped as a
+    traceback with exit 1 (which means "gate failed")."""
+    data = job(input_dir, "s3://bucket/idx")
+    data["output"]["storage_options"] = {"key": "k", "secret": "s", "client_kwargs": {
+        "endpoint_url": "http://127.0.0.1:9"}, "config_kwargs": {
+        "retries": {"max_attempts": 1}, "connect_timeout": 1}}
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(config_file)]) == 2
+    assert "ingest: " in capsys.readouterr().err
+
+
 def test_command_line_local_config(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     index_url = str(tmp_path / "local-index")

@@ -212,6 +212,22 @@ def test_uint64_ids_beyond_int64_name_the_file_and_row(tmp_path):
         read_all(plan.splits, ids_url=ids_url, id_column=None)
 
 
+def test_a_corrupt_page_met_while_inferring_dim_names_the_file(tmp_path):
+    """Without dim, the width of list<float> vectors comes from the first rows: a corrupt page
+    there escaped as a raw OSError (a traceback, exit 1), not as InputReadError."""
+    x = vectors(300, seed=9)
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": pa.array(np.arange(300)),
+                             "embedding": pa.array(x.tolist(), pa.list_(pa.float32()))}),
+                   str(path), row_group_size=100)
+    page = pq.ParquetFile(str(path)).metadata.row_group(0).column(1).data_page_offset
+    with open(path, "r+b") as f:
+        f.seek(page)
+        f.write(b"\xff" * 64)
+    with pytest.raises(InputReadError, match=r"cannot read .*a\.parquet"):
+        plan_inputs(str(path))
+
+
 def test_arrow_ipc_stream_format_is_refused_saying_so(tmp_path):
     """The stream format has no footer to plan splits from; the error says which format to
     write (pyarrow's "Not an Arrow file" came first and hid that)."""
