@@ -81,7 +81,7 @@ def test_unhashable_id_is_a_config_error():
 
 @pytest.mark.parametrize("bad", [
     "int3", "int16", "semq9", "semq0", "block2", "block16", "binary1", "f16x",
-    "", "4", "semq-4", "semq4.5",
+    "", "4", "semq-4", "semq4.5", "semq" + "9" * 4400, "semq" + "0" * 4400 + "9",
     {"id": "semq", "bits": True},
     {"id": "semq", "bits": 4.0},
     {"id": "semq", "bits": "4"},

@@ -338,3 +338,22 @@ def test_int_params_from_fit_are_accepted_by_encode(spec, column):
     params, _, restored, _ = run(codec, x.astype(np.float32), x[:1].astype(np.float32))
     assert (params["scale"] > 0).all() and np.isfinite(params["zero_point"]).all()
     assert np.abs(restored - x).max() <= params["scale"].max()
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_score_candidates_with_no_candidates_is_empty(spec, aniso, aniso_queries):
+    """c = 0 passed the shape check, then failed in a reshape with a raw numpy ValueError."""
+    codec = get_codec(spec)
+    params = codec.fit(aniso)
+    width = codec.code_bytes(aniso.shape[1])
+    out = codec.score_candidates(aniso_queries[:3], np.zeros((3, 0, width), np.uint8), params)
+    assert out.shape == (3, 0) and out.dtype == np.float32
+
+
+def test_decode_rows_names_a_row_out_of_range(aniso):
+    from semq_transforms.errors import InvalidInputError
+    from semq_transforms.format.shard import decode_rows, encode_levels
+
+    levels = encode_levels(aniso[:60], ["semq1", "semq4"])
+    with pytest.raises(InvalidInputError, match="60 rows"):
+        decode_rows(levels, -1, np.array([0, 60]))

@@ -267,9 +267,11 @@ class Codec(ABC):
                                          f"{shape}")
             if nq * c:
                 base.codec.check_codes(base.codes.reshape(nq * c, -1), base.params)
+        if nq * c == 0:                 # no candidates (or no query): nothing to score
+            return np.zeros((nq, c), dtype=np.float32)
         state = self._state(params, base)
         out = np.empty((nq, c), dtype=np.float32)
-        step = max(1, self.chunk_rows // max(c, 1))
+        step = max(1, self.chunk_rows // c)
         for start in range(0, nq, step):
             stop = min(start + step, nq)
             flat = np.ascontiguousarray(codes[start:stop]).reshape(-1, width)

@@ -51,7 +51,11 @@ def parse_spec(spec: str) -> dict[str, Any]:
                                f"width such as 'semq4' or 'int8' (ids: {registered_ids()})")
     config: dict[str, Any] = {"id": match["id"]}
     if match["bits"]:
-        config["bits"] = int(match["bits"])
+        digits = match["bits"].lstrip("0") or "0"
+        if len(digits) > 9:   # (int() of 4,300+ digits raises a plain ValueError)
+            shown = spec if len(spec) <= 40 else f"{spec[:40]}..."
+            raise CodecConfigError(f"codec spec {shown!r}: bit width out of range")
+        config["bits"] = int(digits)
     return config
 
 

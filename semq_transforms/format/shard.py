@@ -197,7 +197,11 @@ def _rerank_step(budget: int, keep: int, rows: int, refines: bool) -> int:
 def decode_rows(levels: Sequence[EncodedLevel], i: int, rows: Any) -> np.ndarray:
     """Restore ``rows`` (a numpy index) from level ``i``: float32 ``[m, d]``."""
     lv = levels[i]
-    return lv.codec.decode(lv.codes[rows], lv.params, base=level_base(levels, i, rows))
+    try:
+        codes = lv.codes[rows]
+    except IndexError as exc:
+        raise InvalidInputError(f"rows {exc}: the level has {lv.codes.shape[0]} rows") from None
+    return lv.codec.decode(codes, lv.params, base=level_base(levels, i, rows))
 
 
 # -- writing ---------------------------------------------------------------------------------
