@@ -119,6 +119,9 @@ def test_dead_letters_reconcile(published):
     assert counts["rows_read"] == counts["rows_planned"] == ROWS + 5
     assert counts["rows_read"] == counts["rows_encoded"] + dead.num_rows
     assert counts["dead_letters"] == counts["rows_rejected"] == 3
+    by_reason = {k.removeprefix("rejected_"): v for k, v in counts.items()
+                 if k.startswith("rejected_") and v}
+    assert by_reason == {"non_finite": 1, "wrong_dimension": 1, "zero_vector": 1}
     index = Index.open(index_url)
     assert index.manifest.rows == ROWS + 2
 

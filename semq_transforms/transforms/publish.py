@@ -15,6 +15,7 @@ Counters (namespace ``semq``): ``versions_published``, ``gate_failed``.
 
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,11 +31,13 @@ from semq_transforms.format.shard import level_codecs
 from semq_transforms.format.store import IndexStore
 from semq_transforms.transforms.encode import ShardNeighbors
 from semq_transforms.transforms.read import METRICS_NAMESPACE
-from semq_transforms.transforms.sources import Batch
+from semq_transforms.transforms.sources import REJECT_REASONS, Batch
 
 __all__ = ["PublishIndex", "ReadTotals", "gate_problems", "report_markdown", "report_path"]
 
-TOTAL_KEYS = ("rows_read", "rows_accepted", "rows_rejected", "bytes_read")
+#: Read totals, then the rejected rows per reason (``rejected_<reason>``).
+TOTAL_KEYS = ("rows_read", "rows_accepted", "rows_rejected", "bytes_read",
+              *(f"rejected_{reason}" for reason in REJECT_REASONS))
 
 
 def report_path(run_id: str, suffix: str = "json") -> str:
@@ -44,17 +47,19 @@ def report_path(run_id: str, suffix: str = "json") -> str:
 
 class _SumTotalsFn(beam.CombineFn):
     """Batches, or per-shard counts dicts from ``ReadShards`` -> {rows_read, rows_accepted,
-    rows_rejected, bytes_read}."""
+    rows_rejected, bytes_read, rejected_<reason> for each reason} (:data:`TOTAL_KEYS`)."""
 
     def create_accumulator(self) -> dict[str, int]:
         return dict.fromkeys(TOTAL_KEYS, 0)
 
     def add_input(self, acc: dict[str, int], item: Batch | Mapping[str, int]) -> dict[str, int]:
         if isinstance(item, Batch):
+            reasons = collections.Counter(f"rejected_{d['reason']}" for d in item.rejected)
             item = {"rows_read": item.rows, "rows_accepted": item.accepted,
-                    "rows_rejected": len(item.rejected), "bytes_read": item.bytes_read}
+                    "rows_rejected": len(item.rejected), "bytes_read": item.bytes_read,
+                    **reasons}
         for key in TOTAL_KEYS:
-            acc[key] += item[key]
+            acc[key] += item.get(key, 0)     # per-shard counts hold the reasons seen
         return acc
 
     def merge_accumulators(self, accs: Any) -> dict[str, int]:
@@ -69,8 +74,9 @@ class _SumTotalsFn(beam.CombineFn):
 
 
 class ReadTotals(beam.PTransform):
-    """Batches (or ``ReadShards`` counts) -> one dict of read totals (``rows_read``, ``rows_accepted``,
-    ``rows_rejected``, ``bytes_read``)."""
+    """Batches (or ``ReadShards`` counts) -> one dict of read totals (:data:`TOTAL_KEYS`:
+    ``rows_read``, ``rows_accepted``, ``rows_rejected``, ``bytes_read`` and
+    ``rejected_<reason>`` for every reason, zeros included)."""
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
         return batches | "Sum read totals" >> beam.CombineGlobally(_SumTotalsFn())
