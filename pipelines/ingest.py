@@ -53,7 +53,7 @@ from semq_transforms.config import JobConfig, load_config
 from semq_transforms.errors import NothingToPublishError, SemqError
 from semq_transforms.format.store import IndexStore
 from semq_transforms.transforms.ingest import input_fingerprint, make_read, run_id_for
-from semq_transforms.transforms.publish import report_path
+from semq_transforms.transforms.publish import failure_report, report_path, write_report
 from semq_transforms.transforms.runners import direct_options
 
 __all__ = ["build_pipeline", "input_fingerprint", "main", "make_read", "run_id_for"]
@@ -103,6 +103,23 @@ def unknown_options(beam_args: Sequence[str]) -> list[str]:
     return sorted(f for f in flags if f.lstrip("-").replace("-", "_") in names)
 
 
+def _report_failure(config: JobConfig, job: Any, error: str) -> None:
+    """Write the report of a run that failed before its gate, unless its run folder is a
+    published version's (then its report is that version's, and stays)."""
+    store = IndexStore(config.output.index_url, storage_options=config.output.storage_options)
+    try:
+        store.refuse_published_run(job.run_id)
+        write_report(store, failure_report(
+            run_id=job.run_id, index_url=config.output.index_url,
+            input_fingerprint=job.fingerprint, codecs=config.encode.codecs,
+            dim=job.read.plan.dim, safe_config=config.model_dump_safe(), error=error))
+    except Exception as exc:  # noqa: BLE001 - the run's own error is what matters
+        print(f"ingest: no report written: {type(exc).__name__}: {redact_text(str(exc))}",
+              file=sys.stderr)
+    else:
+        print(f"ingest: report: {store.url_of(report_path(job.run_id))}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, beam_args = _parse(argv)
     unknown = unknown_options(beam_args)
@@ -137,8 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with store.open_read(report_path(run_id)) as f:
             report: dict[str, Any] = json.loads(f.read())
     except Exception as exc:  # noqa: BLE001 - any pipeline failure means "could not run"
-        print(f"ingest: the pipeline failed: {type(exc).__name__}: {redact_text(str(exc))}",
-              file=sys.stderr)
+        error = f"{type(exc).__name__}: {redact_text(str(exc))}"
+        print(f"ingest: the pipeline failed: {error}", file=sys.stderr)
+        _report_failure(config, job, error)
         return 2
     counts, gate = report["counts"], report["gate"]
     recall = report["validation"]["recall_at_k"]

@@ -714,3 +714,33 @@ def test_a_storage_fault_in_a_shard_fails_the_run_and_publishes_nothing(tmp_path
     assert main(["--config", str(config_file)]) == 2
     assert "the storage did not keep what was written" in capsys.readouterr().err
     assert IndexStore("lossymem://idx").versions() == []
+
+
+def test_a_run_that_fails_before_its_gate_still_writes_its_report(tmp_path, capsys):
+    """A data page that cannot be decoded (the footer is fine, so planning passes): exit 2
+    naming the file, nothing published, and a report saying why (there was none)."""
+    x = np.random.default_rng(4).standard_normal((300, 16)).astype(np.float32)
+    path = tmp_path / "in" / "a.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.table({"id": pa.array(np.arange(300)), "embedding": pa.array(
+        x.tolist(), pa.list_(pa.float32()))}), str(path), row_group_size=100)
+    page = pq.ParquetFile(str(path)).metadata.row_group(2).column(1).data_page_offset
+    with open(path, "r+b") as f:
+        f.seek(page)
+        f.write(b"\xff" * 64)
+    data = {"name": "fails", "input": {"url": str(path), "dim": 16, "batch_rows": 100},
+            "output": {"index_url": str(tmp_path / "idx")},
+            "encode": {"codecs": ["semq4"], "rows_per_shard": 100},
+            "validation": {"k": 5, "sample_queries": 16, "min_recall_at_k": 0.1,
+                           "max_rejected_fraction": 0.0}}
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(config_file)]) == 2
+    assert "a.parquet" in capsys.readouterr().err
+    [report_file] = (tmp_path / "idx" / "runs").glob("*/report.json")
+    report = json.loads(report_file.read_text())
+    assert report["gate"]["passed"] is False and report["version"] is None
+    assert "a.parquet" in report["gate"]["problems"][0]
+    assert "NOT PUBLISHED" in report_file.with_suffix(".md").read_text()
+    assert not (tmp_path / "idx" / "manifests").exists() or not any(
+        (tmp_path / "idx" / "manifests").iterdir())

@@ -33,7 +33,8 @@ from semq_transforms.transforms.encode import ShardNeighbors
 from semq_transforms.transforms.read import METRICS_NAMESPACE
 from semq_transforms.transforms.sources import REJECT_REASONS, Batch
 
-__all__ = ["PublishIndex", "ReadTotals", "gate_problems", "report_markdown", "report_path"]
+__all__ = ["PublishIndex", "ReadTotals", "failure_report", "gate_problems", "report_markdown",
+           "report_path", "write_report"]
 
 #: Read totals, then the rejected rows per reason (``rejected_<reason>``).
 TOTAL_KEYS = ("rows_read", "rows_accepted", "rows_rejected", "bytes_read",
@@ -118,6 +119,27 @@ def gate_problems(*, rows_planned: int, totals: Mapping[str, int], dead_letters:
     return problems
 
 
+def failure_report(*, run_id: str, index_url: str, input_fingerprint: str | None,
+                   codecs: Sequence[str], dim: int | None, safe_config: Mapping[str, Any],
+                   error: str) -> dict[str, Any]:
+    """The report of a run that failed before its gate (a file that cannot be read, a
+    worker error): the same keys as a gate's report, ``counts`` / ``bytes`` / ``validation``
+    None (what was counted is lost with the failed pipeline), the error as the problem."""
+    return {"run_id": run_id, "index_url": redact_url(index_url), "version": None,
+            "input_fingerprint": input_fingerprint, "counts": None, "bytes": None,
+            "validation": None, "gate": {"passed": False, "problems": [
+                f"the run failed before its gate: {error}"]},
+            "codecs": list(codecs), "dim": dim, "config": dict(safe_config)}
+
+
+def write_report(store: IndexStore, report: Mapping[str, Any]) -> None:
+    """``report`` as ``runs/<run_id>/report.json`` and ``report.md``."""
+    with store.open_write(report_path(report["run_id"], "json")) as f:
+        f.write(json.dumps(report, indent=2, sort_keys=True).encode("utf-8"))
+    with store.open_write(report_path(report["run_id"], "md")) as f:
+        f.write(report_markdown(report).encode("utf-8"))
+
+
 def report_markdown(report: Mapping[str, Any]) -> str:
     """A short human-readable rendering of a report dict."""
     counts, gate = report["counts"], report["gate"]
@@ -128,6 +150,9 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines.append(f"* {problem}")
     if gate["problems"]:
         lines.append("")
+    if counts is None:          # the run failed before its gate: nothing was counted
+        return "\n".join(lines + ["Config (redacted):", "", "```json", json.dumps(
+            report["config"], indent=2, sort_keys=True), "```", ""])
     lines += ["| count | value |", "|---|---:|"]
     lines += [f"| {key} | {value} |" for key, value in counts.items()]
     b = report["bytes"]
@@ -200,10 +225,7 @@ class _PublishFn(beam.DoFn):
                 problems.append(f"commit failed: {exc}")
         report = self._report(metas, totals, dead_letters, rows_encoded, recall,
                               len(sample[0]), problems, version)
-        with store.open_write(report_path(self._run_id, "json")) as f:
-            f.write(json.dumps(report, indent=2, sort_keys=True).encode("utf-8"))
-        with store.open_write(report_path(self._run_id, "md")) as f:
-            f.write(report_markdown(report).encode("utf-8"))
+        write_report(store, report)
         if error is not None:
             raise error
         (self._published if version is not None else self._gate_failed).inc()
