@@ -205,3 +205,30 @@ def test_sample_splits_are_seeded_spread_heads(two_files, tmp_path):
         assert head_batch.rows == 10 and head_batch.bytes_read * 4 < whole.bytes_read
     assert Counter(b.rows for b in iter_split(split, limit_rows=10, batch_rows=4)) == {
         4: 2, 2: 1}
+
+
+def test_shards_read_their_part_of_a_split_not_all_of_it(tmp_path):
+    """A split larger than a shard was read whole by every shard it overlaps (a 100,000-row
+    row group cut into 10,000-row shards was read 10 times). Every format now stops at the
+    shard's end, and NPY (read at any row) also starts at the shard's start."""
+    options = {"vector_column": "embedding", "id_column": None, "batch_rows": 500,
+               "ids_url": None, "reject_zero_vectors": True, "storage_options": None}
+    x = vectors(4000, seed=12)
+    np.save(tmp_path / "x.npy", x)
+    plan = plan_inputs(str(tmp_path / "x.npy"), format="npy", id_column=None, batch_rows=4000)
+    reads = [read_shard(t, dim=DIM, **options) for t in plan_shards(plan.splits, 1000)]
+    assert [r.counts["rows_read"] for r in reads] == [1000] * 4
+    data_bytes = x.nbytes
+    assert sum(r.counts["bytes_read"] for r in reads) < 1.1 * data_bytes
+    np.testing.assert_array_equal(np.concatenate([r.vectors for r in reads]), x)
+    # Parquet: one 4,000-row row group (pages before a shard's start are still decoded)
+    # Parquet: one 400,000-row row group (~13 MB: pages and reads of ~1 MiB); pages before a
+    # shard's start are still decoded
+    x = vectors(400_000, seed=13)
+    write_parquet(str(tmp_path / "x.parquet"), embedding_table(np.arange(400_000), x),
+                  row_group_size=400_000)
+    plan = plan_inputs(str(tmp_path / "x.parquet"), id_column=None, batch_rows=400_000)
+    reads = [read_shard(t, dim=DIM, **options) for t in plan_shards(plan.splits, 100_000)]
+    read_bytes = [r.counts["bytes_read"] for r in reads]
+    assert read_bytes[0] < read_bytes[-1] / 2
+    np.testing.assert_array_equal(np.concatenate([r.vectors for r in reads]), x)

@@ -33,6 +33,7 @@ input, at a small fraction of its read cost.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -255,6 +256,19 @@ def _clip(batch: Batch, start: int, stop: int, duplicates: Mapping[int, str],
     return batch.ids[keep], batch.vectors[keep], batch.positions[keep], dead, in_range
 
 
+def _needed_part(split: Split, start: int, stop: int) -> tuple[Split, int | None]:
+    """The part of ``split`` a shard of global rows ``[start, stop)`` reads: ``(split,
+    limit_rows)``. Every format stops at ``stop`` (a split running past the shard was read to
+    its end, for each shard it overlaps); NPY rows can be read from any row, so an NPY split
+    also starts at ``start``. (Parquet pages and Arrow batches before ``start`` are decoded.)"""
+    first, end = split.global_row_offset, split.global_row_offset + split.rows
+    if split.format == "npy" and start > first:
+        split = dataclasses.replace(split, row_start=split.row_start + (start - first),
+                                    global_row_offset=start)
+    needed = min(stop, end) - split.global_row_offset
+    return split, (needed if needed < split.rows else None)
+
+
 def read_shard(task: ShardTask, *, duplicates: Mapping[int, str] | None = None,
                dim: int | None, filesystem: Any = None, **read_options: Any) -> ShardRead:
     """Read the rows of ``task``'s range from its splits and sort them into accepted rows
@@ -281,7 +295,9 @@ def read_shard(task: ShardTask, *, duplicates: Mapping[int, str] | None = None,
     ids, positions, dead = [], [], []
     counts = {"rows_read": 0, "bytes_read": 0}
     for split in task.splits:
-        for batch in iter_split(split, dim=dim, filesystem=filesystem, **read_options):
+        split, limit = _needed_part(split, task.start, task.stop)
+        for batch in iter_split(split, dim=dim, filesystem=filesystem, limit_rows=limit,
+                                **read_options):
             b_ids, b_vectors, b_positions, b_dead, rows = _clip(
                 batch, task.start, task.stop, duplicates, duplicate_positions)
             counts["rows_read"] += rows
