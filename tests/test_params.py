@@ -417,3 +417,25 @@ def test_int_scale_must_be_positive(spec, fitted, aniso):
     scale[3] = 0.0
     with pytest.raises(ParamsError, match="scale"):
         codec.encode(aniso[:5], _replace(params, scale=scale))
+
+
+@pytest.mark.parametrize(("spec", "name", "value"), [
+    ("int8", "scale", 3e38), ("int4", "zero_point", -1e30), ("binary", "amplitude", 3e38),
+    ("binary", "mean", 1e20), ("semq4", "mean", 1e18), ("semq4", "step", 1e-45),
+    ("semq1", "step", 1e-35),
+])
+def test_params_restoring_to_inf_are_refused(spec, name, value, aniso):
+    """Finite, positive params a writer can forge with their digests recomputed: a scale of
+    3e38 restored and scored to Inf, a step of 1e-45 encoded from NaN. Refused by
+    check_params: beyond any fit (2 x the largest value encoded), or a step whose reciprocal
+    is not a normal float32."""
+    codec = get_codec(spec)
+    params = codec.fit(aniso)
+    arrays = {k: np.array(v) for k, v in params.arrays.items()}
+    arrays[name] = np.full_like(arrays[name], value)
+    forged = CodecParams.from_bytes(CodecParams(codec=params.codec, dim=params.dim,
+                                                arrays=arrays).to_bytes())
+    with pytest.raises(ParamsError, match=name):
+        codec.check_params(forged)
+    with pytest.raises(ParamsError):
+        codec.decode(codec.encode(aniso, params), forged)

@@ -42,6 +42,12 @@ SCORE_CHUNK_ROWS = 8192
 #: Largest magnitude accepted in vectors and queries: beyond it, squared norms and inner
 #: products can overflow float32 (1e16**2 * d stays finite for d up to 1e6).
 MAX_ABS_VALUE = 1e16
+#: Largest magnitude of any float param: twice the largest value a codec encodes (a mean,
+#: a scale, an amplitude of accepted data stays below it). Larger ones, from a params block
+#: edited with its digests recomputed, would restore or score to Inf.
+MAX_PARAM_MAGNITUDE = 2 * MAX_ABS_VALUE
+#: Smallest quantizer step (semq, semqr): 1 / step stays a normal float32.
+MIN_STEP = 1e-30
 #: Largest float16 magnitude: the limit of codecs that store values (or offsets) as float16.
 F16_MAX = float(np.finfo(np.float16).max)
 
@@ -306,6 +312,10 @@ class Codec(ABC):
                                   f"expected {shape} for dim {params.dim}")
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 raise ParamsError(f"{self.spec} params array {name!r} holds NaN or Inf")
+            if arr.dtype.kind == "f" and arr.size and (
+                    float(np.abs(arr).max()) > MAX_PARAM_MAGNITUDE):
+                raise ParamsError(f"{self.spec} params array {name!r} holds a value beyond "
+                                  f"{MAX_PARAM_MAGNITUDE:g}, more than any fit gives")
         self._check_params_values(params)
 
     def _check_params_values(self, params: CodecParams) -> None:

@@ -47,6 +47,7 @@ import numpy as np
 from semq_transforms.codecs import huffman
 from semq_transforms.codecs.base import (
     CHUNK_ROWS,
+    MIN_STEP,
     BaseLevel,
     BitsCodec,
     Codec,
@@ -137,8 +138,8 @@ class SemqrCodec(BitsCodec):
                 or not extra.shape[1] < step.shape[0] <= params.dim):
             raise ParamsError(f"{self.spec} params need extra_basis [d, ke] and step [k] with "
                               f"ke < k <= d={params.dim}; got {extra.shape}, {step.shape}")
-        if (step <= 0).any():
-            raise ParamsError(f"{self.spec} params 'step' must be > 0")
+        if (step < MIN_STEP).any():
+            raise ParamsError(f"{self.spec} params 'step' must be >= {MIN_STEP:g}")
         if (lo.ndim != 1 or size.shape != lo.shape or lengths.ndim != 1
                 or lo.shape[0] < step.shape[0]):
             raise ParamsError(f"{self.spec} params need table_lo [T], table_size [T] with "

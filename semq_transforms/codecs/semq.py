@@ -47,7 +47,13 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from semq_transforms.codecs.base import CHUNK_ROWS, BitsCodec, FitCache, rowwise_matmul
+from semq_transforms.codecs.base import (
+    CHUNK_ROWS,
+    MIN_STEP,
+    BitsCodec,
+    FitCache,
+    rowwise_matmul,
+)
 from semq_transforms.codecs.bitpack import pack_planes, plane_sizes, unpack_planes
 from semq_transforms.codecs.calibration import strided_sample
 from semq_transforms.codecs.params import CodecParams
@@ -121,8 +127,8 @@ class SemqCodec(BitsCodec):
         if int(width.sum(dtype=np.int64)) != self.bits * params.dim:
             raise ParamsError(f"{self.spec} params 'width' sum to {int(width.sum())} bits, "
                               f"expected {self.bits * params.dim}")
-        if (step <= 0).any():
-            raise ParamsError(f"{self.spec} params 'step' must be > 0")
+        if (step < MIN_STEP).any():
+            raise ParamsError(f"{self.spec} params 'step' must be >= {MIN_STEP:g}")
 
     # -- fit --------------------------------------------------------------------------------
 
