@@ -232,3 +232,19 @@ def test_shards_read_their_part_of_a_split_not_all_of_it(tmp_path):
     read_bytes = [r.counts["bytes_read"] for r in reads]
     assert read_bytes[0] < read_bytes[-1] / 2
     np.testing.assert_array_equal(np.concatenate([r.vectors for r in reads]), x)
+
+
+def test_row_groups_larger_than_a_shard_are_warned_of(tmp_path, caplog):
+    from semq_transforms.transforms.read import ReadEmbeddings, ReadShards
+
+    x = vectors(3000, seed=14)
+    url = write_parquet(str(tmp_path / "big.parquet"), embedding_table(np.arange(3000), x),
+                        row_group_size=3000)
+    read = ReadEmbeddings(url, batch_rows=3000)
+    with caplog.at_level("WARNING"):
+        ReadShards(read, rows_per_shard=3000)
+    assert not caplog.records
+    with caplog.at_level("WARNING"):
+        ReadShards(read, rows_per_shard=1000)
+    assert "row group (or record batch) of 3000 rows, more than rows_per_shard=1000" in (
+        caplog.text) and "about 2.0 times" in caplog.text

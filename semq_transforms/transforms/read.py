@@ -39,6 +39,8 @@ rows_rejected`` always holds.
 from __future__ import annotations
 
 import copy
+import logging
+import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -47,6 +49,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
+from semq_transforms._urls import redact_url
 from semq_transforms.codecs.base import MAX_ABS_VALUE
 from semq_transforms.transforms import _coders  # noqa: F401 - registers the element coders
 from semq_transforms.transforms.planning import (
@@ -73,6 +76,8 @@ from semq_transforms.transforms.sources import (
     plan_inputs,
     write_dead_letters,
 )
+
+logger = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "semq"
 #: Where a second read of rows (the query sample) counts, so ``semq`` counts each row once.
@@ -309,6 +314,19 @@ class _ReadShardFn(beam.DoFn):
             yield ShardRows(task.shard_no, found.ids, found.vectors, found.positions)
 
 
+def _warn_of_rereads(splits: Sequence[Split], rows_per_shard: int) -> None:
+    """Log when Parquet row groups / Arrow batches are larger than a shard: each is decoded
+    from its start by every shard it overlaps (about (n + 1) / 2 times for n shards)."""
+    largest = max((s for s in splits if s.format != "npy"), key=lambda s: s.rows, default=None)
+    if largest is not None and largest.rows > rows_per_shard:
+        logger.warning(
+            "%s has a row group (or record batch) of %d rows, more than rows_per_shard=%d: "
+            "each such group is decoded by every shard it overlaps (about %.1f times); make "
+            "row groups no larger than a shard, or rows_per_shard a multiple of them",
+            redact_url(largest.url), largest.rows, rows_per_shard,
+            (math.ceil(largest.rows / rows_per_shard) + 1) / 2)
+
+
 class ReadShards(beam.PTransform):
     """PBegin -> the input cut into shards, each read where it is encoded: outputs ``shards``
     (one :class:`~semq_transforms.transforms.encode.ShardRows` per shard with accepted rows),
@@ -335,6 +353,7 @@ class ReadShards(beam.PTransform):
         self._read = read
         self._tasks = plan_shards(read.plan.splits, rows_per_shard)
         self._rows_per_shard = rows_per_shard
+        _warn_of_rereads(read.plan.splits, rows_per_shard)
         options = read.read_options
         self._find_duplicates = find_duplicates and not all(
             ids_are_positions(fmt, options["id_column"], options["ids_url"])
