@@ -347,10 +347,11 @@ def main() -> int:
             largest["ratio"] <= TARGET_RATIO)
         checks[f"{runner}: pipeline peak RSS <= 1 GiB (every size)"] = all(
             r["pipeline_peak_rss"] <= TARGET_RSS_BYTES for r in ordered)
-        checks[f"{runner}: linear, every size within {LINEAR_TOLERANCE:.0%} of a least-squares "
-               f"line (fixed + per-row cost)"] = bool(
-            fit and fit["s_per_million_rows"] > 0 and fit["fixed_s"] >= 0
-            and fit["max_relative_residual"] <= LINEAR_TOLERANCE)
+        if fit:   # (needs three sizes or more)
+            checks[f"{runner}: linear, every size within {LINEAR_TOLERANCE:.0%} of a "
+                   f"least-squares line (fixed + per-row cost)"] = bool(
+                fit["s_per_million_rows"] > 0 and fit["fixed_s"] >= 0
+                and fit["max_relative_residual"] <= LINEAR_TOLERANCE)
     if variants:
         print(f"\nWhat the ratio target would take: job variants, {variants[0]['rows']:,} rows, "
               f"{variants[0]['runner']}, same baseline\n")

@@ -53,21 +53,32 @@ def test_multilevel_experiments_run_and_report(tmp_path):
 
 
 def test_pipeline_benchmark_runs_and_reports(tmp_path):
-    """Three small sizes on one runner: the table, the checks and the JSON come out."""
+    """Three small sizes on one runner, and the job variants: the tables, the checks and the
+    JSON come out."""
     out = tmp_path / "pipeline.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks/pipeline.py"), "--rows", "2000", "4000",
          "8000", "--dim", "64", "--runners", "in_memory:1", "--repeat", "1", "--workdir",
-         str(tmp_path / "work"), "--out", str(out)],
+         str(tmp_path / "work"), "--out", str(out), "--variants"],
         capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| in_memory:1 | 8,000 |" in proc.stdout and "least squares" in proc.stdout
     report = json.loads(out.read_text())
     assert [r["rows"] for r in report["results"]] == [2000, 4000, 8000]
+    everything = report["results"] + report["variants"]
     for r in report["results"]:
         assert r["pipeline_s"] > 0 and r["bare_read_s"] > 0 and r["pipeline_peak_rss"] > 0
-        assert r["bare_read_s"] == min(r["bare_read_runs_s"]) and len(r["bare_read_runs_s"]) == 1
+        # the baseline of a size: the fastest bare read of that input in the whole run
+        assert len(r["bare_read_runs_s"]) == 1 and r["bare_read_s"] == min(
+            b for o in everything if o["rows"] == r["rows"] for b in o["bare_read_runs_s"])
         assert r["ratio"] == r["pipeline_s"] / r["bare_read_s"]
         assert 0.5 < r["recall_at_10"] <= 1.0
     assert report["linear_fits"]["in_memory:1"] is not None
     assert len(report["checks"]) == 3
+    assert "What the ratio target would take" in proc.stdout
+    variants = report["variants"]
+    assert [v["sample_queries"] for v in variants] == [256, 64, 1, 256, 256, 1]
+    assert [v["codecs"] for v in variants][3:] == [["semq4"], ["int8"], ["semq1"]]
+    for v in variants:
+        assert v["rows"] == 8000 and v["ratio"] == v["pipeline_s"] / v["bare_read_s"]
+        assert v["bare_read_s"] == report["results"][-1]["bare_read_s"]
