@@ -108,7 +108,7 @@ def _report_failure(config: JobConfig, job: Any, error: str) -> None:
     published version's (then its report is that version's, and stays)."""
     store = IndexStore(config.output.index_url, storage_options=config.output.storage_options)
     try:
-        store.refuse_published_run(job.run_id)
+        store.refuse_published_run(job.run_id, after=job.folder_checked_through)
         write_report(store, failure_report(
             run_id=job.run_id, index_url=config.output.index_url,
             input_fingerprint=job.fingerprint, codecs=config.encode.codecs,

@@ -166,6 +166,13 @@ def test_run_version_finds_the_version_using_a_run_folder(new_store: StoreFactor
     assert reader.run_version("never") is None
     with pytest.raises(FormatError, match="run_id"):
         reader.run_version("../x")
+    # versions up to `after` were checked before: only later ones are read
+    read: list[int] = []
+    original = reader.read_manifest
+    reader.read_manifest = lambda version=None: read.append(version) or original(version)
+    assert reader.run_version("failed", after=2) is None and read == [3]
+    assert reader.run_version("run-1", after=1) is None
+    assert reader.run_version("run-2", after=2).version == 3
 
 
 def test_latest_hint_is_only_a_hint(new_store: StoreFactory) -> None:

@@ -227,32 +227,34 @@ class IndexStore:
                               f"name says {version}")
         return manifest
 
-    def run_version(self, run_id: str) -> Manifest | None:
-        """The manifest of the newest committed version that uses the run folder
-        ``runs/<run_id>/`` (its ``run_id`` is ``run_id``, or one of its shards lies there), or
-        None when no version does.
+    def run_version(self, run_id: str, *, after: int = 0) -> Manifest | None:
+        """The manifest of the newest committed version above ``after`` that uses the run
+        folder ``runs/<run_id>/`` (its ``run_id`` is ``run_id``, or one of its shards lies
+        there), or None when no such version does.
 
         Cheap when the folder does not exist (one existence check, no manifest read);
-        otherwise reads manifests from the latest version down until one uses the folder, so
-        finding that no version uses an existing folder (the rerun of a run that failed its
-        gate) reads every manifest once. Works on any index: nothing but the manifests is
+        otherwise reads manifests from the latest version down to ``after + 1`` until one
+        uses the folder, so finding that none does (the rerun of a run that failed its gate)
+        reads each of them once: a caller that already checked the versions up to some
+        number passes it as ``after``. Works on any index: nothing but the manifests is
         consulted.
         """
         folder = f"{RUNS_DIR}/{check_run_id(run_id)}"
         if not self.exists(folder):
             return None
         prefix = f"{folder}/"
-        for version in reversed(self.versions()):
+        for version in reversed([v for v in self.versions() if v > after]):
             manifest = self.read_manifest(version)
             if manifest.run_id == run_id or any(s.path.startswith(prefix)
                                                 for s in manifest.shards):
                 return manifest
         return None
 
-    def refuse_published_run(self, run_id: str) -> None:
-        """Raise :class:`RunFolderInUseError` if a committed version uses ``runs/<run_id>/``
-        (:meth:`run_version`): writing there would change files that version serves."""
-        owner = self.run_version(run_id)
+    def refuse_published_run(self, run_id: str, *, after: int = 0) -> None:
+        """Raise :class:`RunFolderInUseError` if a committed version (above ``after``: see
+        :meth:`run_version`) uses ``runs/<run_id>/``: writing there would change files that
+        version serves."""
+        owner = self.run_version(run_id, after=after)
         if owner is not None:
             raise RunFolderInUseError(
                 f"run {run_id!r}: its run folder {self.url_of(f'{RUNS_DIR}/{run_id}')}/ holds "

@@ -212,10 +212,12 @@ class _EncodeShardFn(beam.DoFn):
     """ShardRows -> ShardMeta (main) and ShardNeighbors (``neighbors`` output)."""
 
     def __init__(self, index_url: str, *, run_id: str, codecs: Sequence[str], k: int,
-                 rerank: int, storage_options: Mapping[str, Any] | None) -> None:
+                 rerank: int, folder_checked_through: int,
+                 storage_options: Mapping[str, Any] | None) -> None:
         super().__init__()
         self._index_url = index_url
         self._run_id = run_id
+        self._folder_checked_through = folder_checked_through
         self._codecs = list(codecs)
         self._k = k
         self._rerank = rerank
@@ -241,7 +243,8 @@ class _EncodeShardFn(beam.DoFn):
         if not self._folder_checked and self._store.exists(path):
             # a file there already: a rerun, or a version published into this run folder
             # since the pipeline was built (its files must not change)
-            self._store.refuse_published_run(self._run_id)
+            self._store.refuse_published_run(self._run_id,
+                                             after=self._folder_checked_through)
             self._folder_checked = True
         with self._store.open_write(path) as f:
             meta = write_shard(f, ids=shard.ids, levels=levels, path=path)
@@ -273,6 +276,9 @@ class EncodeShards(beam.PTransform):
         codecs: code levels, scan level first.
         queries: optional singleton PCollection from :class:`SampleQueries` (side input).
         k: neighbors per query for recall; rerank: candidates re-scored (default ``10 k``).
+        folder_checked_through: versions up to this one are known not to use the run folder
+            (the ingestion job checks them when it is built); when a shard write first finds
+            a file in the folder, only later versions are read to check it again.
         storage_options: fsspec options for writing.
 
     Each ShardMeta carries ``validation = {"recall_at_<k>": ...}`` (within-shard recall of
@@ -281,7 +287,7 @@ class EncodeShards(beam.PTransform):
 
     def __init__(self, index_url: str, *, run_id: str, codecs: Sequence[str],
                  queries: beam.PCollection | None = None, k: int = 10,
-                 rerank: int | None = None,
+                 rerank: int | None = None, folder_checked_through: int = 0,
                  storage_options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         level_codecs(codecs)            # a typed error now, not on a worker at run time
@@ -291,7 +297,7 @@ class EncodeShards(beam.PTransform):
         self._fn = _EncodeShardFn(
             index_url, run_id=run_id, codecs=codecs, k=k,
             rerank=DEFAULT_RERANK_FACTOR * k if rerank is None else rerank,
-            storage_options=storage_options)
+            folder_checked_through=folder_checked_through, storage_options=storage_options)
         self._queries = queries
 
     def expand(self, shards: beam.PCollection) -> beam.pvalue.DoOutputsTuple:

@@ -136,11 +136,13 @@ def _same_config(store: IndexStore, manifest: Manifest, config: JobConfig) -> bo
     return _published_config_digest(store, manifest) == config_digest(config)
 
 
-def check_run_folder(config: JobConfig, run_id: str, fingerprint: str) -> None:
+def check_run_folder(config: JobConfig, run_id: str, fingerprint: str) -> int:
     """Refuse a run that would write into the run folder of a committed version.
 
-    Returns when no committed version of ``config.output.index_url`` uses ``runs/<run_id>/``
-    (:meth:`IndexStore.run_version`: one existence check when the folder does not exist).
+    Returns, when no committed version of ``config.output.index_url`` uses ``runs/<run_id>/``
+    (:meth:`IndexStore.run_version`: one existence check when the folder does not exist),
+    the latest version at the time of the check (0 for none): later checks of the folder,
+    while the job runs, need only read the versions committed after it.
 
     Raises:
         NothingToPublishError: the folder is the latest version's, published from the same
@@ -150,9 +152,11 @@ def check_run_folder(config: JobConfig, run_id: str, fingerprint: str) -> None:
             that version serves. Another ``output.run_id`` is needed.
     """
     store = IndexStore(config.output.index_url, storage_options=config.output.storage_options)
+    # read before run_version, which then reads (or rules out) every version up to it
+    latest = store.latest_version() or 0
     owner = store.run_version(run_id)
     if owner is None:
-        return
+        return latest
     folder = store.url_of(f"runs/{run_id}")
     latest = store.latest_version()
     if owner.version == latest and owner.input_fingerprint == fingerprint \
@@ -177,6 +181,9 @@ class _IngestJob(beam.PTransform):
     def __init__(self, config: JobConfig) -> None:
         super().__init__()
         self._config = config
+        #: The latest version the run-folder check read when the job was built (0 before):
+        #: the job's later checks of the folder read only the versions after it.
+        self.folder_checked_through = 0
 
     @property
     def config(self) -> JobConfig:
@@ -200,15 +207,16 @@ class _IngestJob(beam.PTransform):
     def run_id(self) -> str:
         return run_id_for(self._config, self.fingerprint)
 
-    def check_run_folder(self) -> None:
+    def check_run_folder(self) -> int:
         """:func:`check_run_folder` for this job (plans the input first); :meth:`expand` calls
-        it before anything is written."""
-        check_run_folder(self._config, self.run_id, self.fingerprint)
+        it before anything is written. Returns the latest version it checked."""
+        return check_run_folder(self._config, self.run_id, self.fingerprint)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         config, out, validation = self._config, self._config.output, self._config.validation
         read, run_id = self.read, self.run_id
-        self.check_run_folder()  # raises before any shard or report is written
+        checked = self.check_run_folder()  # raises before any shard or report is written
+        self.folder_checked_through = checked
         index_url = out.index_url.rstrip("/")
         splits, head_rows = sample_splits(read.plan.splits, queries=validation.sample_queries,
                                           seed=validation.seed, max_splits=SAMPLE_SPLITS)
@@ -221,7 +229,7 @@ class _IngestJob(beam.PTransform):
         encoded = pbegin | "Read and encode shards" >> ReadEncodeShards(
             ReadShards(read, rows_per_shard=config.encode.rows_per_shard),
             EncodeShards(index_url, run_id=run_id, codecs=config.encode.codecs,
-                         queries=sample, k=validation.k,
+                         queries=sample, k=validation.k, folder_checked_through=checked,
                          storage_options=out.storage_options))
         _ = encoded.dead_letters | "Write dead letters" >> WriteDeadLetters(
             f"{index_url}/runs/{run_id}/dead_letters.parquet",
@@ -235,4 +243,4 @@ class _IngestJob(beam.PTransform):
             min_recall_at_k=validation.min_recall_at_k,
             max_rejected_fraction=validation.max_rejected_fraction,
             input_fingerprint=self.fingerprint, safe_config=config.model_dump_safe(),
-            storage_options=out.storage_options)
+            folder_checked_through=checked, storage_options=out.storage_options)

@@ -181,10 +181,11 @@ class _PublishFn(beam.DoFn):
     def __init__(self, index_url: str, *, run_id: str, dim: int | None, codecs: Sequence[str],
                  rows_planned: int, k: int, min_recall_at_k: float,
                  max_rejected_fraction: float, input_fingerprint: str | None,
-                 safe_config: Mapping[str, Any] | None,
+                 safe_config: Mapping[str, Any] | None, folder_checked_through: int,
                  storage_options: Mapping[str, Any] | None) -> None:
         super().__init__()
         self._index_url = index_url
+        self._folder_checked_through = folder_checked_through
         self._run_id = run_id
         self._dim = dim
         self._codecs = list(codecs)
@@ -204,7 +205,7 @@ class _PublishFn(beam.DoFn):
         store = IndexStore(self._index_url, storage_options=self._storage_options)
         # A version published into this run folder since the pipeline was built: committing
         # (or writing the report) would change what that version serves.
-        store.refuse_published_run(self._run_id)
+        store.refuse_published_run(self._run_id, after=self._folder_checked_through)
         rows_encoded = sum(m.rows for m in metas)
         recall = (None if neighbors is None
                   else knn_intersection_measure(neighbors.exact_I, neighbors.approx_I))
@@ -276,6 +277,8 @@ class PublishIndex(beam.PTransform):
         input_fingerprint: stored in the manifest.
         safe_config: the *redacted* config dict (``JobConfig.model_dump_safe()``) for the
             report; never pass ``model_dump()``.
+        folder_checked_through: versions up to this one are known not to use the run folder;
+            before committing, only later ones are read to check it (``EncodeShards``).
         storage_options: fsspec options for writing.
     """
 
@@ -285,6 +288,7 @@ class PublishIndex(beam.PTransform):
                  k: int, min_recall_at_k: float, max_rejected_fraction: float,
                  input_fingerprint: str | None = None,
                  safe_config: Mapping[str, Any] | None = None,
+                 folder_checked_through: int = 0,
                  storage_options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         level_codecs(codecs)            # a typed error now, not on a worker at run time
@@ -292,6 +296,7 @@ class PublishIndex(beam.PTransform):
                               rows_planned=rows_planned, k=k, min_recall_at_k=min_recall_at_k,
                               max_rejected_fraction=max_rejected_fraction,
                               input_fingerprint=input_fingerprint, safe_config=safe_config,
+                              folder_checked_through=folder_checked_through,
                               storage_options=storage_options)
         self._totals = totals
         self._dead_letters = dead_letters
