@@ -32,7 +32,10 @@ of that input in the whole run.
 
 ``--variants`` also runs, at the largest size on the last runner, the job with fewer
 validation queries and with other codecs (:data:`VARIANTS`), against the same baseline: what
-the ratio target would take.
+the ratio target would take. ``--layouts`` runs it on the same vectors written as
+``pq.write_table`` writes them by default (one 1Mi-row row group per file) with the job's
+default ``rows_per_shard`` (100,000) (:data:`LAYOUTS`), against the bare read of that input:
+what row groups larger than a shard cost.
 """
 
 # First import: pins every BLAS/OpenMP library to one thread before numpy is loaded.
@@ -59,6 +62,14 @@ import yaml
 ROW_GROUP_ROWS = 65_536
 FILE_ROWS = 4 * ROW_GROUP_ROWS
 ROWS_PER_SHARD = ROW_GROUP_ROWS
+#: ``--layouts``: input layouts (label -> row group rows, rows per file, rows_per_shard). The
+#: first is the one measured above; the second is what a user gets from ``pq.write_table``'s
+#: defaults (row groups of 1Mi rows) and the job's default ``rows_per_shard`` (100,000).
+LAYOUTS = {
+    "row groups = shards (65,536)": (ROW_GROUP_ROWS, FILE_ROWS, ROWS_PER_SHARD),
+    "pyarrow and job defaults (1Mi-row groups, 100,000-row shards)": (1 << 20, 1 << 20,
+                                                                      100_000),
+}
 BATCH_ROWS = 8192
 CLUSTERS = 256
 TARGET_RATIO = 2.5
@@ -94,20 +105,23 @@ print(rows, time.perf_counter() - start)
 
 # -- input ------------------------------------------------------------------------------------
 
-def write_input(folder: Path, rows: int, dim: int) -> list[Path]:
-    """Clustered unit-norm vectors in Parquet files; chunked (bounded memory), seeded."""
+def write_input(folder: Path, rows: int, dim: int, *, row_group_rows: int = ROW_GROUP_ROWS,
+                file_rows: int = FILE_ROWS) -> list[Path]:
+    """Clustered unit-norm vectors in Parquet files; chunked (bounded memory), seeded. The
+    vectors do not depend on the layout (generated per 65,536 rows)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     spectrum = np.exp(-np.arange(dim) / (dim / 8)).astype(np.float32)
     offset = rng.standard_normal(dim).astype(np.float32) * 0.6
     centers = (rng.standard_normal((CLUSTERS, dim)).astype(np.float32) * spectrum + offset)
     paths = []
-    for file_no, start in enumerate(range(0, rows, FILE_ROWS)):
-        stop = min(start + FILE_ROWS, rows)
+    for file_no, start in enumerate(range(0, rows, file_rows)):
+        stop = min(start + file_rows, rows)
         path = folder / f"part-{file_no:05d}.parquet"
         tmp = path.with_suffix(".tmp")
         schema = pa.schema([("id", pa.int64()), ("embedding", pa.list_(pa.float32(), dim))])
         with pq.ParquetWriter(tmp, schema) as writer:
+            pending: list[pa.Table] = []   # a row group is written in one call
             for g0 in range(start, stop, ROW_GROUP_ROWS):
                 g1 = min(g0 + ROW_GROUP_ROWS, stop)
                 chunk_rng = np.random.default_rng([1, g0])
@@ -119,18 +133,25 @@ def write_input(folder: Path, rows: int, dim: int) -> list[Path]:
                 table = pa.table({"id": np.arange(g0, g1, dtype=np.int64),
                                   "embedding": pa.FixedSizeListArray.from_arrays(
                                       pa.array(x.reshape(-1)), dim)}, schema=schema)
-                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+                pending.append(table)
+                if sum(t.num_rows for t in pending) >= row_group_rows or g1 == stop:
+                    writer.write_table(pa.concat_tables(pending),
+                                       row_group_size=row_group_rows)
+                    pending = []
         tmp.rename(path)
         paths.append(path)
     return paths
 
 
-def cached_input(workdir: Path, rows: int, dim: int) -> Path:
-    folder = workdir / f"input-{rows}x{dim}"
+def cached_input(workdir: Path, rows: int, dim: int, *, row_group_rows: int = ROW_GROUP_ROWS,
+                 file_rows: int = FILE_ROWS) -> Path:
+    layout = ("" if (row_group_rows, file_rows) == (ROW_GROUP_ROWS, FILE_ROWS)
+              else f"-g{row_group_rows}-f{file_rows}")
+    folder = workdir / f"input-{rows}x{dim}{layout}"
     done = folder / "_DONE"
     if not done.exists():
         shutil.rmtree(folder, ignore_errors=True)
-        write_input(folder, rows, dim)
+        write_input(folder, rows, dim, row_group_rows=row_group_rows, file_rows=file_rows)
         done.write_text("ok\n")
     return folder
 
@@ -205,21 +226,25 @@ def best_of(runs: list[tuple[float, int, str]]) -> tuple[float, int, str]:
 
 def bench_size(workdir: Path, rows: int, dim: int, runner: str, repeat: int, *,
                codecs: list[str] = CODECS, queries: int = SAMPLE_QUERIES,
-               variant: int | None = None) -> dict:
+               variant: int | None = None, layout: int = 0) -> dict:
     """Bare reads and job runs of one input size; ``variant``: the job's number in
     :data:`VARIANTS` (its own index and config; a gate of recall 0, the variants without a
-    rerank level would not pass 0.9, and the time is what matters)."""
+    rerank level would not pass 0.9, and the time is what matters); ``layout``: the input's
+    number in :data:`LAYOUTS`."""
     mode, workers = runner.split(":")
-    folder = cached_input(workdir, rows, dim)
+    row_group_rows, file_rows, rows_per_shard = list(LAYOUTS.values())[layout]
+    folder = cached_input(workdir, rows, dim, row_group_rows=row_group_rows,
+                          file_rows=file_rows)
     input_bytes = sum(p.stat().st_size for p in folder.glob("*.parquet"))
     glob = str(folder / "*.parquet")
     tag = f"{rows}" if variant is None else f"{rows}-variant{variant}"
+    tag += f"-layout{layout}" if layout else ""
     index_dir = workdir / f"index-{tag}x{dim}"
     config = {
         "name": f"bench-{tag}",
         "input": {"url": glob, "format": "parquet", "dim": dim, "batch_rows": BATCH_ROWS},
         "output": {"index_url": str(index_dir)},
-        "encode": {"codecs": codecs, "rows_per_shard": ROWS_PER_SHARD},
+        "encode": {"codecs": codecs, "rows_per_shard": rows_per_shard},
         "validation": {"k": 10, "sample_queries": queries, "seed": 0,
                        "min_recall_at_k": 0.9 if variant is None else 1e-9,
                        "max_rejected_fraction": 0.0},
@@ -247,6 +272,8 @@ def bench_size(workdir: Path, rows: int, dim: int, runner: str, repeat: int, *,
     assert report["gate"]["passed"], report["gate"]
     return {"rows": rows, "dim": dim, "runner": runner, "codecs": codecs,
             "sample_queries": queries, "input_bytes": input_bytes,
+            "row_group_rows": row_group_rows, "rows_per_shard": rows_per_shard,
+            "bytes_read": report["bytes"]["read"],
             "bare_read_s": bare_s, "bare_read_runs_s": [r[0] for r in bare_runs],
             "bare_read_peak_rss": bare_rss,
             "pipeline_s": pipe_s, "pipeline_peak_rss": pipe_rss,
@@ -285,6 +312,9 @@ def main() -> int:
     parser.add_argument("--variants", action="store_true",
                         help="also run the job variants of VARIANTS (fewer validation queries, "
                              "other codecs) at the largest size on the last runner")
+    parser.add_argument("--layouts", action="store_true",
+                        help="also run the job on the input layouts of LAYOUTS (pyarrow's "
+                             "default row groups) at the largest size on the last runner")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/pipeline.json")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="semq-pipeline-bench-"))
@@ -303,10 +333,21 @@ def main() -> int:
                                 args.repeat, codecs=codecs, queries=queries, variant=number)
             variants.append({"variant": label, **result})
             print(f"variant {label}: {result['pipeline_s']:.2f} s", file=sys.stderr, flush=True)
-    # One baseline per size for every runner: the fastest bare read of that input in the
+    layouts = []
+    if args.layouts:
+        for number, label in enumerate(LAYOUTS):
+            result = (bench_size(workdir, max(args.rows), args.dim, args.runners[-1],
+                                 args.repeat, layout=number) if number else
+                      next(r for r in results if r["rows"] == max(args.rows)
+                           and r["runner"] == args.runners[-1]))
+            layouts.append({"layout": label, **result})
+            print(f"layout {label}: {result['pipeline_s']:.2f} s", file=sys.stderr, flush=True)
+    # One baseline per input for every runner: the fastest bare read of that input in the
     # whole run (a slow moment of the machine must not flatter one runner's ratio).
-    for r in results + variants:
-        r["bare_read_s"] = min(b for o in results + variants if o["rows"] == r["rows"]
+    for r in results + variants + layouts:
+        r["bare_read_s"] = min(b for o in results + variants + layouts
+                               if (o["rows"], o["row_group_rows"]) == (r["rows"],
+                                                                       r["row_group_rows"])
                                for b in o["bare_read_runs_s"])
         r["ratio"] = r["pipeline_s"] / r["bare_read_s"]
     mib = 1 << 20
@@ -360,6 +401,15 @@ def main() -> int:
         for r in variants:
             print(f"| {r['variant']} | {r['pipeline_s']:.2f} | {r['ratio']:.2f} | "
                   f"{r['recall_at_10']:.4f} |")
+    if layouts:
+        print(f"\nInput layouts: {layouts[0]['rows']:,} rows, {layouts[0]['runner']}; each "
+              f"against the bare read of its own input; bytes read by the job / input "
+              f"bytes\n")
+        print("| layout | bare read s | pipeline s | ratio | bytes read / input |")
+        print("|---|---:|---:|---:|---:|")
+        for r in layouts:
+            print(f"| {r['layout']} | {r['bare_read_s']:.2f} | {r['pipeline_s']:.2f} | "
+                  f"{r['ratio']:.2f} | {r['bytes_read'] / r['input_bytes']:.2f} |")
     print()
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
@@ -368,7 +418,7 @@ def main() -> int:
         "dim": args.dim, "runners": args.runners, "row_group_rows": ROW_GROUP_ROWS,
         "file_rows": FILE_ROWS, "rows_per_shard": ROWS_PER_SHARD, "batch_rows": BATCH_ROWS,
         "codecs": CODECS, "sample_queries": SAMPLE_QUERIES, "repeat": args.repeat},
-        "results": results, "variants": variants,
+        "results": results, "variants": variants, "layouts": layouts,
         "marginal_s_per_million_rows": marginal_by_runner,
         "linear_fits": fits,
         "checks": checks},

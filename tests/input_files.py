@@ -34,9 +34,10 @@ def _open(url: str, storage_options: dict[str, Any] | None) -> Any:
 
 
 def write_parquet(url: str, table: pa.Table, *, row_group_size: int,
-                  storage_options: dict[str, Any] | None = None) -> str:
+                  storage_options: dict[str, Any] | None = None,
+                  data_page_size: int | None = None) -> str:
     with _open(url, storage_options) as f:
-        pq.write_table(table, f, row_group_size=row_group_size)
+        pq.write_table(table, f, row_group_size=row_group_size, data_page_size=data_page_size)
     return url
 
 

@@ -53,24 +53,25 @@ def test_multilevel_experiments_run_and_report(tmp_path):
 
 
 def test_pipeline_benchmark_runs_and_reports(tmp_path):
-    """Three small sizes on one runner, and the job variants: the tables, the checks and the
-    JSON come out."""
+    """Three small sizes on one runner, the job variants and the input layouts: the tables,
+    the checks and the JSON come out."""
     out = tmp_path / "pipeline.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks/pipeline.py"), "--rows", "2000", "4000",
          "8000", "--dim", "64", "--runners", "in_memory:1", "--repeat", "1", "--workdir",
-         str(tmp_path / "work"), "--out", str(out), "--variants"],
+         str(tmp_path / "work"), "--out", str(out), "--variants", "--layouts"],
         capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| in_memory:1 | 8,000 |" in proc.stdout and "least squares" in proc.stdout
     report = json.loads(out.read_text())
     assert [r["rows"] for r in report["results"]] == [2000, 4000, 8000]
-    everything = report["results"] + report["variants"]
+    everything = report["results"] + report["variants"] + report["layouts"]
     for r in report["results"]:
         assert r["pipeline_s"] > 0 and r["bare_read_s"] > 0 and r["pipeline_peak_rss"] > 0
         # the baseline of a size: the fastest bare read of that input in the whole run
         assert len(r["bare_read_runs_s"]) == 1 and r["bare_read_s"] == min(
-            b for o in everything if o["rows"] == r["rows"] for b in o["bare_read_runs_s"])
+            b for o in everything if (o["rows"], o["row_group_rows"]) == (r["rows"], 65_536)
+            for b in o["bare_read_runs_s"])
         assert r["ratio"] == r["pipeline_s"] / r["bare_read_s"]
         assert 0.5 < r["recall_at_10"] <= 1.0
     assert report["linear_fits"]["in_memory:1"] is not None
@@ -82,3 +83,10 @@ def test_pipeline_benchmark_runs_and_reports(tmp_path):
     for v in variants:
         assert v["rows"] == 8000 and v["ratio"] == v["pipeline_s"] / v["bare_read_s"]
         assert v["bare_read_s"] == report["results"][-1]["bare_read_s"]
+    # the layouts: the run above, then pyarrow's default row groups against their own read
+    assert "Input layouts" in proc.stdout
+    tuned, default = report["layouts"]
+    assert tuned["pipeline_s"] == report["results"][-1]["pipeline_s"]
+    assert (default["row_group_rows"], default["rows_per_shard"]) == (1 << 20, 100_000)
+    assert default["rows"] == 8000 and default["bare_read_s"] == min(
+        default["bare_read_runs_s"]) and default["bytes_read"] >= default["input_bytes"] / 2

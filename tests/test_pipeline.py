@@ -501,6 +501,44 @@ def test_runner_modes_give_identical_shards_and_manifest(input_dir, tmp_path):
     assert digests[0] == digests[1]
 
 
+def test_row_groups_larger_than_shards_are_read_in_runs_and_give_the_same_shards(tmp_path):
+    """One 24,000-row row group in shards of 2,000 (as pyarrow's default 1Mi-row groups meet
+    the default 100,000-row shards): the job reads it in runs of shards (each shard used to
+    decode the group from its start: ~6.5 reads of its bytes), in worker processes too, and
+    writes the same shard bytes and dead letters as from row groups of one shard each."""
+    rows, dim = 24_000, 128
+    x = sample_embeddings(rows, dim, seed=4)
+    x[[7, 13_001]] = np.nan
+    ids = np.arange(rows)
+    ids[9_000] = ids[8_999]   # a repeated id inside a run
+    table = pa.table({"id": ids, "embedding": pa.FixedSizeListArray.from_arrays(
+        pa.array(x.reshape(-1)), dim)})
+    outputs = {}
+    for layout, group_rows, mode in [("aligned", 2000, "in_memory"),
+                                     ("one-group", rows, "multi_processing")]:
+        folder = tmp_path / layout
+        folder.mkdir()
+        pq.write_table(table, folder / "part.parquet", row_group_size=group_rows,
+                       data_page_size=1 << 16)
+        data = job(folder, str(tmp_path / f"idx-{layout}"), max_rejected_fraction=0.01)
+        data["input"].update(dim=dim, batch_rows=1000)
+        data["encode"]["rows_per_shard"] = 2000
+        data["output"]["run_id"] = "same-run"
+        run_in_mode(parse_config(data), mode)
+        run = tmp_path / f"idx-{layout}" / "runs" / "same-run"
+        report = json.loads((run / "report.json").read_text())
+        assert report["gate"]["passed"], report["gate"]
+        outputs[layout] = ({p.name: p.read_bytes() for p in sorted(run.glob("*.semq"))},
+                           [{**d, "source": Path(d["source"]).name, "detail": (d["detail"] or "")
+                             .replace(str(folder), "")}
+                            for d in pq.read_table(run / "dead_letters.parquet").to_pylist()],
+                           report["bytes"]["read"])
+    aligned, big = outputs["aligned"], outputs["one-group"]
+    assert len(aligned[0]) == 12 and big[0] == aligned[0]
+    assert big[1] == aligned[1] and [d["row"] for d in big[1]] == [7, 9_000, 13_001]
+    assert big[2] < 2.5 * aligned[2], (big[2], aligned[2])
+
+
 def test_refining_levels_in_worker_processes(input_dir, tmp_path):
     """semq1 + semqr4 (a level that refines the one before it) through the job with its DoFns
     pickled into two worker processes: the shards hold exactly the codes encode_levels gives

@@ -12,15 +12,20 @@ import numpy as np
 import pytest
 
 from semq_transforms.transforms.planning import (
+    READS_PER_SPLIT,
     FileOffsets,
     _id_hash,
     bucket_duplicates,
+    decoded_rows,
     id_buckets,
+    plan_runs,
     plan_shards,
     read_shard,
+    read_shards,
     sample_splits,
 )
 from semq_transforms.transforms.sources import (
+    Split,
     iter_split,
     iter_split_head,
     iter_split_ids,
@@ -234,17 +239,127 @@ def test_shards_read_their_part_of_a_split_not_all_of_it(tmp_path):
     np.testing.assert_array_equal(np.concatenate([r.vectors for r in reads]), x)
 
 
+def _splits(sizes: list[int], fmt: str = "parquet") -> list[Split]:
+    """Splits of ``sizes`` rows, one file each, back to back in global positions."""
+    out, offset = [], 0
+    for i, rows in enumerate(sizes):
+        out.append(Split(f"f{i:03d}", fmt, 0, rows, offset, (0,) if fmt != "npy" else ()))
+        offset += rows
+    return out
+
+
+def _runs(sizes, rows_per_shard, fmt="parquet", **kwargs):
+    splits = _splits(sizes, fmt)
+    tasks = plan_shards(splits, rows_per_shard)
+    return tasks, plan_runs(tasks, rows_per_shard, **kwargs), sum(sizes)
+
+
+@pytest.mark.parametrize("sizes, rows_per_shard, fmt, lengths", [
+    ([100] * 5, 100, "parquet", [1] * 5),      # row groups = shards: nothing shared
+    ([50] * 10, 64, "parquet", [1] * 8),       # small groups straddling: a shard each
+    ([1000], 100, "parquet", [3, 3, 4]),       # a group of 10 shards: READS_PER_SPLIT runs
+    ([1000], 100, "arrow", [3, 3, 4]),         # Arrow record batches alike
+    ([1000, 1000], 150, "parquet", [2, 2, 4, 3, 3]),  # 7 + 8 shards; the shard holding both
+    #                                                   groups joins their runs
+    ([1000], 100, "npy", [1] * 10),            # NPY is read from any row: a shard each
+])
+def test_runs_group_the_shards_a_big_row_group_spans(sizes, rows_per_shard, fmt, lengths):
+    tasks, runs, total = _runs(sizes, rows_per_shard, fmt)
+    assert [len(r.shards) for r in runs] == lengths
+    assert [t for r in runs for t in r.shards] == tasks   # every shard once, in order
+    decoded = sum(decoded_rows(r) for r in runs)
+    # a task per shard decodes a 10-shard group ~5.5 times; runs at most ~2 times
+    per_shard = sum(decoded_rows(r) for r in plan_runs(tasks, rows_per_shard,
+                                                        reads_per_split=10**6))
+    if lengths[0] == 3:
+        assert per_shard == 5_500 and decoded == 1_900  # 300 + 600 + 1000
+    assert decoded <= per_shard and decoded <= 2 * total
+
+
+def test_runs_never_decode_more_than_a_shard_per_task_and_bound_it():
+    """On random layouts: runs cover every shard once in order, each run's shards are
+    consecutive, and joining shards into runs never decodes more than a task per shard; with
+    READS_PER_SPLIT = 3, each split is decoded at most three times."""
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        sizes = rng.integers(1, 400, size=rng.integers(1, 8)).tolist()
+        rows_per_shard = int(rng.integers(1, 300))
+        tasks, runs, total = _runs(sizes, rows_per_shard)
+        assert [t for r in runs for t in r.shards] == tasks
+        for r in runs:
+            assert [t.shard_no for t in r.shards] == list(range(
+                r.key, r.key + len(r.shards)))
+        one_each = plan_runs(tasks, rows_per_shard, reads_per_split=10**6)
+        decoded = sum(decoded_rows(r) for r in runs)
+        assert decoded <= sum(decoded_rows(r) for r in one_each)
+        assert decoded <= READS_PER_SPLIT * total
+        assert sum(decoded_rows(r) for r in plan_runs(tasks, rows_per_shard,
+                                                      reads_per_split=1)) == total
+    with pytest.raises(ValueError, match="reads_per_split"):
+        plan_runs(tasks, 10, reads_per_split=0)
+
+
+def test_a_run_reads_its_row_group_once_and_hands_over_each_shard_as_it_is_read(tmp_path):
+    """One 48,000-row row group (24 MB) in shards of 4,000: read shard by shard, every shard
+    decodes the pages before its start (~6.5 reads of the group's bytes); in runs the group
+    is read ~2 times, and each shard comes out as soon as its rows are read. The rows, dead
+    letters and counts are those of the shard-by-shard read."""
+    rows, rows_per_shard, dim = 48_000, 4000, 128
+    x = vectors(rows, seed=21, dim=dim)
+    x[[5, 17_321, 47_999]] = np.nan
+    ids = np.arange(rows)
+    ids[28_000] = ids[27_999]  # a duplicate inside a run
+    path = str(tmp_path / "one-group.parquet")
+    write_parquet(path, embedding_table(ids, x), row_group_size=rows, data_page_size=1 << 16)
+    plan = plan_inputs(path, batch_rows=1000)
+    options = {"vector_column": "embedding", "id_column": "id", "batch_rows": 1000,
+               "ids_url": None, "reject_zero_vectors": True, "storage_options": None}
+    duplicates = {28_000: "first occurrence: one-group.parquet row 27999"}
+    tasks = plan_shards(plan.splits, rows_per_shard)
+    runs = plan_runs(tasks, rows_per_shard)
+    assert [len(r.shards) for r in runs] == [4, 4, 4]
+    one_by_one = [read_shard(t, dim=dim, duplicates=duplicates, **options) for t in tasks]
+    in_runs = []
+    for run in runs:
+        reading = read_shards(run, dim=dim, duplicates=duplicates, **options)
+        first_task, first = next(reading)
+        # handed over having read about what that shard alone reads, not the whole run
+        assert first_task == run.shards[0]
+        alone = one_by_one[run.key].counts["bytes_read"]
+        rest = list(reading)
+        whole_run = first.counts["bytes_read"] + sum(r.counts["bytes_read"] for _, r in rest)
+        assert first.counts["bytes_read"] < 1.1 * alone and alone < 0.9 * whole_run
+        in_runs += [(first_task, first), *rest]
+    assert [t for t, _ in in_runs] == tasks
+    for (_, got), want in zip(in_runs, one_by_one, strict=True):
+        np.testing.assert_array_equal(got.vectors, want.vectors)
+        np.testing.assert_array_equal(got.positions, want.positions)
+        assert got.ids.tolist() == want.ids.tolist()
+        assert got.dead_letters == want.dead_letters
+        assert {k: v for k, v in got.counts.items() if k != "bytes_read"} == {
+            k: v for k, v in want.counts.items() if k != "bytes_read"}
+    once = sum(b.bytes_read for b in iter_split(plan.splits[0], dim=dim, **options))
+    shard_by_shard = sum(r.counts["bytes_read"] for r in one_by_one)
+    runs_read = sum(r.counts["bytes_read"] for _, r in in_runs)
+    assert shard_by_shard > 6 * once and runs_read < 2.2 * once, (once, shard_by_shard,
+                                                                   runs_read)
+    assert [d["row"] for _, r in in_runs for d in r.dead_letters] == [5, 17_321, 28_000,
+                                                                       47_999]
+    with pytest.raises(ValueError, match="consecutive shards"):
+        next(read_shards([tasks[0], tasks[2]], dim=dim, **options))
+
+
 def test_row_groups_larger_than_a_shard_are_warned_of(tmp_path, caplog):
     from semq_transforms.transforms.read import ReadEmbeddings, ReadShards
 
-    x = vectors(3000, seed=14)
-    url = write_parquet(str(tmp_path / "big.parquet"), embedding_table(np.arange(3000), x),
-                        row_group_size=3000)
-    read = ReadEmbeddings(url, batch_rows=3000)
+    x = vectors(6000, seed=14)
+    url = write_parquet(str(tmp_path / "big.parquet"), embedding_table(np.arange(6000), x),
+                        row_group_size=6000)
+    read = ReadEmbeddings(url, batch_rows=6000)
     with caplog.at_level("WARNING"):
-        ReadShards(read, rows_per_shard=3000)
+        ReadShards(read, rows_per_shard=6000)
     assert not caplog.records
     with caplog.at_level("WARNING"):
-        ReadShards(read, rows_per_shard=1000)
-    assert "row group (or record batch) of 3000 rows, more than rows_per_shard=1000" in (
-        caplog.text) and "about 2.0 times" in caplog.text
+        ReadShards(read, rows_per_shard=1000)  # runs of 2 shards: 1/3 + 2/3 + 1 = 2x
+    assert "row group (or record batch) of 6000 rows, more than a shard" in caplog.text
+    assert "decoded 2.00 times over" in caplog.text

@@ -314,7 +314,8 @@ class EncodeShards(beam.PTransform):
 
 
 class _ReadEncodeShardFn(beam.DoFn):
-    """A ReadShards DoFn and an EncodeShards DoFn in one ``process`` call per shard."""
+    """A ReadShards DoFn and an EncodeShards DoFn in one ``process`` call per read task (each
+    shard of a run encoded as soon as it is read)."""
 
     def __init__(self, read_fn: beam.DoFn, encode_fn: beam.DoFn) -> None:
         super().__init__()
@@ -336,6 +337,7 @@ class _ReadEncodeShardFn(beam.DoFn):
                 yield from self._encode_fn.process(out, sample)
             else:
                 yield out
+            del out  # a run's next shard is read before the loop rebinds it: hold no rows
 
 
 class ReadEncodeShards(beam.PTransform):

@@ -5,12 +5,22 @@ query sample's splits, duplicate ids, and reading one shard's rows.
 ``[n * rows_per_shard, (n + 1) * rows_per_shard)`` (contiguous ranges, not an id hash: a
 range depends only on the input order, keeps each file's rows together, and lets a shard be
 planned from metadata alone). :func:`plan_shards` turns the input plan into one
-:class:`ShardTask` per non-empty range, listing the splits that overlap it; a worker reads
-exactly those splits (:func:`read_shard`) and keeps the rows in its range. So vectors never
+:class:`ShardTask` per non-empty range, listing the splits that overlap it. So vectors never
 travel between workers: a shard is read, checked, encoded and written in one place, and
-memory is bounded by the shards in flight, not by the input. The price: a split (a Parquet
-row group) that straddles a shard boundary is read by both shards; pick ``rows_per_shard`` a
-multiple of the row-group size, or row groups much smaller than a shard.
+memory is bounded by the shards in flight, not by the input.
+
+**Reads.** A split (a Parquet row group, an Arrow record batch) that straddles a shard
+boundary must be read by both shards, and Parquet and Arrow can only be read from a split's
+start: a shard starting inside a row group decodes the pages before it. A row group of ``n``
+shards read shard by shard is decoded about ``(n + 1) / 2`` times (pyarrow's default row
+group, 1Mi rows, is 10.5 default shards: ~6.2 decodes). So :func:`plan_runs` groups
+consecutive shards into :class:`ShardRun` s, one read task each: :func:`read_shards` reads a
+run's splits once, in order, and hands over each shard as soon as its last row is read
+(memory: one shard). A split larger than a shard is cut into at most
+:data:`READS_PER_SPLIT` runs (so a row group is decoded at most ~2 times, and still read by
+several workers in parallel); shards that share no split stay runs of their own, as do NPY
+splits (NPY is read from any row: nothing is decoded twice). Pick ``rows_per_shard`` a
+multiple of the row-group size, or row groups no larger than a shard, to read every row once.
 
 **Duplicate ids** are found before any shard is read, from the ids alone
 (:func:`iter_split_ids` reads only the id column): ids are hashed into buckets
@@ -34,8 +44,9 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +56,15 @@ from semq_transforms._urls import redact_url
 from semq_transforms.errors import InputReadError
 from semq_transforms.transforms.sources import Batch, Split, iter_split
 
-__all__ = ["FileOffsets", "ShardRead", "ShardRows", "ShardTask", "bucket_count",
-           "bucket_duplicates", "id_buckets", "plan_shards", "read_shard", "sample_splits",
-           "splitmix64"]
+__all__ = ["READS_PER_SPLIT", "FileOffsets", "ShardRead", "ShardRows", "ShardRun", "ShardTask",
+           "bucket_count", "bucket_duplicates", "decoded_rows", "id_buckets", "plan_runs",
+           "plan_shards", "read_shard", "read_shards", "sample_splits", "splitmix64"]
 
 #: Ids per duplicate-finding bucket (about 16 bytes each in flight: id and position).
 BUCKET_ROWS = 4_000_000
+#: Read tasks a split larger than a shard is cut into, at most (see :func:`plan_runs`): each
+#: decodes it from its start, so it is decoded about ``(READS_PER_SPLIT + 1) / 2`` times.
+READS_PER_SPLIT = 3
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,6 +134,73 @@ def plan_shards(splits: Sequence[Split], rows_per_shard: int) -> list[ShardTask]
             overlapping.setdefault(n, []).append(s)
     return [ShardTask(n, n * rows_per_shard, (n + 1) * rows_per_shard, tuple(found))
             for n, found in sorted(overlapping.items())]
+
+
+@dataclass(frozen=True)
+class ShardRun:
+    """Consecutive shards read by one task (:func:`read_shards`): their splits are read once,
+    in order. ``shards``: :class:`ShardTask` s with consecutive shard numbers."""
+
+    shards: tuple[ShardTask, ...]
+
+    @property
+    def key(self) -> int:
+        """The first shard's number (what the run is keyed by)."""
+        return self.shards[0].shard_no
+
+    @property
+    def splits(self) -> tuple[Split, ...]:
+        """Every split of the run's shards, once each, in input order."""
+        seen: dict[tuple[str, int], Split] = {}
+        for task in self.shards:
+            for split in task.splits:
+                seen.setdefault((split.url, split.row_start), split)
+        return tuple(sorted(seen.values(), key=lambda s: s.global_row_offset))
+
+
+def plan_runs(tasks: Sequence[ShardTask], rows_per_shard: int, *,
+              reads_per_split: int = READS_PER_SPLIT) -> list[ShardRun]:
+    """Group ``tasks`` (from :func:`plan_shards`) into read tasks, in shard order.
+
+    Two neighbouring shards share a run when a Parquet / Arrow split straddling their boundary
+    would otherwise be decoded by both. A split spanning ``n`` shards is cut into
+    ``min(n, reads_per_split)`` runs of about equal length (the cuts at its shard boundaries):
+    ``reads_per_split=1`` decodes it once but in one task, ``n`` (the most) is a task per
+    shard and ~``(n + 1) / 2`` decodes. Runs of two big splits meet in the shard holding the
+    boundary between them, so a run spans at most about ``2 * n / reads_per_split`` shards.
+    """
+    if type(reads_per_split) is not int or reads_per_split < 1:
+        raise ValueError(f"reads_per_split must be an int >= 1, got {reads_per_split!r}")
+    joined: set[int] = set()  # n: shards n and n + 1 are in one run
+    splits = {(s.url, s.row_start): s for t in tasks for s in t.splits}.values()
+    for s in splits:
+        if s.format == "npy" or not s.rows:
+            continue
+        first = s.global_row_offset // rows_per_shard
+        spanned = (s.global_row_offset + s.rows - 1) // rows_per_shard - first + 1
+        pieces = min(spanned, reads_per_split)
+        cuts = {first + j * spanned // pieces - 1 for j in range(1, pieces)}
+        joined.update(n for n in range(first, first + spanned - 1) if n not in cuts)
+    runs: list[list[ShardTask]] = []
+    for task in tasks:
+        previous = runs[-1][-1] if runs else None
+        if (previous is not None and previous.shard_no in joined
+                and task.shard_no == previous.shard_no + 1):
+            runs[-1].append(task)
+        else:
+            runs.append([task])
+    return [ShardRun(tuple(run)) for run in runs]
+
+
+def decoded_rows(run: ShardRun) -> int:
+    """Rows :func:`read_shards` decodes for ``run``: each split from its start (NPY: from the
+    run's start) to the run's end. Equal to the run's rows when no row is decoded twice."""
+    start, stop = run.shards[0].start, run.shards[-1].stop
+    total = 0
+    for s in run.splits:
+        first = max(start, s.global_row_offset) if s.format == "npy" else s.global_row_offset
+        total += max(0, min(stop, s.global_row_offset + s.rows) - first)
+    return total
 
 
 def splitmix64(values: np.ndarray) -> np.ndarray:
@@ -269,61 +350,131 @@ def _needed_part(split: Split, start: int, stop: int) -> tuple[Split, int | None
     return split, (needed if needed < split.rows else None)
 
 
-def read_shard(task: ShardTask, *, duplicates: Mapping[int, str] | None = None,
-               dim: int | None, filesystem: Any = None, **read_options: Any) -> ShardRead:
-    """Read the rows of ``task``'s range from its splits and sort them into accepted rows
-    and dead letters.
+class _ShardFill:
+    """One shard's rows as a run's batches go by: accepted vectors go straight into one array
+    sized for every row in range (no list of batches concatenated at the end: one shard's
+    vectors in memory, not two)."""
+
+    def __init__(self, task: ShardTask, duplicates: Mapping[int, str],
+                 duplicate_positions: np.ndarray, dim: int | None) -> None:
+        self.task = task
+        self._duplicates = duplicates
+        self._duplicate_positions = duplicate_positions
+        self._dim = dim
+        self._capacity = sum(max(0, min(task.stop, s.global_row_offset + s.rows)
+                                 - max(task.start, s.global_row_offset)) for s in task.splits)
+        self._vectors = np.empty((self._capacity, 0 if dim is None else dim), dtype=np.float32)
+        self._filled = 0
+        self._ids: list[np.ndarray] = []
+        self._positions: list[np.ndarray] = []
+        self._dead: list[dict[str, Any]] = []
+        self._counts = {"rows_read": 0, "bytes_read": 0}
+
+    def add(self, batch: Batch, *, bytes_read: int) -> None:
+        """Take the rows of ``batch`` in this shard's range; count ``bytes_read`` (the
+        batch's bytes are counted by the first shard that sees the batch)."""
+        task = self.task
+        b_ids, b_vectors, b_positions, b_dead, rows = _clip(
+            batch, task.start, task.stop, self._duplicates, self._duplicate_positions)
+        self._counts["rows_read"] += rows
+        self._counts["bytes_read"] += bytes_read
+        if self._filled + b_vectors.shape[0] > self._capacity:
+            raise ValueError(f"shard {task.shard_no}: read more rows than its range holds "
+                             f"({self._capacity})")
+        if self._dim is None and b_vectors.shape[0]:
+            raise InputReadError(f"cannot read {batch.source}: it has vectors where the plan "
+                                 f"found none; the file changed since it was planned")
+        self._vectors[self._filled:self._filled + b_vectors.shape[0]] = b_vectors
+        self._filled += b_vectors.shape[0]
+        if b_positions.shape[0]:
+            self._ids.append(b_ids)
+            self._positions.append(b_positions)
+        self._dead.extend(b_dead)
+
+    def finish(self) -> ShardRead:
+        dead, counts = self._dead, self._counts
+        dead.sort(key=lambda d: (d["source"], d["row"]))
+        counts["rows_rejected"] = len(dead)
+        counts["rows_accepted"] = counts["rows_read"] - len(dead)
+        for d in dead:
+            key = f"rejected_{d['reason']}"
+            counts[key] = counts.get(key, 0) + 1
+        positions = (np.concatenate(self._positions) if self._positions
+                     else np.zeros(0, np.int64))
+        if positions.size > 1 and not np.all(np.diff(positions) > 0):
+            raise ValueError(f"shard {self.task.shard_no}: splits overlap (a row was read "
+                             f"twice)")
+        vectors = self._vectors
+        if self._filled < self._capacity:  # rejected rows: keep a right-sized copy
+            vectors = vectors[:self._filled].copy()
+        found = ShardRead(ids=np.concatenate(self._ids) if self._ids else np.zeros(0, np.int64),
+                          vectors=vectors, positions=positions, dead_letters=tuple(dead),
+                          counts=counts)
+        # let go of the (larger) array now, not when the run's next shard starts
+        self._vectors, self._ids, self._positions = np.empty((0, 0), np.float32), [], []
+        return found
+
+
+def read_shards(run: ShardRun | Sequence[ShardTask], *,
+                duplicates: Mapping[int, str] | None = None, dim: int | None,
+                filesystem: Any = None, **read_options: Any) -> Iterator[tuple[ShardTask,
+                                                                                 ShardRead]]:
+    """Read the rows of a run of consecutive shards with one pass over their splits, and
+    sort each shard's rows into accepted rows and dead letters.
 
     Args:
-        task: from :func:`plan_shards`.
-        duplicates: ``{position: detail}`` of this shard's rows to reject as ``duplicate_id``.
+        run: a :class:`ShardRun` from :func:`plan_runs` (or its tasks, consecutive).
+        duplicates: ``{position: detail}`` of the run's rows to reject as ``duplicate_id``.
         dim: the vector width (rows of another length are rejected); None when the plan found
             no width and no vector (``plan_inputs``): then every row is rejected.
         filesystem: an fsspec filesystem to reuse.
         **read_options: :func:`iter_split` options (``vector_column``, ``id_column``,
             ``ids_url``, ``batch_rows``, ``reject_zero_vectors``, ``max_abs_value``,
             ``storage_options``).
+
+    Yields:
+        ``(task, ShardRead)`` per shard, in shard order, each as soon as its last row is read
+        (the caller holds one shard's rows at a time if it lets go of each before the next).
+        ``counts["bytes_read"]`` counts each byte read once, for the shard that read it
+        (bytes decoded before a shard's start count for it).
     """
+    if not isinstance(run, ShardRun):
+        run = ShardRun(tuple(run))
+    tasks = run.shards
+    if not tasks or any(b.shard_no != a.shard_no + 1 for a, b in itertools.pairwise(tasks)):
+        raise ValueError(f"a run needs consecutive shards, got "
+                         f"{[t.shard_no for t in tasks]}")
     duplicates = duplicates or {}
     duplicate_positions = np.array(sorted(duplicates), dtype=np.int64)
-    # Accepted vectors go straight into one array sized for every row in range (no list
-    # of batches concatenated at the end: one shard's vectors in memory, not two).
-    capacity = sum(max(0, min(task.stop, s.global_row_offset + s.rows)
-                       - max(task.start, s.global_row_offset)) for s in task.splits)
-    vectors = np.empty((capacity, 0 if dim is None else dim), dtype=np.float32)
-    filled = 0
-    ids, positions, dead = [], [], []
-    counts = {"rows_read": 0, "bytes_read": 0}
-    for split in task.splits:
-        split, limit = _needed_part(split, task.start, task.stop)
+
+    def fill(i: int) -> _ShardFill:
+        return _ShardFill(tasks[i], duplicates, duplicate_positions, dim)
+
+    start, stop = tasks[0].start, tasks[-1].stop
+    i, current = 0, fill(0)
+    for split in run.splits:
+        split, limit = _needed_part(split, start, stop)
         for batch in iter_split(split, dim=dim, filesystem=filesystem, limit_rows=limit,
                                 **read_options):
-            b_ids, b_vectors, b_positions, b_dead, rows = _clip(
-                batch, task.start, task.stop, duplicates, duplicate_positions)
-            counts["rows_read"] += rows
-            counts["bytes_read"] += batch.bytes_read
-            if filled + b_vectors.shape[0] > capacity:
-                raise ValueError(f"shard {task.shard_no}: read more rows than its range "
-                                 f"holds ({capacity})")
-            if dim is None and b_vectors.shape[0]:
-                raise InputReadError(f"cannot read {split.url}: it has vectors where the plan "
-                                     f"found none; the file changed since it was planned")
-            vectors[filled:filled + b_vectors.shape[0]] = b_vectors
-            filled += b_vectors.shape[0]
-            ids.append(b_ids)
-            positions.append(b_positions)
-            dead.extend(b_dead)
-    dead.sort(key=lambda d: (d["source"], d["row"]))
-    counts["rows_rejected"] = len(dead)
-    counts["rows_accepted"] = counts["rows_read"] - len(dead)
-    for d in dead:
-        key = f"rejected_{d['reason']}"
-        counts[key] = counts.get(key, 0) + 1
-    positions_all = np.concatenate(positions) if positions else np.zeros(0, np.int64)
-    if positions_all.size > 1 and not np.all(np.diff(positions_all) > 0):
-        raise ValueError(f"shard {task.shard_no}: splits overlap (a row was read twice)")
-    if filled < capacity:  # rejected rows: keep a right-sized copy, free the rest
-        vectors = vectors[:filled].copy()
-    return ShardRead(ids=np.concatenate(ids) if ids else np.zeros(0, np.int64),
-                     vectors=vectors, positions=positions_all, dead_letters=tuple(dead),
-                     counts=counts)
+            end = batch.global_row_offset + batch.rows
+            bytes_read = batch.bytes_read
+            while True:
+                current.add(batch, bytes_read=bytes_read)
+                bytes_read = 0
+                if end < current.task.stop or i + 1 == len(tasks):
+                    break
+                yield current.task, current.finish()
+                i, current = i + 1, fill(i + 1)
+    yield current.task, current.finish()
+    if i + 1 != len(tasks):
+        raise InputReadError(f"shards {tasks[i + 1].shard_no}..{tasks[-1].shard_no}: no rows "
+                             f"read where the plan has some; an input file changed since it "
+                             f"was planned")
+
+
+def read_shard(task: ShardTask, *, duplicates: Mapping[int, str] | None = None,
+               dim: int | None, filesystem: Any = None, **read_options: Any) -> ShardRead:
+    """Read the rows of one shard's range (a run of one, :func:`read_shards`)."""
+    [(_, found)] = read_shards([task], duplicates=duplicates, dim=dim, filesystem=filesystem,
+                               **read_options)
+    return found

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -53,14 +52,18 @@ from semq_transforms._urls import redact_url
 from semq_transforms.codecs.base import MAX_ABS_VALUE
 from semq_transforms.transforms import _coders  # noqa: F401 - registers the element coders
 from semq_transforms.transforms.planning import (
+    READS_PER_SPLIT,
     FileOffsets,
     ShardRows,
+    ShardRun,
     ShardTask,
     bucket_count,
     bucket_duplicates,
+    decoded_rows,
     id_buckets,
+    plan_runs,
     plan_shards,
-    read_shard,
+    read_shards,
 )
 from semq_transforms.transforms.sources import (
     REJECT_REASONS,
@@ -269,8 +272,9 @@ class FindDuplicateIds(beam.PTransform):
 
 
 class _ReadShardFn(beam.DoFn):
-    """``(shard_no, {"task": [ShardTask], "duplicates": [{position: detail}, ...]})`` ->
-    ShardRows (main), dead letters (``dead_letters``) and one counts dict (``counts``)."""
+    """``(run key, {"run": [ShardRun], "duplicates": [{position: detail}, ...]})`` -> per
+    shard of the run, in order: its dead letters (``dead_letters``), one counts dict
+    (``counts``) and its ShardRows (main), each shard as soon as it is read."""
 
     def __init__(self, read_options: Mapping[str, Any]) -> None:
         super().__init__()
@@ -290,41 +294,45 @@ class _ReadShardFn(beam.DoFn):
 
     def process(self, item: tuple[int, Mapping[str, Any]]) -> Iterator[Any]:
         _, grouped = item
-        tasks = list(grouped["task"])
-        if len(tasks) != 1:  # duplicates for a shard with no rows cannot happen
-            raise ValueError(f"shard {item[0]}: expected one task, got {len(tasks)}")
-        task = tasks[0]
+        runs = list(grouped["run"])
+        if len(runs) != 1:  # duplicates for a run with no rows cannot happen
+            raise ValueError(f"run {item[0]}: expected one shard run, got {len(runs)}")
+        run = runs[0]
         duplicates: dict[int, str] = {}
         for part in grouped.get("duplicates", ()):
             duplicates.update(part)
         options = self._read_options
-        self._filesystem = filesystem_for(task.splits[0].url, options["storage_options"],
+        self._filesystem = filesystem_for(run.splits[0].url, options["storage_options"],
                                           self._filesystem)
-        found = read_shard(task, duplicates=duplicates, filesystem=self._filesystem, **options)
-        # pyarrow's allocator keeps freed read buffers cached per thread; hand them back, so
-        # parallel workers do not each hold their last shard's Parquet pages while encoding.
-        pa.default_memory_pool().release_unused()
-        for key, value in found.counts.items():
-            self._counters[key].inc(value)
-        self._shards_read.inc()
-        for dead_letter in found.dead_letters:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter)
-        yield beam.pvalue.TaggedOutput(COUNTS, found.counts)
-        if found.positions.size:
-            yield ShardRows(task.shard_no, found.ids, found.vectors, found.positions)
+        for task, found in read_shards(run, duplicates=duplicates, filesystem=self._filesystem,
+                                       **options):
+            # pyarrow's allocator keeps freed read buffers cached per thread; hand them back,
+            # so parallel workers do not each hold their last pages while encoding.
+            pa.default_memory_pool().release_unused()
+            for key, value in found.counts.items():
+                self._counters[key].inc(value)
+            self._shards_read.inc()
+            for dead_letter in found.dead_letters:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter)
+            yield beam.pvalue.TaggedOutput(COUNTS, found.counts)
+            if found.positions.size:
+                yield ShardRows(task.shard_no, found.ids, found.vectors, found.positions)
+            del found  # the next shard is read while this frame waits: hold no rows
 
 
-def _warn_of_rereads(splits: Sequence[Split], rows_per_shard: int) -> None:
-    """Log when Parquet row groups / Arrow batches are larger than a shard: each is decoded
-    from its start by every shard it overlaps (about (n + 1) / 2 times for n shards)."""
-    largest = max((s for s in splits if s.format != "npy"), key=lambda s: s.rows, default=None)
-    if largest is not None and largest.rows > rows_per_shard:
+def _warn_of_rereads(splits: Sequence[Split], runs: Sequence[ShardRun]) -> None:
+    """Log when the planned reads decode rows more than once: Parquet row groups / Arrow
+    batches larger than a shard, each decoded from its start by every run it overlaps."""
+    total = sum(s.rows for s in splits)
+    decoded = sum(decoded_rows(run) for run in runs)
+    if total and decoded > 1.1 * total:
+        largest = max((s for s in splits if s.format != "npy"), key=lambda s: s.rows)
         logger.warning(
-            "%s has a row group (or record batch) of %d rows, more than rows_per_shard=%d: "
-            "each such group is decoded by every shard it overlaps (about %.1f times); make "
-            "row groups no larger than a shard, or rows_per_shard a multiple of them",
-            redact_url(largest.url), largest.rows, rows_per_shard,
-            (math.ceil(largest.rows / rows_per_shard) + 1) / 2)
+            "%s has a row group (or record batch) of %d rows, more than a shard: the input "
+            "is decoded %.2f times over (each such group by every read task it overlaps, "
+            "at most %d); make row groups no larger than a shard, or rows_per_shard a "
+            "multiple of them", redact_url(largest.url), largest.rows, decoded / total,
+            READS_PER_SPLIT)
 
 
 class ReadShards(beam.PTransform):
@@ -335,7 +343,9 @@ class ReadShards(beam.PTransform):
     ``rejected_<reason>``).
 
     Shard ``n`` is the accepted rows at global positions ``[n * rows_per_shard,
-    (n + 1) * rows_per_shard)`` (see :mod:`~semq_transforms.transforms.planning`). Unlike
+    (n + 1) * rows_per_shard)`` (see :mod:`~semq_transforms.transforms.planning`). Shards
+    that share a row group larger than a shard are read by one task, one pass (a run, up to
+    ``READS_PER_SPLIT`` runs per row group), each handed on as soon as it is read. Unlike
     ``ReadEmbeddings | CutShards``, no vector crosses a worker boundary: only shard tasks (a
     few hundred bytes) and, for duplicate detection, ids are shuffled.
 
@@ -352,8 +362,9 @@ class ReadShards(beam.PTransform):
         super().__init__()
         self._read = read
         self._tasks = plan_shards(read.plan.splits, rows_per_shard)
+        self._runs = plan_runs(self._tasks, rows_per_shard)
         self._rows_per_shard = rows_per_shard
-        _warn_of_rereads(read.plan.splits, rows_per_shard)
+        _warn_of_rereads(read.plan.splits, self._runs)
         options = read.read_options
         self._find_duplicates = find_duplicates and not all(
             ids_are_positions(fmt, options["id_column"], options["ids_url"])
@@ -369,18 +380,29 @@ class ReadShards(beam.PTransform):
                 | "Read and check shards" >> beam.ParDo(self.read_fn()).with_output_types(
                     ShardRows).with_outputs(DEAD_LETTERS, COUNTS, main=SHARDS))
 
+    @property
+    def runs(self) -> list[ShardRun]:
+        """The planned read tasks: runs of consecutive shards read in one pass
+        (:func:`~semq_transforms.transforms.planning.plan_runs`)."""
+        return list(self._runs)
+
     def keyed_tasks(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        """``(shard_no, {"task": [ShardTask], "duplicates": [...]})`` per shard, the input of
-        :meth:`read_fn` (for transforms that read shards in a step of their own, such as
+        """``(run key, {"run": [ShardRun], "duplicates": [...]})`` per read task, the input
+        of :meth:`read_fn` (for transforms that read shards in a step of their own, such as
         :class:`~semq_transforms.transforms.encode.ReadEncodeShards`)."""
         grouped: dict[str, beam.PCollection] = {
-            # the CoGroupByKey below spreads the tasks over workers (no shuffle of its own)
-            "task": pbegin | "Create shard tasks" >> beam.Create(
-                [(t.shard_no, t) for t in self._tasks], reshuffle=False)}
+            # the CoGroupByKey below spreads the runs over workers (no shuffle of its own)
+            "run": pbegin | "Create shard runs" >> beam.Create(
+                [(run.key, run) for run in self._runs], reshuffle=False)}
         if self._find_duplicates:
-            grouped["duplicates"] = pbegin | "Find duplicate ids" >> FindDuplicateIds(
-                self._read, rows_per_shard=self._rows_per_shard)
-        return grouped | "Join tasks and duplicates" >> beam.CoGroupByKey()
+            run_of = {task.shard_no: run.key for run in self._runs for task in run.shards}
+            grouped["duplicates"] = (
+                pbegin
+                | "Find duplicate ids" >> FindDuplicateIds(
+                    self._read, rows_per_shard=self._rows_per_shard)
+                | "Key duplicates by run" >> beam.Map(
+                    lambda item, run_of: (run_of[item[0]], item[1]), run_of))
+        return grouped | "Join runs and duplicates" >> beam.CoGroupByKey()
 
     def read_fn(self) -> beam.DoFn:
         """A new DoFn: :meth:`keyed_tasks` element -> ShardRows (main), dead letters and
