@@ -165,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"recall@{report['validation']['k']} "
           f"{'n/a' if recall is None else f'{recall:.4f}'}; "
           f"compression {report['bytes']['compression_ratio'] or 0:.2f}x")
+    for note in report["validation"].get("notes", ()):
+        print(f"note: {note}")
     report_url = store.url_of(report_path(run_id))
     if gate["passed"]:
         print(f"published version {report['version']} of {store.url} (report: {report_url})")

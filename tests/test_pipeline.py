@@ -453,6 +453,28 @@ def test_the_query_sample_reads_past_rejected_split_heads(tmp_path):
     assert report["counts"]["rows_read"] == 100 and report["counts"]["dead_letters"] == 10
 
 
+def test_a_k_of_every_row_is_noted_as_saying_nothing(tmp_path, capsys):
+    """k at or above the rows encoded makes recall@k 1.0 whatever the codes: the report (JSON
+    and Markdown) and the summary say so; a k below them notes nothing."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write_ids_file(folder, "a.parquet", list(range(12)), sample_embeddings(12, DIM, seed=2))
+    notes = {}
+    for k in (12, 11):
+        config_file = tmp_path / f"job{k}.yaml"
+        config_file.write_text(yaml.safe_dump(job(folder, str(tmp_path / f"idx{k}"), k=k,
+                                                  sample_queries=4)))
+        assert main(["--config", str(config_file)]) == 0
+        out = capsys.readouterr().out
+        [report_file] = (tmp_path / f"idx{k}").glob("runs/*/report.json")
+        notes[k] = json.loads(report_file.read_text())["validation"]["notes"]
+        markdown = report_file.with_suffix(".md").read_text()
+        for note in notes[k]:
+            assert f"note: {note}" in out and f"* note: {note}" in markdown
+    assert notes[11] == [] and len(notes[12]) == 1
+    assert "k (12) >= rows encoded (12)" in notes[12][0]
+
+
 def test_every_row_rejected_publishes_nothing(tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()

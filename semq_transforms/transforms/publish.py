@@ -34,7 +34,7 @@ from semq_transforms.transforms.read import METRICS_NAMESPACE
 from semq_transforms.transforms.sources import REJECT_REASONS, Batch
 
 __all__ = ["PublishIndex", "ReadTotals", "failure_report", "gate_problems", "report_markdown",
-           "report_path", "write_report"]
+           "report_path", "validation_notes", "write_report"]
 
 #: Read totals, then the rejected rows per reason (``rejected_<reason>``).
 TOTAL_KEYS = ("rows_read", "rows_accepted", "rows_rejected", "bytes_read",
@@ -119,6 +119,17 @@ def gate_problems(*, rows_planned: int, totals: Mapping[str, int], dead_letters:
     return problems
 
 
+def validation_notes(*, k: int, rows_encoded: int, recall: float | None) -> list[str]:
+    """What the reader of a report should know about its recall that does not fail the
+    gate: a ``k`` at or above the rows encoded makes recall@k 1.0 whatever the codes (every
+    row is in both top-k lists)."""
+    if recall is not None and k >= rows_encoded:
+        return [(f"recall@{k} says nothing about the codes: k ({k}) >= rows encoded "
+                 f"({rows_encoded}), so every row is in both top-{k} lists; lower "
+                 f"validation.k below the index's rows")]
+    return []
+
+
 def failure_report(*, run_id: str, index_url: str, input_fingerprint: str | None,
                    codecs: Sequence[str], dim: int | None, safe_config: Mapping[str, Any],
                    error: str) -> dict[str, Any]:
@@ -165,6 +176,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     lines.append(f"recall@{v['k']} on {v['queries']} sampled queries: "
                  f"{'n/a' if overall is None else f'{overall:.4f}'} "
                  f"(min {v['min_recall_at_k']})")
+    lines += [f"* note: {note}" for note in v.get("notes", ())]
     lines += ["", "| shard | rows | bytes | recall@k |", "|---|---:|---:|---:|"]
     for shard in v["shards"]:
         r = shard["recall_at_k"]
@@ -251,6 +263,7 @@ class _PublishFn(beam.DoFn):
                       "compression_ratio": float_bytes / bytes_out if bytes_out else None},
             "validation": {
                 "k": self._k, "queries": queries, "recall_at_k": recall,
+                "notes": validation_notes(k=self._k, rows_encoded=rows_encoded, recall=recall),
                 "min_recall_at_k": self._min_recall,
                 "max_rejected_fraction": self._max_rejected,
                 "shards": [{"path": m.path, "rows": m.rows, "file_bytes": m.file_bytes,
