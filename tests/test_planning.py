@@ -257,6 +257,7 @@ def _runs(sizes, rows_per_shard, fmt="parquet", **kwargs):
 @pytest.mark.parametrize("sizes, rows_per_shard, fmt, lengths", [
     ([100] * 5, 100, "parquet", [1] * 5),      # row groups = shards: nothing shared
     ([50] * 10, 64, "parquet", [1] * 8),       # small groups straddling: a shard each
+    ([63] * 64, 64, "parquet", [1] * 63),      # (not chained into one long run)
     ([1000], 100, "parquet", [3, 3, 4]),       # a group of 10 shards: READS_PER_SPLIT runs
     ([1000], 100, "arrow", [3, 3, 4]),         # Arrow record batches alike
     ([1000, 1000], 150, "parquet", [2, 2, 4, 3, 3]),  # 7 + 8 shards; the shard holding both
@@ -279,20 +280,22 @@ def test_runs_group_the_shards_a_big_row_group_spans(sizes, rows_per_shard, fmt,
 def test_runs_never_decode_more_than_a_shard_per_task_and_bound_it():
     """On random layouts: runs cover every shard once in order, each run's shards are
     consecutive, and joining shards into runs never decodes more than a task per shard; with
-    READS_PER_SPLIT = 3, each split is decoded at most three times."""
+    READS_PER_SPLIT = 3, each split is decoded at most twice."""
     rng = np.random.default_rng(5)
     for _ in range(200):
         sizes = rng.integers(1, 400, size=rng.integers(1, 8)).tolist()
         rows_per_shard = int(rng.integers(1, 300))
         tasks, runs, total = _runs(sizes, rows_per_shard)
         assert [t for r in runs for t in r.shards] == tasks
+        spanned = max(-(-size // rows_per_shard) + 1 for size in sizes)
         for r in runs:
             assert [t.shard_no for t in r.shards] == list(range(
                 r.key, r.key + len(r.shards)))
+            assert len(r.shards) <= 2 * spanned   # runs stay short: tasks stay parallel
         one_each = plan_runs(tasks, rows_per_shard, reads_per_split=10**6)
         decoded = sum(decoded_rows(r) for r in runs)
         assert decoded <= sum(decoded_rows(r) for r in one_each)
-        assert decoded <= READS_PER_SPLIT * total
+        assert decoded <= (READS_PER_SPLIT + 1) / 2 * total  # each split at most twice
         assert sum(decoded_rows(r) for r in plan_runs(tasks, rows_per_shard,
                                                       reads_per_split=1)) == total
     with pytest.raises(ValueError, match="reads_per_split"):

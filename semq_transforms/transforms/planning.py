@@ -13,11 +13,11 @@ memory is bounded by the shards in flight, not by the input.
 boundary must be read by both shards, and Parquet and Arrow can only be read from a split's
 start: a shard starting inside a row group decodes the pages before it. A row group of ``n``
 shards read shard by shard is decoded about ``(n + 1) / 2`` times (pyarrow's default row
-group, 1Mi rows, is 10.5 default shards: ~6.2 decodes). So :func:`plan_runs` groups
+group, 1Mi rows, is 10.5 default shards: ~6.2 decodes; in runs 1.86). So :func:`plan_runs` groups
 consecutive shards into :class:`ShardRun` s, one read task each: :func:`read_shards` reads a
 run's splits once, in order, and hands over each shard as soon as its last row is read
 (memory: one shard). A split larger than a shard is cut into at most
-:data:`READS_PER_SPLIT` runs (so a row group is decoded at most ~2 times, and still read by
+:data:`READS_PER_SPLIT` runs (so a row group is decoded at most twice, and still read by
 several workers in parallel); shards that share no split stay runs of their own, as do NPY
 splits (NPY is read from any row: nothing is decoded twice). Pick ``rows_per_shard`` a
 multiple of the row-group size, or row groups no larger than a shard, to read every row once.
@@ -63,7 +63,7 @@ __all__ = ["READS_PER_SPLIT", "FileOffsets", "ShardRead", "ShardRows", "ShardRun
 #: Ids per duplicate-finding bucket (about 16 bytes each in flight: id and position).
 BUCKET_ROWS = 4_000_000
 #: Read tasks a split larger than a shard is cut into, at most (see :func:`plan_runs`): each
-#: decodes it from its start, so it is decoded about ``(READS_PER_SPLIT + 1) / 2`` times.
+#: decodes it from its start, so it is decoded at most ``(READS_PER_SPLIT + 1) / 2`` times.
 READS_PER_SPLIT = 3
 
 
@@ -163,11 +163,15 @@ def plan_runs(tasks: Sequence[ShardTask], rows_per_shard: int, *,
     """Group ``tasks`` (from :func:`plan_shards`) into read tasks, in shard order.
 
     Two neighbouring shards share a run when a Parquet / Arrow split straddling their boundary
-    would otherwise be decoded by both. A split spanning ``n`` shards is cut into
-    ``min(n, reads_per_split)`` runs of about equal length (the cuts at its shard boundaries):
-    ``reads_per_split=1`` decodes it once but in one task, ``n`` (the most) is a task per
-    shard and ~``(n + 1) / 2`` decodes. Runs of two big splits meet in the shard holding the
-    boundary between them, so a run spans at most about ``2 * n / reads_per_split`` shards.
+    would otherwise be decoded by both. A split spanning ``n`` shards is cut into at most
+    ``p = min(n, reads_per_split)`` runs, at the last shard boundary at or before each of its
+    rows ``j * rows / p`` (``j = 1 .. p - 1``): each run after the first decodes the split
+    from its start up to the run's end, so the split is decoded at most ``(p + 1) / 2`` times
+    (twice for 3); a split over a single shard boundary stays with a task per shard (each
+    reads it, twice at most). ``reads_per_split=1`` decodes it once but in one task; a task per shard
+    (``reads_per_split >= n``) decodes it about ``(n + 1) / 2`` times. Runs of two big splits
+    meet in the shard holding the boundary between them, so a run spans at most about
+    ``2 * n / p`` shards.
     """
     if type(reads_per_split) is not int or reads_per_split < 1:
         raise ValueError(f"reads_per_split must be an int >= 1, got {reads_per_split!r}")
@@ -179,7 +183,14 @@ def plan_runs(tasks: Sequence[ShardTask], rows_per_shard: int, *,
         first = s.global_row_offset // rows_per_shard
         spanned = (s.global_row_offset + s.rows - 1) // rows_per_shard - first + 1
         pieces = min(spanned, reads_per_split)
-        cuts = {first + j * spanned // pieces - 1 for j in range(1, pieces)}
+        if spanned == 2 and pieces == 2:
+            # one boundary: each side reads the split (at most twice). Joining them would
+            # chain shards over splits a little smaller than a shard without end.
+            continue
+        # the boundary after shard n is row (n + 1) * rows_per_shard - offset of the split;
+        # cut at the last one at or before row j * rows / pieces (none there: no cut)
+        cuts = {(s.global_row_offset + j * s.rows // pieces) // rows_per_shard - 1
+                for j in range(1, pieces)}
         joined.update(n for n in range(first, first + spanned - 1) if n not in cuts)
     runs: list[list[ShardTask]] = []
     for task in tasks:
