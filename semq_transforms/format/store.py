@@ -256,10 +256,17 @@ class IndexStore:
         version serves."""
         owner = self.run_version(run_id, after=after)
         if owner is not None:
-            raise RunFolderInUseError(
-                f"run {run_id!r}: its run folder {self.url_of(f'{RUNS_DIR}/{run_id}')}/ holds "
-                f"the files of published version {owner.version}; writing there would "
-                f"overwrite them. Use another run id", run_id=run_id, version=owner.version)
+            raise self.run_folder_in_use(run_id, owner.version)
+
+    def run_folder_in_use(self, run_id: str, version: int, *, why: str = "",
+                          remedy: str = "Use another run id") -> RunFolderInUseError:
+        """The error for a run that would write into ``runs/<run_id>/``, which committed
+        ``version`` uses; ``why`` (a parenthesis after the version) and ``remedy`` complete
+        the message."""
+        return RunFolderInUseError(
+            f"run {run_id!r}: its run folder {self.url_of(f'{RUNS_DIR}/{run_id}')}/ holds the "
+            f"files of published version {version}{f' ({why})' if why else ''}; writing there "
+            f"would overwrite them. {remedy}", run_id=run_id, version=version)
 
     # -- writing --------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ import apache_beam as beam
 
 from semq_transforms.codecs import max_abs_value
 from semq_transforms.config import JobConfig, config_digest
-from semq_transforms.errors import NothingToPublishError, RunFolderInUseError
+from semq_transforms.errors import NothingToPublishError
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.store import IndexStore
 from semq_transforms.sample_data import ensure_sample_data
@@ -157,7 +157,6 @@ def check_run_folder(config: JobConfig, run_id: str, fingerprint: str) -> int:
     owner = store.run_version(run_id)
     if owner is None:
         return latest
-    folder = store.url_of(f"runs/{run_id}")
     latest = store.latest_version()
     if owner.version == latest and owner.input_fingerprint == fingerprint \
             and _same_config(store, owner, config):
@@ -166,11 +165,10 @@ def check_run_folder(config: JobConfig, run_id: str, fingerprint: str) -> int:
             f"latest of {store.url}; nothing to publish", run_id=run_id, version=owner.version)
     why = ("the input or the config changed since" if owner.version == latest
            else f"the latest version is {latest}, not")
-    raise RunFolderInUseError(
-        f"run {run_id!r}: its run folder {folder}/ holds the files of published version "
-        f"{owner.version} ({why} that version); writing there would overwrite them. Set "
-        f"output.run_id to a name no version uses (or leave it null to derive one from the "
-        f"input and config)", run_id=run_id, version=owner.version)
+    raise store.run_folder_in_use(
+        run_id, owner.version, why=f"{why} that version",
+        remedy="Set output.run_id to a name no version uses (or leave it null to derive one "
+               "from the input and config)")
 
 
 class _IngestJob(beam.PTransform):

@@ -136,10 +136,21 @@ def failure_report(*, run_id: str, index_url: str, input_fingerprint: str | None
     """The report of a run that failed before its gate (a file that cannot be read, a
     worker error): the same keys as a gate's report, ``counts`` / ``bytes`` / ``validation``
     None (what was counted is lost with the failed pipeline), the error as the problem."""
-    return {"run_id": run_id, "index_url": redact_url(index_url), "version": None,
-            "input_fingerprint": input_fingerprint, "counts": None, "bytes": None,
-            "validation": None, "gate": {"passed": False, "problems": [
-                f"the run failed before its gate: {error}"]},
+    return _report(run_id=run_id, index_url=index_url, version=None,
+                   input_fingerprint=input_fingerprint, counts=None, bytes_=None,
+                   validation=None, problems=[f"the run failed before its gate: {error}"],
+                   codecs=codecs, dim=dim, safe_config=safe_config)
+
+
+def _report(*, run_id: str, index_url: str, version: int | None,
+            input_fingerprint: str | None, counts: dict | None, bytes_: dict | None,
+            validation: dict | None, problems: list[str], codecs: Sequence[str],
+            dim: int | None, safe_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A report dict (every report has these keys; passed = a version was committed)."""
+    return {"run_id": run_id, "index_url": redact_url(index_url), "version": version,
+            "input_fingerprint": input_fingerprint, "counts": counts, "bytes": bytes_,
+            "validation": validation,
+            "gate": {"passed": version is not None, "problems": problems},
             "codecs": list(codecs), "dim": dim, "config": dict(safe_config)}
 
 
@@ -251,28 +262,23 @@ class _PublishFn(beam.DoFn):
         # dim is None only when no input row has a vector (then none was encoded)
         float_bytes = rows_encoded * self._dim * 4 if rows_encoded else 0
         key = f"recall_at_{self._k}"
-        return {
-            "run_id": self._run_id,
-            "index_url": redact_url(self._index_url),
-            "version": version,
-            "input_fingerprint": self._fingerprint,
-            "counts": {"rows_planned": self._rows_planned, **totals,
-                       "dead_letters": dead_letters, "rows_encoded": rows_encoded,
-                       "shards": len(metas)},
-            "bytes": {"read": totals["bytes_read"], "float32": float_bytes, "out": bytes_out,
-                      "compression_ratio": float_bytes / bytes_out if bytes_out else None},
-            "validation": {
+        return _report(
+            run_id=self._run_id, index_url=self._index_url, version=version,
+            input_fingerprint=self._fingerprint,
+            counts={"rows_planned": self._rows_planned, **totals,
+                    "dead_letters": dead_letters, "rows_encoded": rows_encoded,
+                    "shards": len(metas)},
+            bytes_={"read": totals["bytes_read"], "float32": float_bytes, "out": bytes_out,
+                    "compression_ratio": float_bytes / bytes_out if bytes_out else None},
+            validation={
                 "k": self._k, "queries": queries, "recall_at_k": recall,
                 "notes": validation_notes(k=self._k, rows_encoded=rows_encoded, recall=recall),
                 "min_recall_at_k": self._min_recall,
                 "max_rejected_fraction": self._max_rejected,
                 "shards": [{"path": m.path, "rows": m.rows, "file_bytes": m.file_bytes,
                             "recall_at_k": m.validation.get(key)} for m in metas]},
-            "gate": {"passed": version is not None, "problems": problems},
-            "codecs": self._codecs,
-            "dim": self._dim,
-            "config": self._safe_config,
-        }
+            problems=problems, codecs=self._codecs, dim=self._dim,
+            safe_config=self._safe_config)
 
 
 class PublishIndex(beam.PTransform):
