@@ -31,7 +31,14 @@ from semq_transforms.transforms.sources import (
     iter_split_ids,
     plan_inputs,
 )
-from tests.input_files import DIM, bad_rows_table, embedding_table, vectors, write_parquet
+from tests.input_files import (
+    DIM,
+    bad_rows_table,
+    embedding_table,
+    vectors,
+    write_arrow,
+    write_parquet,
+)
 
 
 @pytest.fixture
@@ -272,9 +279,30 @@ def test_runs_group_the_shards_a_big_row_group_spans(sizes, rows_per_shard, fmt,
     # a task per shard decodes a 10-shard group ~5.5 times; runs at most ~2 times
     per_shard = sum(decoded_rows(r) for r in plan_runs(tasks, rows_per_shard,
                                                         reads_per_split=10**6))
-    if lengths[0] == 3:
+    if lengths[0] == 3 and fmt == "parquet":
         assert per_shard == 5_500 and decoded == 1_900  # 300 + 600 + 1000
-    assert decoded <= per_shard and decoded <= 2 * total
+    if fmt == "arrow":  # a record batch is loaded whole, by each run (by each shard before)
+        assert per_shard == 10_000 and decoded == 3_000
+    assert decoded <= per_shard and decoded <= (2 if fmt == "parquet" else 3) * total
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow"])
+def test_a_read_skips_the_row_groups_of_its_split_before_its_first_row(fmt):
+    """Splits merge small row groups (up to batch_rows): a shard starting in a split's 5th
+    group starts reading there, not at the split's first group, so groups of a shard's size
+    are read once each."""
+    groups = (1000,) * 8
+    split = Split("f", fmt, 0, 8000, 0, tuple(range(8)), None, groups)
+    tasks = plan_shards([split], 1000)
+    runs = plan_runs(tasks, 1000)
+    assert [len(r.shards) for r in runs] == [1] * 8
+    assert [decoded_rows(r) for r in runs] == [1000] * 8
+    # shards of 1,500: a shard starting inside a group decodes that group's head (Parquet)
+    # or loads it whole (Arrow), not the groups before it
+    runs = plan_runs(plan_shards([split], 1500), 1500)
+    assert [decoded_rows(r) for r in runs] == (
+        [1500, 2000, 1500, 2000, 1500, 1000] if fmt == "parquet"
+        else [2000, 2000, 2000, 2000, 2000, 1000])
 
 
 def test_runs_never_decode_more_than_a_shard_per_task_and_bound_it():
@@ -352,7 +380,46 @@ def test_a_run_reads_its_row_group_once_and_hands_over_each_shard_as_it_is_read(
         next(read_shards([tasks[0], tasks[2]], dim=dim, **options))
 
 
-def test_row_groups_larger_than_a_shard_are_warned_of(tmp_path, caplog):
+def test_row_groups_of_a_shard_merged_into_bigger_splits_are_read_once(tmp_path):
+    """16 row groups of 1,000 rows, planned into splits of 8 groups (batch_rows 8192), in
+    shards of 1,000: each shard reads its own group (every shard decoded its split from the
+    split's first group: ~4.5 reads of the file)."""
+    x = vectors(16_000, seed=22, dim=64)
+    path = str(tmp_path / "small-groups.parquet")
+    write_parquet(path, embedding_table(np.arange(16_000), x), row_group_size=1000)
+    plan = plan_inputs(path, batch_rows=8192)
+    assert [s.rows for s in plan.splits] == [8000, 8000]
+    options = {"vector_column": "embedding", "id_column": "id", "batch_rows": 8192,
+               "ids_url": None, "reject_zero_vectors": True, "storage_options": None}
+    once = sum(b.bytes_read for s in plan.splits for b in iter_split(s, dim=64, **options))
+    tasks = plan_shards(plan.splits, 1000)
+    reads = [r for run in plan_runs(tasks, 1000)
+             for _, r in read_shards(run, dim=64, **options)]
+    assert [r.counts["rows_read"] for r in reads] == [1000] * 16
+    np.testing.assert_array_equal(np.concatenate([r.vectors for r in reads]), x)
+    # (each shard's read also fetches the file's footer: ~64 KiB a shard)
+    assert sum(r.counts["bytes_read"] for r in reads) < 1.25 * once
+
+
+def test_the_planned_reads_of_an_arrow_batch_are_what_is_read(tmp_path):
+    """An Arrow record batch is loaded whole by each run that reads it: one 100,000-row
+    batch in shards of 10,000 is 3 runs and 3 loads, and decoded_rows says so."""
+    x = vectors(100_000, seed=24, dim=32)
+    url = write_arrow(str(tmp_path / "one-batch.arrow"), embedding_table(np.arange(100_000), x),
+                      batch_rows=100_000)
+    plan = plan_inputs(url, batch_rows=1000)
+    options = {"vector_column": "embedding", "id_column": "id", "batch_rows": 1000,
+               "ids_url": None, "reject_zero_vectors": True, "storage_options": None}
+    runs = plan_runs(plan_shards(plan.splits, 10_000), 10_000)
+    assert [len(r.shards) for r in runs] == [3, 3, 4]
+    once = sum(b.bytes_read for s in plan.splits for b in iter_split(s, dim=32, **options))
+    read = sum(found.counts["bytes_read"] for run in runs
+               for _, found in read_shards(run, dim=32, **options))
+    planned = sum(decoded_rows(r) for r in runs) / 100_000
+    assert planned == 3.0 and abs(read / once - planned) < 0.05, (read / once, planned)
+
+
+def test_reads_of_rows_more_than_once_are_warned_of_by_cause(tmp_path, caplog):
     from semq_transforms.transforms.read import ReadEmbeddings, ReadShards
 
     x = vectors(6000, seed=14)
@@ -364,5 +431,24 @@ def test_row_groups_larger_than_a_shard_are_warned_of(tmp_path, caplog):
     assert not caplog.records
     with caplog.at_level("WARNING"):
         ReadShards(read, rows_per_shard=1000)  # runs of 2 shards: 1/3 + 2/3 + 1 = 2x
-    assert "row group (or record batch) of 6000 rows, more than a shard" in caplog.text
-    assert "decoded 2.00 times over" in caplog.text
+    assert "big.parquet: the plan reads the input 2.00 times over: row groups (or Arrow " \
+           "record batches) of up to 6000 rows, more than rows_per_shard=1000" in caplog.text
+    caplog.clear()
+    # groups smaller than a shard that straddle its boundaries: not "more than a shard"
+    url = write_parquet(str(tmp_path / "straddle.parquet"),
+                        embedding_table(np.arange(6000), x), row_group_size=900)
+    with caplog.at_level("WARNING"):
+        ReadShards(ReadEmbeddings(url, batch_rows=900), rows_per_shard=1000)
+    assert "straddle.parquet: the plan reads the input 1.25 times over: row groups (or " \
+           "Arrow record batches) of up to 900 rows straddle the boundaries of shards of " \
+           "1000 rows" in caplog.text
+
+
+def test_a_shard_with_every_row_rejected_keeps_its_id_type(tmp_path):
+    x = np.full((2, DIM), np.nan, np.float32)
+    url = write_parquet(str(tmp_path / "s.parquet"), embedding_table(["a", "b"], x),
+                        row_group_size=2)
+    [task] = plan_shards(plan_inputs(url).splits, 10)
+    found = read_shard(task, dim=DIM)
+    assert found.ids.dtype == object and found.ids.shape == (0,)
+    assert [d["reason"] for d in found.dead_letters] == ["non_finite"] * 2

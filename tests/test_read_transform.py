@@ -247,3 +247,38 @@ def test_array_elements_get_coders_that_size_them_without_pickling(tmp_path, mon
                 + sum(len(s) for s in shard.ids))
     assert coder.estimate_size(shard) == expected
     assert coder.get_impl().estimate_size(shard) == expected
+
+
+def test_read_shards_holds_one_shard_of_a_run_at_a_time(tmp_path, monkeypatch):
+    """A run of shards (one 24,000-row group, shards of 2,000) read by the ReadShards
+    transform on its own: while a shard's rows are read, no earlier shard's vectors are
+    alive (the runner's output loop held the last element yielded, the previous ShardRows,
+    until counts were yielded after it). A spy on the shard buffers, not a stand-in."""
+    import weakref
+
+    from semq_transforms.transforms import planning
+    from semq_transforms.transforms.read import ReadShards
+
+    finished, alive_while_reading = [], []
+    finish, add = planning._ShardFill.finish, planning._ShardFill.add
+
+    def spy_finish(self):
+        found = finish(self)
+        finished.append(weakref.ref(found.vectors))
+        return found
+
+    def spy_add(self, batch, **kwargs):
+        alive_while_reading.append(sum(ref() is not None for ref in finished))
+        return add(self, batch, **kwargs)
+
+    monkeypatch.setattr(planning._ShardFill, "finish", spy_finish)
+    monkeypatch.setattr(planning._ShardFill, "add", spy_add)
+    x = vectors(24_000, seed=23, dim=16)
+    url = write_parquet(str(tmp_path / "one-group.parquet"),
+                        embedding_table(np.arange(24_000), x), row_group_size=24_000)
+    read = ReadEmbeddings(url, batch_rows=1000)
+    shards = ReadShards(read, rows_per_shard=2000)
+    assert [len(r.shards) for r in shards.runs] == [4, 4, 4]
+    with beam.Pipeline(options=direct_options()) as p:
+        (p | shards).shards | beam.Map(lambda s: s.rows)   # a consumer that keeps nothing
+    assert len(finished) == 12 and max(alive_while_reading) == 0

@@ -26,8 +26,10 @@ a bounded running selection (never all rows in one list). Neighbors are identifi
 position (unique int64, whatever the id type), so recall is computed on positions.
 
 **Reading and encoding in one step.** ``ReadEncodeShards(ReadShards(...), EncodeShards(...))``
-gives what ``ReadShards | EncodeShards`` gives, but reads, encodes and writes each shard in one
-DoFn call, so no shard's rows outlive its step (the ingestion job uses it).
+gives what ``ReadShards | EncodeShards`` gives, but reads, encodes and writes the shards of a
+read task (a run of shards sharing a row group, else one shard) in one DoFn call, each shard
+encoded as soon as it is read, so no shard's rows outlive its step (the ingestion job uses
+it).
 
 Counters (namespace ``semq``): ``shards_written``, ``bytes_out``, ``rows_encoded``.
 """

@@ -9,18 +9,21 @@ planned from metadata alone). :func:`plan_shards` turns the input plan into one
 travel between workers: a shard is read, checked, encoded and written in one place, and
 memory is bounded by the shards in flight, not by the input.
 
-**Reads.** A split (a Parquet row group, an Arrow record batch) that straddles a shard
-boundary must be read by both shards, and Parquet and Arrow can only be read from a split's
-start: a shard starting inside a row group decodes the pages before it. A row group of ``n``
-shards read shard by shard is decoded about ``(n + 1) / 2`` times (pyarrow's default row
-group, 1Mi rows, is 10.5 default shards: ~6.2 decodes; in runs 1.86). So :func:`plan_runs` groups
+**Reads.** Parquet row groups and Arrow record batches can only be read from their start: a
+shard starting inside a row group decodes the pages before it (an Arrow batch is loaded
+whole), so a group straddling a shard boundary is read by both shards, and a row group of
+``n`` shards read shard by shard is decoded about ``(n + 1) / 2`` times (pyarrow's default
+row group, 1Mi rows, is 10.5 default shards: ~6.2 decodes). So :func:`plan_runs` groups
 consecutive shards into :class:`ShardRun` s, one read task each: :func:`read_shards` reads a
 run's splits once, in order, and hands over each shard as soon as its last row is read
-(memory: one shard). A split larger than a shard is cut into at most
-:data:`READS_PER_SPLIT` runs (so a row group is decoded at most twice, and still read by
-several workers in parallel); shards that share no split stay runs of their own, as do NPY
-splits (NPY is read from any row: nothing is decoded twice). Pick ``rows_per_shard`` a
-multiple of the row-group size, or row groups no larger than a shard, to read every row once.
+(memory: one shard). A group larger than a shard is cut into at most
+:data:`READS_PER_SPLIT` runs, so it is still read by several workers in parallel, and a row
+group is decoded at most twice (1.86 times for the 1Mi-row group above; an Arrow batch is
+loaded by each of its runs, at most three times). Shards that share no group stay runs of
+their own, as do NPY splits (NPY is read from any row: nothing is decoded twice). A read
+skips the groups of its split before its first row (small groups are merged into splits of
+about ``batch_rows`` rows). Make row groups no larger than a shard and ``rows_per_shard`` a
+multiple of them to read every row once.
 
 **Duplicate ids** are found before any shard is read, from the ids alone
 (:func:`iter_split_ids` reads only the id column): ids are hashed into buckets
@@ -158,40 +161,51 @@ class ShardRun:
         return tuple(sorted(seen.values(), key=lambda s: s.global_row_offset))
 
 
+def _groups(split: Split) -> list[tuple[int, int]]:
+    """``(global offset, rows)`` of each Parquet row group / Arrow batch of ``split`` (the
+    whole split when its group sizes are not known)."""
+    if not split.group_rows:
+        return [(split.global_row_offset, split.rows)]
+    offsets = np.cumsum((split.global_row_offset, *split.group_rows[:-1])).tolist()
+    return list(zip(offsets, split.group_rows, strict=True))
+
+
 def plan_runs(tasks: Sequence[ShardTask], rows_per_shard: int, *,
               reads_per_split: int = READS_PER_SPLIT) -> list[ShardRun]:
     """Group ``tasks`` (from :func:`plan_shards`) into read tasks, in shard order.
 
-    Two neighbouring shards share a run when a Parquet / Arrow split straddling their boundary
-    would otherwise be decoded by both. A split spanning ``n`` shards is cut into at most
-    ``p = min(n, reads_per_split)`` runs, at the last shard boundary at or before each of its
-    rows ``j * rows / p`` (``j = 1 .. p - 1``): each run after the first decodes the split
-    from its start up to the run's end, so the split is decoded at most ``(p + 1) / 2`` times
-    (twice for 3); a split over a single shard boundary stays with a task per shard (each
-    reads it, twice at most). ``reads_per_split=1`` decodes it once but in one task; a task per shard
-    (``reads_per_split >= n``) decodes it about ``(n + 1) / 2`` times. Runs of two big splits
-    meet in the shard holding the boundary between them, so a run spans at most about
-    ``2 * n / p`` shards.
+    Two neighbouring shards share a run when a Parquet row group / Arrow record batch
+    straddling their boundary would otherwise be read by both (a read starts at the group
+    holding its first row: groups before it are skipped). A group spanning ``n >= 3`` shards
+    is cut into at most ``p = min(n, reads_per_split)`` runs, at the last shard boundary at or
+    before each of its rows ``j * rows / p`` (``j = 1 .. p - 1``): each run after the first
+    decodes the group from its start up to the run's end, so a Parquet row group is decoded
+    at most ``(p + 1) / 2`` times (twice for 3); an Arrow batch is loaded whole by each run
+    (at most ``p`` times). A group over a single shard boundary stays with a task per shard
+    (each side reads it: joining those would chain shards over groups a little smaller than
+    a shard without end). ``reads_per_split=1`` reads every group once but in one task; a
+    task per shard (``reads_per_split >= n``) decodes a group about ``(n + 1) / 2`` times.
+    Runs of two big groups meet in the shard holding the boundary between them, so a run
+    spans at most about ``2 * n / p`` shards.
     """
     if type(reads_per_split) is not int or reads_per_split < 1:
         raise ValueError(f"reads_per_split must be an int >= 1, got {reads_per_split!r}")
     joined: set[int] = set()  # n: shards n and n + 1 are in one run
     splits = {(s.url, s.row_start): s for t in tasks for s in t.splits}.values()
     for s in splits:
-        if s.format == "npy" or not s.rows:
+        if s.format == "npy":
             continue
-        first = s.global_row_offset // rows_per_shard
-        spanned = (s.global_row_offset + s.rows - 1) // rows_per_shard - first + 1
-        pieces = min(spanned, reads_per_split)
-        if spanned == 2 and pieces == 2:
-            # one boundary: each side reads the split (at most twice). Joining them would
-            # chain shards over splits a little smaller than a shard without end.
-            continue
-        # the boundary after shard n is row (n + 1) * rows_per_shard - offset of the split;
-        # cut at the last one at or before row j * rows / pieces (none there: no cut)
-        cuts = {(s.global_row_offset + j * s.rows // pieces) // rows_per_shard - 1
-                for j in range(1, pieces)}
-        joined.update(n for n in range(first, first + spanned - 1) if n not in cuts)
+        for offset, rows in _groups(s):
+            first = offset // rows_per_shard
+            spanned = (offset + rows - 1) // rows_per_shard - first + 1
+            pieces = min(spanned, reads_per_split)
+            if spanned < 2 or (spanned == 2 and pieces == 2):
+                continue
+            # the boundary after shard n is row (n + 1) * rows_per_shard - offset of the
+            # group; cut at the last one at or before row j * rows / pieces (none: no cut)
+            cuts = {(offset + j * rows // pieces) // rows_per_shard - 1
+                    for j in range(1, pieces)}
+            joined.update(n for n in range(first, first + spanned - 1) if n not in cuts)
     runs: list[list[ShardTask]] = []
     for task in tasks:
         previous = runs[-1][-1] if runs else None
@@ -204,13 +218,15 @@ def plan_runs(tasks: Sequence[ShardTask], rows_per_shard: int, *,
 
 
 def decoded_rows(run: ShardRun) -> int:
-    """Rows :func:`read_shards` decodes for ``run``: each split from its start (NPY: from the
-    run's start) to the run's end. Equal to the run's rows when no row is decoded twice."""
+    """Rows :func:`read_shards` decodes for ``run``: each split from the start of the group
+    holding the run's first row (NPY: from that row) to the run's end (Arrow: to the end of
+    the batch holding it: a batch is loaded whole). Equal to the run's rows when no row is
+    read twice."""
     start, stop = run.shards[0].start, run.shards[-1].stop
     total = 0
-    for s in run.splits:
-        first = max(start, s.global_row_offset) if s.format == "npy" else s.global_row_offset
-        total += max(0, min(stop, s.global_row_offset + s.rows) - first)
+    for split in run.splits:
+        part, limit = _needed_part(split, start, stop)
+        total += part.rows if limit is None or part.format == "arrow" else limit
     return total
 
 
@@ -349,14 +365,28 @@ def _clip(batch: Batch, start: int, stop: int, duplicates: Mapping[int, str],
 
 
 def _needed_part(split: Split, start: int, stop: int) -> tuple[Split, int | None]:
-    """The part of ``split`` a shard of global rows ``[start, stop)`` reads: ``(split,
-    limit_rows)``. Every format stops at ``stop`` (a split running past the shard was read to
-    its end, for each shard it overlaps); NPY rows can be read from any row, so an NPY split
-    also starts at ``start``. (Parquet pages and Arrow batches before ``start`` are decoded.)"""
+    """The part of ``split`` a read of global rows ``[start, stop)`` reads: ``(split,
+    limit_rows)``. NPY rows can be read from any row, so an NPY split starts at ``start``;
+    a Parquet / Arrow split drops the row groups / batches wholly before ``start`` or from
+    ``stop`` on (when its group sizes are known), and rows of its first group before
+    ``start`` are decoded and dropped. Every format stops reading at ``stop``."""
     first, end = split.global_row_offset, split.global_row_offset + split.rows
     if split.format == "npy" and start > first:
         split = dataclasses.replace(split, row_start=split.row_start + (start - first),
                                     global_row_offset=start)
+    elif split.group_rows:
+        groups = _groups(split)
+        keep = [i for i, (offset, rows) in enumerate(groups)
+                if offset + rows > start and offset < stop]
+        if keep and (keep[0] > 0 or keep[-1] < len(groups) - 1):
+            skipped = groups[keep[0]][0] - first
+            rows = sum(split.group_rows[keep[0]:keep[-1] + 1])
+            split = dataclasses.replace(
+                split, row_start=split.row_start + skipped,
+                row_stop=split.row_start + skipped + rows,
+                global_row_offset=first + skipped,
+                row_groups=split.row_groups[keep[0]:keep[-1] + 1],
+                group_rows=split.group_rows[keep[0]:keep[-1] + 1])
     needed = min(stop, end) - split.global_row_offset
     return split, (needed if needed < split.rows else None)
 
@@ -390,16 +420,16 @@ class _ShardFill:
         self._counts["rows_read"] += rows
         self._counts["bytes_read"] += bytes_read
         if self._filled + b_vectors.shape[0] > self._capacity:
-            raise ValueError(f"shard {task.shard_no}: read more rows than its range holds "
-                             f"({self._capacity})")
+            raise InputReadError(f"cannot read {batch.source}: shard {task.shard_no} got more "
+                                 f"rows than the plan has in its range ({self._capacity}); "
+                                 f"the file changed since it was planned")
         if self._dim is None and b_vectors.shape[0]:
             raise InputReadError(f"cannot read {batch.source}: it has vectors where the plan "
                                  f"found none; the file changed since it was planned")
         self._vectors[self._filled:self._filled + b_vectors.shape[0]] = b_vectors
         self._filled += b_vectors.shape[0]
-        if b_positions.shape[0]:
-            self._ids.append(b_ids)
-            self._positions.append(b_positions)
+        self._ids.append(b_ids)   # even empty: the id dtype (int64 or str objects)
+        self._positions.append(b_positions)
         self._dead.extend(b_dead)
 
     def finish(self) -> ShardRead:
@@ -477,9 +507,10 @@ def read_shards(run: ShardRun | Sequence[ShardTask], *,
                 yield current.task, current.finish()
                 i, current = i + 1, fill(i + 1)
     yield current.task, current.finish()
-    if i + 1 != len(tasks):
+    if i + 1 != len(tasks):  # (the readers raise first when a file lost rows)
+        files = ", ".join(sorted({redact_url(s.url) for s in run.splits}))
         raise InputReadError(f"shards {tasks[i + 1].shard_no}..{tasks[-1].shard_no}: no rows "
-                             f"read where the plan has some; an input file changed since it "
+                             f"read where the plan has some; one of {files} changed since it "
                              f"was planned")
 
 

@@ -314,25 +314,38 @@ class _ReadShardFn(beam.DoFn):
             self._shards_read.inc()
             for dead_letter in found.dead_letters:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter)
-            yield beam.pvalue.TaggedOutput(COUNTS, found.counts)
+            counts = found.counts
             if found.positions.size:
                 yield ShardRows(task.shard_no, found.ids, found.vectors, found.positions)
             del found  # the next shard is read while this frame waits: hold no rows
+            # A runner's output loop keeps the last element yielded while this generator
+            # reads the next shard: make that the small counts dict, not the rows.
+            yield beam.pvalue.TaggedOutput(COUNTS, counts)
 
 
-def _warn_of_rereads(splits: Sequence[Split], runs: Sequence[ShardRun]) -> None:
-    """Log when the planned reads decode rows more than once: Parquet row groups / Arrow
-    batches larger than a shard, each decoded from its start by every run it overlaps."""
+def _warn_of_rereads(splits: Sequence[Split], runs: Sequence[ShardRun],
+                     rows_per_shard: int) -> None:
+    """Log when the planned reads decode rows more than 1.1 times over: Parquet row groups /
+    Arrow batches that straddle shard boundaries, each read from its start by every read
+    task it overlaps."""
     total = sum(s.rows for s in splits)
     decoded = sum(decoded_rows(run) for run in runs)
-    if total and decoded > 1.1 * total:
-        largest = max((s for s in splits if s.format != "npy"), key=lambda s: s.rows)
-        logger.warning(
-            "%s has a row group (or record batch) of %d rows, more than a shard: the input "
-            "is decoded %.2f times over (each such group by every read task it overlaps, "
-            "at most %d); make row groups no larger than a shard, or rows_per_shard a "
-            "multiple of them", redact_url(largest.url), largest.rows, decoded / total,
-            READS_PER_SPLIT)
+    if not total or decoded <= 1.1 * total:
+        return
+    def group_rows(split: Split) -> int:
+        return max(split.group_rows or (split.rows,))
+
+    where = max((s for s in splits if s.format != "npy"), key=group_rows)
+    largest = group_rows(where)
+    cause = (f"row groups (or Arrow record batches) of up to {largest} rows, more than "
+             f"rows_per_shard={rows_per_shard}: each is read from its start by every read "
+             f"task it overlaps (at most {READS_PER_SPLIT})" if largest > rows_per_shard else
+             f"row groups (or Arrow record batches) of up to {largest} rows straddle the "
+             f"boundaries of shards of {rows_per_shard} rows: a shard starting inside one "
+             f"reads it from its start")
+    logger.warning("%s: the plan reads the input %.2f times over: %s. Make row groups no "
+                   "larger than a shard and rows_per_shard a multiple of them to read every "
+                   "row once", redact_url(where.url), decoded / total, cause)
 
 
 class ReadShards(beam.PTransform):
@@ -364,7 +377,7 @@ class ReadShards(beam.PTransform):
         self._tasks = plan_shards(read.plan.splits, rows_per_shard)
         self._runs = plan_runs(self._tasks, rows_per_shard)
         self._rows_per_shard = rows_per_shard
-        _warn_of_rereads(read.plan.splits, self._runs)
+        _warn_of_rereads(read.plan.splits, self._runs, rows_per_shard)
         options = read.read_options
         self._find_duplicates = find_duplicates and not all(
             ids_are_positions(fmt, options["id_column"], options["ids_url"])

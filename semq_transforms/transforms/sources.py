@@ -107,6 +107,9 @@ class Split:
             rows, ascending; empty for NPY.
         vector_width: the vector length the file's metadata fixes (``fixed_size_list`` size,
             NPY columns), or None for variable-length lists.
+        group_rows: the rows of each of ``row_groups`` (so a reader can skip the groups
+            before the row it starts at); empty when not known (the split is then read as one
+            group) and for NPY.
     """
 
     url: str
@@ -116,6 +119,7 @@ class Split:
     global_row_offset: int
     row_groups: tuple[int, ...] = ()
     vector_width: int | None = None
+    group_rows: tuple[int, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -283,7 +287,8 @@ def _plan_files(files: Sequence[str], *, format: InputFormat, batch_rows: int,
                                          f"has integer ids, {id_kinds['str']} string ids")
             cuts = _group_chunks(counts, batch_rows)
         for start, stop, groups in cuts:
-            splits.append(Split(url, fmt, start, stop, offset + start, groups, width))
+            splits.append(Split(url, fmt, start, stop, offset + start, groups, width,
+                                tuple(counts[i] for i in groups) if groups else ()))
         widths[url] = width
         offset += rows
     return splits, widths
