@@ -80,6 +80,7 @@ from pydantic_core import PydanticCustomError
 
 from semq_transforms._urls import REDACTED, redact_url
 from semq_transforms.errors import ConfigError, SemqError
+from semq_transforms.format._header import MAX_DIM
 
 __all__ = [
     "REDACTED",
@@ -274,8 +275,8 @@ class InputConfig(_Model):
                                   "Ignored for npy")
     ids_url: str | None = Field(None, description="npy only: NPY side file(s) with the ids "
                                                   "(int64 [n]); null = ids generated")
-    dim: int | None = Field(None, ge=1, description="vector dimension; null = inferred from "
-                                                    "the first file")
+    dim: int | None = Field(None, ge=1, le=MAX_DIM, description="vector dimension (at most "
+                            "the shard format's 1048576); null = inferred from the first file")
     batch_rows: int = Field(8192, ge=1, description="rows per read batch")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec "
                                             "options for reading; ${ENV:NAME} references")

@@ -579,3 +579,9 @@ def test_with_index_url_checks_like_the_yaml_field(monkeypatch: pytest.MonkeyPat
         config.with_index_url("${ENV:WHERE}")
     with pytest.raises(ValueError, match="non-empty"):
         config.with_index_url(" ")
+
+
+def test_dim_is_at_most_what_a_shard_stores() -> None:
+    assert parse_config(set_in(local_data(), "input.dim", 2**20), env={}).input.dim == 2**20
+    with pytest.raises(ConfigError, match=r"input\.dim: .*1048576"):
+        parse_config(set_in(local_data(), "input.dim", 2**20 + 1), env={})

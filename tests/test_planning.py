@@ -452,3 +452,32 @@ def test_a_shard_with_every_row_rejected_keeps_its_id_type(tmp_path):
     found = read_shard(task, dim=DIM)
     assert found.ids.dtype == object and found.ids.shape == (0,)
     assert [d["reason"] for d in found.dead_letters] == ["non_finite"] * 2
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "npy"])
+def test_a_dim_far_from_the_data_costs_no_memory(tmp_path, fmt):
+    """A mistyped ``dim`` (here the format's largest, 2**20, for 8-value vectors) rejects
+    every row as wrong_dimension. The readers made a zero-filled rows x dim array for them,
+    scanned it for NaN, and the shard reserved another rows x dim buffer: 4 GiB each for
+    1,000 rows. Now neither: traced numpy memory stays under a few MiB."""
+    import tracemalloc
+
+    x = vectors(1000, seed=25, dim=8)
+    if fmt == "npy":
+        np.save(tmp_path / "x.npy", x)
+        url = str(tmp_path / "x.npy")
+    else:
+        url = write_parquet(str(tmp_path / "x.parquet"), embedding_table(np.arange(1000), x),
+                            row_group_size=1000)
+    dim = 2**20
+    id_column = None if fmt == "npy" else "id"
+    [task] = plan_shards(plan_inputs(url, dim=dim, id_column=id_column).splits, 100_000)
+    tracemalloc.start()
+    try:
+        found = read_shard(task, dim=dim, batch_rows=1000, id_column=id_column)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert found.vectors.shape == (0, dim) and found.counts["rows_read"] == 1000
+    assert {d["reason"] for d in found.dead_letters} == {"wrong_dimension"}
+    assert peak < 64 << 20, peak

@@ -32,14 +32,16 @@ def most_common(lengths: np.ndarray) -> int:
 def vectors_from_arrow(column: pa.Array, dim: int | None
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """``(vectors float32 [n, dim], null bool [n], right_length bool [n], dim)`` from a list
-    column; rows that are null or of another length hold zeros."""
+    column; rows that are null or of another length hold zeros (a read-only view when no
+    row has the length)."""
     n = len(column)
     null = ~column.is_valid().to_numpy(zero_copy_only=False)
     if pa.types.is_fixed_size_list(column.type):
         width = column.type.list_size
         dim = width if dim is None else dim
-        if width != dim:
-            return np.zeros((n, dim), np.float32), null, np.zeros(n, bool), dim
+        if width != dim:  # every row rejected: zeros that take one row's memory
+            return (np.broadcast_to(np.zeros((1, dim), np.float32), (n, dim)), null,
+                    np.zeros(n, bool), dim)
         flat = to_float32(column.values.slice(column.offset * width, n * width))
         return flat.reshape(n, width), null, np.ones(n, bool), dim
     offsets = column.offsets.to_numpy().astype(np.int64, copy=False)

@@ -394,7 +394,8 @@ def _needed_part(split: Split, start: int, stop: int) -> tuple[Split, int | None
 class _ShardFill:
     """One shard's rows as a run's batches go by: accepted vectors go straight into one array
     sized for every row in range (no list of batches concatenated at the end: one shard's
-    vectors in memory, not two)."""
+    vectors in memory, not two), made when the first row is accepted (a ``dim`` far from the
+    data's, where every row is rejected, reserves nothing)."""
 
     def __init__(self, task: ShardTask, duplicates: Mapping[int, str],
                  duplicate_positions: np.ndarray, dim: int | None) -> None:
@@ -404,7 +405,7 @@ class _ShardFill:
         self._dim = dim
         self._capacity = sum(max(0, min(task.stop, s.global_row_offset + s.rows)
                                  - max(task.start, s.global_row_offset)) for s in task.splits)
-        self._vectors = np.empty((self._capacity, 0 if dim is None else dim), dtype=np.float32)
+        self._vectors: np.ndarray | None = None
         self._filled = 0
         self._ids: list[np.ndarray] = []
         self._positions: list[np.ndarray] = []
@@ -426,8 +427,11 @@ class _ShardFill:
         if self._dim is None and b_vectors.shape[0]:
             raise InputReadError(f"cannot read {batch.source}: it has vectors where the plan "
                                  f"found none; the file changed since it was planned")
-        self._vectors[self._filled:self._filled + b_vectors.shape[0]] = b_vectors
-        self._filled += b_vectors.shape[0]
+        if b_vectors.shape[0]:
+            if self._vectors is None:
+                self._vectors = np.empty((self._capacity, self._dim), dtype=np.float32)
+            self._vectors[self._filled:self._filled + b_vectors.shape[0]] = b_vectors
+            self._filled += b_vectors.shape[0]
         self._ids.append(b_ids)   # even empty: the id dtype (int64 or str objects)
         self._positions.append(b_positions)
         self._dead.extend(b_dead)
@@ -446,13 +450,15 @@ class _ShardFill:
             raise ValueError(f"shard {self.task.shard_no}: splits overlap (a row was read "
                              f"twice)")
         vectors = self._vectors
-        if self._filled < self._capacity:  # rejected rows: keep a right-sized copy
+        if vectors is None:  # no row accepted
+            vectors = np.zeros((0, self._dim or 0), dtype=np.float32)
+        elif self._filled < self._capacity:  # rejected rows: keep a right-sized copy
             vectors = vectors[:self._filled].copy()
         found = ShardRead(ids=np.concatenate(self._ids) if self._ids else np.zeros(0, np.int64),
                           vectors=vectors, positions=positions, dead_letters=tuple(dead),
                           counts=counts)
         # let go of the (larger) array now, not when the run's next shard starts
-        self._vectors, self._ids, self._positions = np.empty((0, 0), np.float32), [], []
+        self._vectors, self._ids, self._positions = None, [], []
         return found
 
 

@@ -605,12 +605,13 @@ def _make_batch(*, source: str, row_start: int, global_row_offset: int, ids: np.
     mark(None if id_bytes is None else id_bytes > MAX_ID_BYTES, "id_too_long")
     mark(vector_null, "null_vector")
     mark(~right_length | (vectors.shape[1] == 0), "wrong_dimension")  # no values: no width
-    beyond = _beyond(vectors, max_abs_value)   # None: every value finite and within range
-    if beyond is not None:
-        mark(~np.isfinite(vectors).all(axis=1), "non_finite")
-        mark(beyond, "out_of_range")
-    if reject_zero_vectors:
-        mark(~vectors.any(axis=1), "zero_vector")
+    if (reason == 0).any():   # (else no value to look at: a dim far from the data's)
+        beyond = _beyond(vectors, max_abs_value)   # None: every value finite and in range
+        if beyond is not None:
+            mark(~np.isfinite(vectors).all(axis=1), "non_finite")
+            mark(beyond, "out_of_range")
+        if reject_zero_vectors:
+            mark(~vectors.any(axis=1), "zero_vector")
     ok = reason == 0
 
     def dead_letter(i: int) -> dict[str, Any]:
@@ -673,8 +674,8 @@ def _npy_batches(split: Split, *, ids_url: str | None, dim: int | None, batch_ro
         else:
             ids = np.arange(global_start, global_start + n, dtype=np.int64)
         right_length = np.full(n, width == dim)
-        if width != dim:
-            values = np.zeros((n, dim), np.float32)
+        if width != dim:  # every row rejected: zeros that take one row's memory
+            values = np.broadcast_to(np.zeros((1, dim), np.float32), (n, dim))
         yield _make_batch(source=split.url, row_start=start, global_row_offset=global_start,
                           ids=ids, id_null=np.zeros(n, bool), vectors=values,
                           vector_null=np.zeros(n, bool), right_length=right_length,
