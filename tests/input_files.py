@@ -57,9 +57,11 @@ def write_npy(url: str, array: np.ndarray,
     return url
 
 
-def embedding_table(ids: Any, x: np.ndarray) -> pa.Table:
-    """``id`` + ``embedding`` (fixed_size_list<float32>) columns."""
-    return pa.table({"id": pa.array(ids), "embedding": fixed_list(x)})
+def embedding_table(ids: Any, x: np.ndarray, *, fixed: bool = True) -> pa.Table:
+    """``id`` + ``embedding`` (fixed_size_list<float32>, or list<float32> if not ``fixed``)
+    columns."""
+    vectors = fixed_list(x) if fixed else pa.array(list(x), pa.list_(pa.float32()))
+    return pa.table({"id": pa.array(ids), "embedding": vectors})
 
 
 def bad_rows_table() -> tuple[pa.Table, dict[int, str]]:

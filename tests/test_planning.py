@@ -454,7 +454,7 @@ def test_a_shard_with_every_row_rejected_keeps_its_id_type(tmp_path):
     assert [d["reason"] for d in found.dead_letters] == ["non_finite"] * 2
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "npy"])
+@pytest.mark.parametrize("fmt", ["parquet", "list", "npy"])
 def test_a_dim_far_from_the_data_costs_no_memory(tmp_path, fmt):
     """A mistyped ``dim`` (here the format's largest, 2**20, for 8-value vectors) rejects
     every row as wrong_dimension. The readers made a zero-filled rows x dim array for them,
@@ -466,8 +466,9 @@ def test_a_dim_far_from_the_data_costs_no_memory(tmp_path, fmt):
     if fmt == "npy":
         np.save(tmp_path / "x.npy", x)
         url = str(tmp_path / "x.npy")
-    else:
-        url = write_parquet(str(tmp_path / "x.parquet"), embedding_table(np.arange(1000), x),
+    else:  # fixed_size_list, or list<float> (variable length)
+        url = write_parquet(str(tmp_path / "x.parquet"),
+                            embedding_table(np.arange(1000), x, fixed=fmt == "parquet"),
                             row_group_size=1000)
     dim = 2**20
     id_column = None if fmt == "npy" else "id"

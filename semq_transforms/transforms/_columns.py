@@ -29,6 +29,12 @@ def most_common(lengths: np.ndarray) -> int:
     return int(values[np.argmax(counts)])
 
 
+def zero_rows(n: int, dim: int) -> np.ndarray:
+    """float32 zeros ``[n, dim]`` for rows that are all rejected, taking one row's memory (a
+    read-only view: a ``dim`` far from the data's must not cost ``n * dim``)."""
+    return np.broadcast_to(np.zeros((1, dim), np.float32), (n, dim))
+
+
 def vectors_from_arrow(column: pa.Array, dim: int | None
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """``(vectors float32 [n, dim], null bool [n], right_length bool [n], dim)`` from a list
@@ -39,9 +45,8 @@ def vectors_from_arrow(column: pa.Array, dim: int | None
     if pa.types.is_fixed_size_list(column.type):
         width = column.type.list_size
         dim = width if dim is None else dim
-        if width != dim:  # every row rejected: zeros that take one row's memory
-            return (np.broadcast_to(np.zeros((1, dim), np.float32), (n, dim)), null,
-                    np.zeros(n, bool), dim)
+        if width != dim:
+            return zero_rows(n, dim), null, np.zeros(n, bool), dim
         flat = to_float32(column.values.slice(column.offset * width, n * width))
         return flat.reshape(n, width), null, np.ones(n, bool), dim
     offsets = column.offsets.to_numpy().astype(np.int64, copy=False)
@@ -53,6 +58,8 @@ def vectors_from_arrow(column: pa.Array, dim: int | None
     flat = to_float32(column.values.slice(first, int(offsets[-1]) - first))
     if right_length.all():  # the common case: one contiguous block of n * dim values
         return flat.reshape(n, dim), null, right_length, dim
+    if not right_length.any():
+        return zero_rows(n, dim), null, right_length, dim
     vectors = np.zeros((n, dim), np.float32)
     gather = (offsets[:-1][right_length] - first)[:, None] + np.arange(dim)
     vectors[right_length] = flat[gather]

@@ -59,6 +59,7 @@ from semq_transforms.transforms._columns import (
     ids_from_arrow,
     most_common,
     vectors_from_arrow,
+    zero_rows,
 )
 from semq_transforms.transforms._storage import (
     CountingFile,
@@ -674,8 +675,8 @@ def _npy_batches(split: Split, *, ids_url: str | None, dim: int | None, batch_ro
         else:
             ids = np.arange(global_start, global_start + n, dtype=np.int64)
         right_length = np.full(n, width == dim)
-        if width != dim:  # every row rejected: zeros that take one row's memory
-            values = np.broadcast_to(np.zeros((1, dim), np.float32), (n, dim))
+        if width != dim:  # every row rejected
+            values = zero_rows(n, dim)
         yield _make_batch(source=split.url, row_start=start, global_row_offset=global_start,
                           ids=ids, id_null=np.zeros(n, bool), vectors=values,
                           vector_null=np.zeros(n, bool), right_length=right_length,
