@@ -454,16 +454,18 @@ def test_the_query_sample_reads_past_rejected_split_heads(tmp_path):
 
 
 def test_a_k_of_every_row_is_noted_as_saying_nothing(tmp_path, capsys):
-    """k at or above the rows encoded makes recall@k 1.0 whatever the codes: the report (JSON
-    and Markdown) and the summary say so; a k below them notes nothing."""
+    """k at or above the rows encoded makes recall@k 1.0 whatever the codes, and so for a
+    shard of at most k rows: the report (JSON and Markdown) and the summary say so; a k
+    below every shard's rows notes nothing."""
     folder = tmp_path / "in"
     folder.mkdir()
     _write_ids_file(folder, "a.parquet", list(range(12)), sample_embeddings(12, DIM, seed=2))
     notes = {}
-    for k in (12, 11):
+    for k, rows_per_shard in [(12, 1000), (11, 1000), (4, 5)]:   # (4, 5): shards 5, 5, 2
+        data = job(folder, str(tmp_path / f"idx{k}"), k=k, sample_queries=4)
+        data["encode"]["rows_per_shard"] = rows_per_shard
         config_file = tmp_path / f"job{k}.yaml"
-        config_file.write_text(yaml.safe_dump(job(folder, str(tmp_path / f"idx{k}"), k=k,
-                                                  sample_queries=4)))
+        config_file.write_text(yaml.safe_dump(data))
         assert main(["--config", str(config_file)]) == 0
         out = capsys.readouterr().out
         [report_file] = (tmp_path / f"idx{k}").glob("runs/*/report.json")
@@ -473,6 +475,8 @@ def test_a_k_of_every_row_is_noted_as_saying_nothing(tmp_path, capsys):
             assert f"note: {note}" in out and f"* note: {note}" in markdown
     assert notes[11] == [] and len(notes[12]) == 1
     assert "k (12) >= rows encoded (12)" in notes[12][0]
+    assert notes[4] == [("1 of 3 shards hold at most k (4) rows: their recall@4 is 1.0 "
+                        "whatever the codes")]
 
 
 def test_every_row_rejected_publishes_nothing(tmp_path, capsys):

@@ -219,6 +219,31 @@ def test_sample_splits_are_seeded_spread_heads(two_files, tmp_path):
         4: 2, 2: 1}
 
 
+def test_a_limited_read_decodes_no_batch_past_its_limit(tmp_path, monkeypatch):
+    """A read that stops inside a row group (a run's end, a split's head) pulled one more
+    batch from pyarrow before noticing it had enough: batch_rows decoded for nothing. A spy
+    on pyarrow's batches counts what is decoded."""
+    import pyarrow.parquet as pq
+
+    pulled = []
+    real = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, **kwargs):
+        for batch in real(self, *args, **kwargs):
+            pulled.append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    url = write_parquet(str(tmp_path / "g.parquet"),
+                        embedding_table(np.arange(48_000), vectors(48_000, seed=26)),
+                        row_group_size=48_000)
+    [split] = plan_inputs(url, batch_rows=48_000).splits
+    for limit, batches in [(4500, 5), (4000, 4), (None, 48)]:
+        pulled.clear()
+        rows = sum(b.rows for b in iter_split(split, batch_rows=1000, limit_rows=limit))
+        assert rows == (limit or 48_000) and len(pulled) == batches, (limit, pulled)
+
+
 def test_shards_read_their_part_of_a_split_not_all_of_it(tmp_path):
     """A split larger than a shard was read whole by every shard it overlaps (a 100,000-row
     row group cut into 10,000-row shards was read 10 times). Every format now stops at the
@@ -431,17 +456,34 @@ def test_reads_of_rows_more_than_once_are_warned_of_by_cause(tmp_path, caplog):
     assert not caplog.records
     with caplog.at_level("WARNING"):
         ReadShards(read, rows_per_shard=1000)  # runs of 2 shards: 1/3 + 2/3 + 1 = 2x
-    assert "big.parquet: the plan reads the input 2.00 times over: row groups (or Arrow " \
-           "record batches) of up to 6000 rows, more than rows_per_shard=1000" in caplog.text
+    assert "big.parquet: the plan reads the input 2.00 times over, this file 2.00 times: its " \
+           "row groups (or Arrow record batches) of up to 6000 rows are larger than " \
+           "rows_per_shard=1000" in caplog.text
     caplog.clear()
-    # groups smaller than a shard that straddle its boundaries: not "more than a shard"
+    # groups smaller than a shard that straddle its boundaries: not "larger than a shard"
     url = write_parquet(str(tmp_path / "straddle.parquet"),
                         embedding_table(np.arange(6000), x), row_group_size=900)
     with caplog.at_level("WARNING"):
         ReadShards(ReadEmbeddings(url, batch_rows=900), rows_per_shard=1000)
-    assert "straddle.parquet: the plan reads the input 1.25 times over: row groups (or " \
-           "Arrow record batches) of up to 900 rows straddle the boundaries of shards of " \
-           "1000 rows" in caplog.text
+    assert "straddle.parquet: the plan reads the input 1.25 times over, this file 1.25 " \
+           "times: its row groups (or Arrow record batches) of up to 900 rows straddle the " \
+           "boundaries of shards of 1000 rows: a shard" in caplog.text
+    caplog.clear()
+    # groups that divide the shard, shifted by an earlier file of 1,300 rows: the file
+    # named is one read twice, and the cause is the earlier file's length
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for i in range(3):
+        write_parquet(str(folder / f"p{i}.parquet"),
+                      embedding_table(np.arange(i * 1300, (i + 1) * 1300), x[:1300]),
+                      row_group_size=500)
+    with caplog.at_level("WARNING"):
+        ReadShards(ReadEmbeddings(str(folder / "*.parquet"), batch_rows=500),
+                   rows_per_shard=1000)
+    assert "p2.parquet: the plan reads the input 1.15 times over, this file 1.31 times: its " \
+           "row groups (or Arrow record batches) of up to 500 rows straddle the boundaries " \
+           "of shards of 1000 rows (a file before it, whose row count is not a multiple of " \
+           "the group size, shifts them)" in caplog.text
 
 
 def test_a_shard_with_every_row_rejected_keeps_its_id_type(tmp_path):

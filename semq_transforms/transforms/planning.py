@@ -22,8 +22,9 @@ group is decoded at most twice (1.86 times for the 1Mi-row group above; an Arrow
 loaded by each of its runs, at most three times). Shards that share no group stay runs of
 their own, as do NPY splits (NPY is read from any row: nothing is decoded twice). A read
 skips the groups of its split before its first row (small groups are merged into splits of
-about ``batch_rows`` rows). Make row groups no larger than a shard and ``rows_per_shard`` a
-multiple of them to read every row once.
+about ``batch_rows`` rows). Every row is read once when no group straddles a shard boundary:
+row groups no larger than a shard, ``rows_per_shard`` a multiple of them, and every file's
+row count a multiple of the group size (positions run on across files).
 
 **Duplicate ids** are found before any shard is read, from the ids alone
 (:func:`iter_split_ids` reads only the id column): ids are hashed into buckets
@@ -60,7 +61,7 @@ from semq_transforms.errors import InputReadError
 from semq_transforms.transforms.sources import Batch, Split, iter_split
 
 __all__ = ["READS_PER_SPLIT", "FileOffsets", "ShardRead", "ShardRows", "ShardRun", "ShardTask",
-           "bucket_count", "bucket_duplicates", "decoded_rows", "id_buckets", "plan_runs",
+           "bucket_count", "bucket_duplicates", "decoded_by_split", "decoded_rows", "id_buckets", "plan_runs",
            "plan_shards", "read_shard", "read_shards", "sample_splits", "splitmix64"]
 
 #: Ids per duplicate-finding bucket (about 16 bytes each in flight: id and position).
@@ -183,8 +184,9 @@ def plan_runs(tasks: Sequence[ShardTask], rows_per_shard: int, *,
     at most ``(p + 1) / 2`` times (twice for 3); an Arrow batch is loaded whole by each run
     (at most ``p`` times). A group over a single shard boundary stays with a task per shard
     (each side reads it: joining those would chain shards over groups a little smaller than
-    a shard without end). ``reads_per_split=1`` reads every group once but in one task; a
-    task per shard (``reads_per_split >= n``) decodes a group about ``(n + 1) / 2`` times.
+    a shard without end). ``reads_per_split=1`` reads every group once but in one task;
+    ``reads_per_split >= n`` gives about a task per shard (a group's last two shards may
+    share one) and about ``(n + 1) / 2`` decodes.
     Runs of two big groups meet in the shard holding the boundary between them, so a run
     spans at most about ``2 * n / p`` shards.
     """
@@ -221,13 +223,19 @@ def decoded_rows(run: ShardRun) -> int:
     """Rows :func:`read_shards` decodes for ``run``: each split from the start of the group
     holding the run's first row (NPY: from that row) to the run's end (Arrow: to the end of
     the batch holding it: a batch is loaded whole). Equal to the run's rows when no row is
-    read twice."""
+    read twice. (Rows, not bytes: Parquet reads go through a read buffer, 1 MiB locally, so
+    the bytes of row groups of a few MiB read twice can be more than this says.)"""
+    return sum(rows for _, rows in decoded_by_split(run))
+
+
+def decoded_by_split(run: ShardRun) -> list[tuple[Split, int]]:
+    """:func:`decoded_rows` of ``run`` per split: ``[(split, rows decoded)]``."""
     start, stop = run.shards[0].start, run.shards[-1].stop
-    total = 0
+    out = []
     for split in run.splits:
         part, limit = _needed_part(split, start, stop)
-        total += part.rows if limit is None or part.format == "arrow" else limit
-    return total
+        out.append((split, part.rows if limit is None or part.format == "arrow" else limit))
+    return out
 
 
 def splitmix64(values: np.ndarray) -> np.ndarray:

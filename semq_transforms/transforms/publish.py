@@ -119,14 +119,22 @@ def gate_problems(*, rows_planned: int, totals: Mapping[str, int], dead_letters:
     return problems
 
 
-def validation_notes(*, k: int, rows_encoded: int, recall: float | None) -> list[str]:
+def validation_notes(*, k: int, rows_encoded: int, recall: float | None,
+                     shard_rows: Sequence[int] = ()) -> list[str]:
     """What the reader of a report should know about its recall that does not fail the
     gate: a ``k`` at or above the rows encoded makes recall@k 1.0 whatever the codes (every
-    row is in both top-k lists)."""
-    if recall is not None and k >= rows_encoded:
+    row is in both top-k lists), and so does it for a shard of at most ``k`` rows
+    (``shard_rows``: rows of each shard)."""
+    if recall is None:
+        return []
+    if k >= rows_encoded:
         return [(f"recall@{k} says nothing about the codes: k ({k}) >= rows encoded "
                  f"({rows_encoded}), so every row is in both top-{k} lists; lower "
                  f"validation.k below the index's rows")]
+    small = sum(1 for rows in shard_rows if rows <= k)
+    if small:
+        return [(f"{small} of {len(shard_rows)} shards hold at most k ({k}) rows: their "
+                 f"recall@{k} is 1.0 whatever the codes")]
     return []
 
 
@@ -272,7 +280,8 @@ class _PublishFn(beam.DoFn):
                     "compression_ratio": float_bytes / bytes_out if bytes_out else None},
             validation={
                 "k": self._k, "queries": queries, "recall_at_k": recall,
-                "notes": validation_notes(k=self._k, rows_encoded=rows_encoded, recall=recall),
+                "notes": validation_notes(k=self._k, rows_encoded=rows_encoded, recall=recall,
+                                          shard_rows=[m.rows for m in metas]),
                 "min_recall_at_k": self._min_recall,
                 "max_rejected_fraction": self._max_rejected,
                 "shards": [{"path": m.path, "rows": m.rows, "file_bytes": m.file_bytes,

@@ -59,7 +59,7 @@ from semq_transforms.transforms.planning import (
     ShardTask,
     bucket_count,
     bucket_duplicates,
-    decoded_rows,
+    decoded_by_split,
     id_buckets,
     plan_runs,
     plan_shards,
@@ -273,8 +273,8 @@ class FindDuplicateIds(beam.PTransform):
 
 class _ReadShardFn(beam.DoFn):
     """``(run key, {"run": [ShardRun], "duplicates": [{position: detail}, ...]})`` -> per
-    shard of the run, in order: its dead letters (``dead_letters``), one counts dict
-    (``counts``) and its ShardRows (main), each shard as soon as it is read."""
+    shard of the run, in order: its dead letters (``dead_letters``), its ShardRows (main)
+    and one counts dict (``counts``), each shard as soon as it is read."""
 
     def __init__(self, read_options: Mapping[str, Any]) -> None:
         super().__init__()
@@ -325,27 +325,37 @@ class _ReadShardFn(beam.DoFn):
 
 def _warn_of_rereads(splits: Sequence[Split], runs: Sequence[ShardRun],
                      rows_per_shard: int) -> None:
-    """Log when the planned reads decode rows more than 1.1 times over: Parquet row groups /
-    Arrow batches that straddle shard boundaries, each read from its start by every read
-    task it overlaps."""
+    """Log when the planned reads decode rows more than 1.1 times over, naming the file read
+    most over and why: its row groups (Arrow batches) are larger than a shard, or they
+    straddle shard boundaries (rows_per_shard not a multiple of them, or an earlier file's
+    row count not a multiple of the group size shifting every later group)."""
     total = sum(s.rows for s in splits)
-    decoded = sum(decoded_rows(run) for run in runs)
-    if not total or decoded <= 1.1 * total:
+    excess: dict[str, int] = {}
+    for run in runs:
+        for split, rows in decoded_by_split(run):
+            excess[split.url] = excess.get(split.url, 0) + rows
+    for split in splits:
+        excess[split.url] -= split.rows
+    if not total or sum(excess.values()) <= 0.1 * total:
         return
-    def group_rows(split: Split) -> int:
-        return max(split.group_rows or (split.rows,))
-
-    where = max((s for s in splits if s.format != "npy"), key=group_rows)
-    largest = group_rows(where)
-    cause = (f"row groups (or Arrow record batches) of up to {largest} rows, more than "
-             f"rows_per_shard={rows_per_shard}: each is read from its start by every read "
-             f"task it overlaps (at most {READS_PER_SPLIT})" if largest > rows_per_shard else
-             f"row groups (or Arrow record batches) of up to {largest} rows straddle the "
-             f"boundaries of shards of {rows_per_shard} rows: a shard starting inside one "
-             f"reads it from its start")
-    logger.warning("%s: the plan reads the input %.2f times over: %s. Make row groups no "
-                   "larger than a shard and rows_per_shard a multiple of them to read every "
-                   "row once", redact_url(where.url), decoded / total, cause)
+    url = max(excess, key=lambda u: (excess[u], u))
+    largest = max(rows for s in splits if s.url == url for rows in (s.group_rows or (s.rows,)))
+    if largest > rows_per_shard:
+        cause = (f"its row groups (or Arrow record batches) of up to {largest} rows are "
+                 f"larger than rows_per_shard={rows_per_shard}: each is read from its start "
+                 f"by every read task it overlaps (at most {READS_PER_SPLIT})")
+    else:
+        cause = (f"its row groups (or Arrow record batches) of up to {largest} rows straddle "
+                 f"the boundaries of shards of {rows_per_shard} rows"
+                 + (" (a file before it, whose row count is not a multiple of the group size, "
+                    "shifts them)" if rows_per_shard % largest == 0 else "")
+                 + ": a shard starting inside one reads it from its start")
+    logger.warning("%s: the plan reads the input %.2f times over, this file %.2f times: %s. "
+                   "Every row is read once when no row group straddles a shard boundary (row "
+                   "groups no larger than a shard, rows_per_shard a multiple of them, and "
+                   "every file's rows a multiple of the group size)", redact_url(url),
+                   1 + sum(excess.values()) / total,
+                   1 + excess[url] / sum(s.rows for s in splits if s.url == url), cause)
 
 
 class ReadShards(beam.PTransform):

@@ -543,6 +543,8 @@ def _arrow_chunks(split: Split, vector_column: str | None, id_column: str | None
                          f.count - counted)
             counted = f.count
             seen += record_batch.num_rows
+            if seen >= expected:  # (pulling one more batch would decode it for nothing)
+                break
     if seen != expected:
         raise InputReadError(f"cannot read {split.url}: read {seen} rows where the plan has "
                              f"{split.rows} (rows {split.row_start}..{split.row_stop}); the "
