@@ -335,7 +335,7 @@ def _warn_of_rereads(splits: Sequence[Split], runs: Sequence[ShardRun],
         for split, rows in decoded_by_split(run):
             excess[split.url] = excess.get(split.url, 0) + rows
     for split in splits:
-        excess[split.url] -= split.rows
+        excess[split.url] = excess.get(split.url, 0) - split.rows
     if not total or sum(excess.values()) <= 0.1 * total:
         return
     url = max(excess, key=lambda u: (excess[u], u))
