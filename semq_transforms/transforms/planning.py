@@ -155,11 +155,17 @@ class ShardRun:
     @property
     def splits(self) -> tuple[Split, ...]:
         """Every split of the run's shards, once each, in input order."""
-        seen: dict[tuple[str, int], Split] = {}
-        for task in self.shards:
-            for split in task.splits:
-                seen.setdefault((split.url, split.row_start), split)
-        return tuple(sorted(seen.values(), key=lambda s: s.global_row_offset))
+        return _splits_of(self.shards)
+
+
+def _splits_of(tasks: Sequence[ShardTask]) -> tuple[Split, ...]:
+    """Every split of ``tasks``, once each (a split straddling shards is in several), in
+    input order."""
+    seen: dict[tuple[str, int], Split] = {}
+    for task in tasks:
+        for split in task.splits:
+            seen.setdefault((split.url, split.row_start), split)
+    return tuple(sorted(seen.values(), key=lambda s: s.global_row_offset))
 
 
 def _groups(split: Split) -> list[tuple[int, int]]:
@@ -193,8 +199,7 @@ def plan_runs(tasks: Sequence[ShardTask], rows_per_shard: int, *,
     if type(reads_per_split) is not int or reads_per_split < 1:
         raise ValueError(f"reads_per_split must be an int >= 1, got {reads_per_split!r}")
     joined: set[int] = set()  # n: shards n and n + 1 are in one run
-    splits = {(s.url, s.row_start): s for t in tasks for s in t.splits}.values()
-    for s in splits:
+    for s in _splits_of(tasks):
         if s.format == "npy":
             continue
         for offset, rows in _groups(s):

@@ -530,9 +530,7 @@ def _arrow_chunks(split: Split, vector_column: str | None, id_column: str | None
                        for record_batch in map(reader.get_batch, split.row_groups)
                        for start in range(0, record_batch.num_rows, batch_rows))
         counted = 0
-        for record_batch in batches:
-            if seen >= expected:
-                break
+        for record_batch in batches:   # (expected >= 1: a split has rows, a limit too)
             if record_batch.num_rows == 0:
                 continue
             record_batch = record_batch.slice(0, expected - seen)
