@@ -157,7 +157,7 @@ def check_run_folder(config: JobConfig, run_id: str, fingerprint: str) -> int:
     owner = store.run_version(run_id)
     if owner is None:
         return latest
-    latest = store.latest_version()
+    latest = max(latest, owner.version)  # (one committed since the listing above)
     if owner.version == latest and owner.input_fingerprint == fingerprint \
             and _same_config(store, owner, config):
         raise NothingToPublishError(
