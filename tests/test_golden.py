@@ -12,8 +12,12 @@ from semq_transforms.codecs import SPECS, CodecParams, get_codec
 from semq_transforms.codecs.params import PARAMS_MAGIC
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-REGENERATE = ("Only if this change is intended: run tests/golden/make_golden.py and bump the "
-              "format/codec version, so data written before the change is not misread.")
+REGENERATE = ("If only the machine differs from the one that wrote the fixtures (BLAS kernel or "
+              "threads, numpy SIMD), output depending on it is a determinism bug: see "
+              "tests/test_determinism_matrix.py and semq_transforms/codecs/exact.py. If the "
+              "codec's output changed on purpose: run tests/golden/make_golden.py and bump the "
+              "package version (one version, one output); bump PARAMS_MAGIC only if the params "
+              "layout changed.")
 
 #: Codecs whose decode is elementwise numpy arithmetic (no BLAS): reproducible to the bit.
 ELEMENTWISE_DECODE = ("f16", "int8", "int4", "block4", "block8", "binary")

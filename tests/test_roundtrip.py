@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from semq_transforms.codecs import SPECS, get_codec
 from semq_transforms.codecs.block import BLOCK
+from semq_transforms.format.shard import encode_levels
 
 SEMQ_SPECS = tuple(s for s in SPECS if s.startswith("semq"))
 EPS32 = float(np.finfo(np.float32).eps)
@@ -312,13 +313,31 @@ def test_identical_rows_restore_exactly(spec):
 @pytest.mark.parametrize("magnitude", [1e-25, 1e-20, 1e15])
 def test_semq_is_scale_equivariant(spec, magnitude, aniso):
     """Valid float32 data far from unit scale must code as well as the same data at unit scale
-    (semq's direction/norm split is scale-free in exact arithmetic)."""
+    (semq's direction/norm split is scale-free in exact arithmetic; the scaled input differs
+    from the unit-scale one by float32 rounding, which can move a near-tied bit allocation)."""
     codec = get_codec(spec)
     x = aniso[:300]
     reference = _relative_error(codec, x)
     scaled = _relative_error(codec, (x.astype(np.float64) * magnitude).astype(np.float32))
     assert np.isfinite(scaled), f"{spec} restored NaN/Inf for data of magnitude {magnitude}"
-    assert scaled <= reference * 1.01 + 1e-6, (spec, magnitude, scaled, reference)
+    assert scaled <= reference * 1.05 + 1e-6, (spec, magnitude, scaled, reference)
+
+
+@pytest.mark.parametrize("spec", ["semq1", "semq4", "semq8", "semqr4"])
+@pytest.mark.parametrize("power", [-83, -66, 50])
+def test_semq_codes_do_not_change_with_a_power_of_two_scale(spec, power, aniso):
+    """Scaling by 2**power is exact, and so is every step of the fit and encode: the same
+    codes, scales multiplied by exactly 2**power."""
+    x = aniso[:300]
+    chain = ["semq1", spec] if spec.startswith("semqr") else [spec]
+    plain = encode_levels(x, chain)[-1]
+    scaled = encode_levels(np.ldexp(x, power), chain)[-1]
+    # semq: payload, s_score, s_restore; semqr: payload, scale index, s_score, gain (f16)
+    start = plain.codes.shape[1] - (6 if spec.startswith("semqr") else 8)
+    assert np.array_equal(plain.codes[:, :start], scaled.codes[:, :start])
+    s_plain = np.ascontiguousarray(plain.codes[:, start:start + 4]).view("<f4")
+    s_scaled = np.ascontiguousarray(scaled.codes[:, start:start + 4]).view("<f4")
+    np.testing.assert_array_equal(np.ldexp(s_plain, power), s_scaled)
 
 
 def _relative_error(codec, x):

@@ -22,6 +22,12 @@ from tests.golden.make_golden_shard import EXPECTED, REL_PATH, SHARD, SPECS, gol
 REGENERATE = ("Only if this change is intended: run tests/golden/make_golden_shard.py and bump "
               "SHARD_FORMAT_VERSION as FORMAT.md's versioning rule says, so shards written "
               "before the change are not misread.")
+#: Fit/encode output, not the format: the machine (a determinism bug) or an intended change.
+OUTPUT_CHANGED = ("If only the machine differs from the one that wrote the shard (BLAS kernel or "
+                  "threads, numpy SIMD), this is a determinism bug: see "
+                  "tests/test_determinism_matrix.py. If the codecs' output changed on purpose: "
+                  "run tests/golden/make_golden_shard.py and bump the package version (the "
+                  "format version only if the layout changed).")
 
 
 @pytest.fixture(scope="module")
@@ -81,4 +87,4 @@ def test_encoding_the_golden_input_reproduces_the_file(golden):
     out = io.BytesIO()
     write_shard(out, ids=stored["ids"], levels=encode_levels(stored["x"], SPECS), path=REL_PATH,
                 stats=golden_stats(stored["x"]))
-    assert out.getvalue() == raw, f"fit/encode or the writer changed. {REGENERATE}"
+    assert out.getvalue() == raw, f"fit/encode or the writer changed. {OUTPUT_CHANGED}"

@@ -2,7 +2,7 @@
 
 ``bit_i = x_i > mean_i``; restored ``x_i = mean_i + (2 * bit_i - 1) * amplitude_i`` where
 ``amplitude_i = mean |x_i - mean_i|`` over the shard (the squared-error-optimal value for a
-sign code). Documents are bits; queries stay float, so a score is ``<q, restored>``, computed
+sign code), rows of extreme norm left out (:func:`~.calibration.inlier_rows`). Documents are bits; queries stay float, so a score is ``<q, restored>``, computed
 without restoring: ``<q, mean - amplitude> + 2 * <q * amplitude, bits>``. Exactly 1 bit/dim,
 no per-vector side data (``semq1`` is the codec that spends side data to rank better).
 """
@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from semq_transforms.codecs.base import Codec, FitCache
+from semq_transforms.codecs.calibration import inlier_rows
+from semq_transforms.codecs.exact import ordered_sum
 from semq_transforms.codecs.params import CodecParams
 from semq_transforms.codecs.registry import register_codec
 
@@ -38,8 +40,11 @@ class BinaryCodec(Codec):
         return {"mean": (np.float32, (dim,)), "amplitude": (np.float32, (dim,))}
 
     def _fit(self, x: np.ndarray, cache: FitCache) -> CodecParams:
-        mean = x.mean(axis=0, dtype=np.float64)
-        amplitude = np.abs(x - mean).mean(axis=0, dtype=np.float64)
+        # fixed-order sums (semq_transforms.codecs.exact): the same bits on every machine;
+        # rows of extreme norm are left out (calibration.inlier_rows)
+        x = inlier_rows(x)
+        mean = ordered_sum(x, axis=0) / x.shape[0]
+        amplitude = ordered_sum(np.abs(x - mean), axis=0) / x.shape[0]
         return CodecParams(codec=self.spec, dim=x.shape[1],
                            arrays={"mean": mean.astype(np.float32),
                                    "amplitude": amplitude.astype(np.float32)})

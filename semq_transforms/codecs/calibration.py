@@ -2,7 +2,10 @@
 
 Calibration rule (``int8`` / ``int4``), judged by neighbors kept rather than by per-float error:
 
-1. The plain range is each dimension's min and max over the whole shard (never clips).
+0. Rows whose norm is more than :data:`OUTLIER_NORM` times the shard's median row norm are
+   left out of the fit (:func:`inlier_rows`; they are clipped when encoded): one extreme row
+   would otherwise stretch every dimension's range until the other rows share one level.
+1. The plain range is each dimension's min and max over the (inlier) shard (never clips).
 2. A clipped range is chosen per dimension among the ``[p, 1 - p]`` quantile pairs of an
    evenly strided sample, ``p`` in :data:`CLIP_QUANTILES` (``p = 0`` is the min/max), as the
    one with the smallest squared reconstruction error on the sample.
@@ -12,15 +15,21 @@ Calibration rule (``int8`` / ``int4``), judged by neighbors kept rather than by 
    values are often the ones that rank first, so on heavy-tailed or norm-varying data it can
    lose neighbors; this check keeps it only where it helps.
 
-Values outside the chosen range are clipped when encoding.
+Values outside the chosen range are clipped when encoding. Errors are summed in a fixed order
+and the neighbor check's inner products are exact integer products of rows on a fixed-point
+grid (:mod:`semq_transforms.codecs.exact`), so the choice is the same on every machine.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from semq_transforms.codecs.exact import exact_inner_products, ordered_sum, row_norms
 from semq_transforms.eval import knn_intersection_measure, topk
 
+#: Rows more than this many times the median row norm are outliers (:func:`inlier_rows`). Far
+#: above the spread of real embedding norms (token tables: tens), far below a broken row.
+OUTLIER_NORM = 256.0
 #: Lower-tail quantiles tried as clipping points (0.0 is the plain min/max range).
 CLIP_QUANTILES = (0.0, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 #: Rows the calibration search looks at (an evenly strided sample of the shard).
@@ -52,6 +61,18 @@ def strided_sample(x: np.ndarray, max_rows: int, *, within: int | None = None) -
     return x[strided_rows(x.shape[0], max_rows)]
 
 
+def inlier_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of float ``x`` [n, d] whose norm is at most :data:`OUTLIER_NORM` times the median
+    of the non-zero row norms: ``x`` itself when every row is, else a copy without the rest
+    (never empty)."""
+    norm = row_norms(x)
+    nonzero = norm[norm > 0]
+    if nonzero.size == 0:
+        return x
+    keep = norm <= OUTLIER_NORM * float(np.median(nonzero))
+    return x if keep.all() else x[keep]
+
+
 def quantize_uniform(x: np.ndarray, lo: np.ndarray, step: np.ndarray, levels: int) -> np.ndarray:
     """Restore ``x`` [n, d] after rounding onto ``lo + step * {0..levels-1}`` per column."""
     safe = np.where(step > 0, step, 1.0)
@@ -68,6 +89,7 @@ def calibrate_range(x: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]
     Returns:
         ``lo, hi``: float64 ``[d]`` each, ``lo <= hi``.
     """
+    x = inlier_rows(x)
     plain_lo = x.min(axis=0).astype(np.float64)
     plain_hi = x.max(axis=0).astype(np.float64)
     sample = strided_sample(x, CALIBRATION_ROWS).astype(np.float64)
@@ -78,18 +100,19 @@ def calibrate_range(x: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]
     clip_lo, clip_hi = plain_lo.copy(), plain_hi.copy()
     for lo, hi in zip(lows, highs):
         restored = quantize_uniform(sample, lo, (hi - lo) / (levels - 1), levels)
-        err = np.mean((sample - restored) ** 2, axis=0)
+        err = ordered_sum((sample - restored) ** 2, axis=0) / sample.shape[0]
         better = err < best_err
         best_err[better], clip_lo[better], clip_hi[better] = err[better], lo[better], hi[better]
     if np.array_equal(clip_lo, plain_lo) and np.array_equal(clip_hi, plain_hi):
         return plain_lo, plain_hi
     queries = sample[::QUERY_STRIDE]
     k = min(CHECK_K, sample.shape[0])
-    _, exact = topk(queries @ sample.T, k)
+    _, exact = topk(exact_inner_products(queries, sample), k)
 
     def kept(lo: np.ndarray, hi: np.ndarray) -> float:
         restored = quantize_uniform(sample, lo, (hi - lo) / (levels - 1), levels)
-        return knn_intersection_measure(topk(queries @ restored.T, k)[1], exact)
+        return knn_intersection_measure(topk(exact_inner_products(queries, restored), k)[1],
+                                        exact)
 
     if kept(clip_lo, clip_hi) > kept(plain_lo, plain_hi):
         return clip_lo, clip_hi

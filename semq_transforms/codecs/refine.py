@@ -56,9 +56,17 @@ from semq_transforms.codecs.base import (
 )
 from semq_transforms.codecs.bitpack import plane_sizes, unpack_planes
 from semq_transforms.codecs.calibration import strided_sample
+from semq_transforms.codecs.exact import ROW_BITS, exact_matmul, exp2, log2, ordered_sum
 from semq_transforms.codecs.params import CodecParams
 from semq_transforms.codecs.registry import register_codec
-from semq_transforms.codecs.semq import SemqCodec, _pca, _row_norms
+from semq_transforms.codecs.semq import (
+    SemqCodec,
+    _pca,
+    check_unit_columns,
+    grid_ints,
+    query_energy,
+    unit_directions,
+)
 from semq_transforms.errors import CodesMismatchError, ParamsError
 
 #: Per-vector side data: the scale index (uint8), s_score (float32), s_restore / s_score
@@ -88,10 +96,11 @@ MAX_AXIS_RATE = 16
 MAX_STEP = 4.0
 #: Floor of cos^2 in s_restore (as semq).
 MIN_COS_SQ = 0.25
-#: Entropy of a unit Gaussian in bits, minus log2 of the step: the high-rate rate model.
-_GAUSS_ENTROPY = 0.5 * np.log2(2 * np.pi * np.e)
+#: Entropy of a unit Gaussian in bits, minus log2 of the step: the high-rate rate model
+#: (``0.5 * log2(2 pi e)``, written out: no transcendental function decides params).
+_GAUSS_ENTROPY = 2.047095585180641
 
-SCALES = np.concatenate([[0.0], np.exp2((np.arange(1, 256) - 128) / SCALES_PER_OCTAVE)])
+SCALES = np.concatenate([[0.0], exp2((np.arange(1, 256) - 128) / SCALES_PER_OCTAVE)])
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,7 @@ class SemqrCodec(BitsCodec):
                               f"ke < k <= d={params.dim}; got {extra.shape}, {step.shape}")
         if (step < MIN_STEP).any():
             raise ParamsError(f"{self.spec} params 'step' must be >= {MIN_STEP:g}")
+        check_unit_columns(extra, f"{self.spec} params 'extra_basis'")
         if (lo.ndim != 1 or size.shape != lo.shape or lengths.ndim != 1
                 or lo.shape[0] < step.shape[0]):
             raise ParamsError(f"{self.spec} params need table_lo [T], table_size [T] with "
@@ -165,16 +175,17 @@ class SemqrCodec(BitsCodec):
     def _fit(self, x: np.ndarray, cache: FitCache, base: BaseLevel) -> CodecParams:
         d = x.shape[1]
         mean, axes, variance = cache.get("semq.pca", lambda: _pca(x))
-        weight = variance + (mean @ axes) ** 2
+        weight = query_energy(mean, axes, variance)
         # Steps are c / sqrt(weight) on unit directions: only relative weights matter, so
-        # they are scaled by a power of two (exact) to a sum near 1, the sum for unit-norm
-        # rows (unchanged then). Else c's search range would depend on the vectors' scale:
-        # rows of norm ~1e10 or ~1e-20 got no refinement at all.
-        total = float(weight.sum())
+        # they are scaled by a power of two (exact) to a sum in [1/sqrt2, sqrt2), the sum for
+        # unit-norm rows (unchanged then). Else c's search range would depend on the
+        # vectors' scale: rows of norm ~1e10 or ~1e-20 got no refinement at all.
+        total = float(ordered_sum(weight))
         if total > 0:
-            weight = weight * 2.0 ** -round(np.log2(total))
+            mant, exponent = np.frexp(total)
+            weight = np.ldexp(weight, -(int(exponent) - (mant < 0.7071067811865476)))
         bp = base.params
-        base_axes = _match_axes(axes, bp["basis"].astype(np.float64), self.spec)
+        base_axes = _match_axes(axes, bp["basis"], self.spec)
         rest = np.setdiff1d(np.arange(d), base_axes)
         rest = rest[weight[rest] > 0]
         sample = strided_sample(x, FIT_ROWS)
@@ -184,7 +195,7 @@ class SemqrCodec(BitsCodec):
         geometry = _Geometry.of(bp, basis)
         _, _, cells, residual = geometry.residual(sample, base_codes)   # [n, kb + len(rest)]
         w = np.concatenate([weight[base_axes], weight[rest]])
-        spread = np.sqrt(np.mean(residual ** 2, axis=0))
+        spread = np.sqrt(ordered_sum(residual * residual, axis=0) / residual.shape[0])
         kb = base_axes.shape[0]
         keep = np.ones(w.shape[0], dtype=bool)
         for _ in range(2):   # keep extra axes whose spread is worth a code, at the chosen c
@@ -244,8 +255,8 @@ class SemqrCodec(BitsCodec):
         index, symbols = _choose_scales(residual / st.step, tables, st.table_lo, st.book.sizes,
                                         st.book, 8 * st.payload_bytes)
         level = _levels(st, cells, symbols, index)
-        dot = np.einsum("ij,ij->i", u, level)
-        energy = np.einsum("ij,ij->i", level, level)
+        dot = ordered_sum(u * level)
+        energy = ordered_sum(level * level)
         safe = energy > 0
         s_score = np.divide(norm * dot, energy, out=np.zeros(m), where=safe).astype("<f4")
         cos_sq = np.divide(dot * dot, energy, out=np.ones(m), where=safe)
@@ -327,6 +338,7 @@ class _Geometry:
 
     mean: np.ndarray      # float32 [d]
     basis: np.ndarray     # float32 [d, k]
+    basis_ints: np.ndarray  # float64 [d, k], see semq.grid_ints
     sizes: list[int]
     packed_bytes: int
     width: np.ndarray     # int64 [kb]
@@ -339,7 +351,8 @@ class _Geometry:
         levels = 1 << width
         cell = np.arange(int(levels.max()))
         center = (cell[None, :] + 0.5 - levels[:, None] / 2) * step[:, None]
-        return cls(mean=base_params["mean"], basis=basis, sizes=plane_sizes(width),
+        return cls(mean=base_params["mean"], basis=basis, basis_ints=grid_ints(basis),
+                   sizes=plane_sizes(width),
                    packed_bytes=-(-int(width.sum()) // 8), width=width, center=center)
 
     def cells(self, base_codes: np.ndarray) -> np.ndarray:
@@ -354,43 +367,18 @@ class _Geometry:
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Rows ``x`` [m, d] and their base codes -> (unit directions float64 [m, k], norms
         float64 [m], base cells int64 [m, kb], residuals float64 [m, k])."""
-        u, norm = _directions(x, self.mean, self.basis)
-        u = u.astype(np.float64)
+        u, norm = unit_directions(x, self.mean, self.basis_ints)
         cells = self.cells(base_codes)
         residual = u.copy()
         residual[:, :self.width.shape[0]] -= self.centers(cells)
         return u, norm, cells, residual
 
 
-def _directions(x: np.ndarray, mean: np.ndarray, basis: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """float32 rows [m, d] -> (unit directions in ``basis``, float32 [m, k]; norms, float64 [m]).
-
-    Rows so small that 1 / norm overflows float32 (denormal values) are scaled to unit length
-    in float64 before their projection; zero rows get zero directions."""
-    out = np.empty((x.shape[0], basis.shape[1]), dtype=np.float32)
-    norm = np.empty(x.shape[0], dtype=np.float64)
-    for start in range(0, x.shape[0], CHUNK_ROWS):
-        stop = min(start + CHUNK_ROWS, x.shape[0])
-        centered = x[start:stop] - mean
-        n = _row_norms(centered).astype(np.float64)
-        inv = np.divide(1.0, n, out=np.zeros_like(n), where=n > 0)
-        with np.errstate(over="ignore", invalid="ignore"):
-            inv32 = inv.astype(np.float32)
-            out[start:stop] = rowwise_matmul(centered, basis) * inv32[:, None]
-        tiny = np.isinf(inv32)
-        if tiny.any():
-            # 1 / norm beyond float32 (denormal rows): scale them to unit rows in float64
-            # first, then project them as every row is (one matmul shape, see rowwise_matmul)
-            unit = (centered[tiny] * inv[tiny, None]).astype(np.float32)
-            out[start:stop][tiny] = rowwise_matmul(unit, basis)
-        norm[start:stop] = n
-    return out, norm
-
-
 def _match_axes(axes: np.ndarray, base_basis: np.ndarray, spec: str) -> np.ndarray:
     """Index of each base axis among the principal axes ``axes`` [d, d]."""
-    overlap = np.abs(axes.T @ base_basis)                       # [d, kb]
+    overlap = np.abs(exact_matmul(grid_ints(axes).T, grid_ints(base_basis), 2.0 ** 51)
+                     ) * 2.0 ** (-2 * ROW_BITS)                   # [d, kb], exact
+
     index = overlap.argmax(axis=0)
     if (overlap[index, np.arange(index.shape[0])] < 0.999).any() or \
             np.unique(index).shape[0] != index.shape[0]:
@@ -414,12 +402,13 @@ def _step_constant(spread: np.ndarray, weight: np.ndarray, bits: float) -> float
     ``c`` searched is returned (:func:`_steps` then applies the cap)."""
     lo, hi = -60.0, 10.0
     with np.errstate(divide="ignore"):     # weight 0: the axis costs nothing
-        log_scale = np.log2(np.maximum(spread, 1e-300) * np.sqrt(weight))
+        log_scale = log2(np.maximum(np.maximum(spread, 1e-300) * np.sqrt(weight), 1e-300))
+    log_scale = np.where(weight > 0, log_scale, -np.inf)
     for _ in range(80):
         mid = (lo + hi) / 2
-        rate = np.clip(log_scale - mid + _GAUSS_ENTROPY, 0.0, MAX_AXIS_RATE).sum()
+        rate = float(ordered_sum(np.clip(log_scale - mid + _GAUSS_ENTROPY, 0.0, MAX_AXIS_RATE)))
         lo, hi = (mid, hi) if rate > bits else (lo, mid)
-    return float(np.exp2((lo + hi) / 2))
+    return float(exp2((lo + hi) / 2))
 
 
 def _steps(c: float, spread: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -428,7 +417,7 @@ def _steps(c: float, spread: np.ndarray, weight: np.ndarray) -> np.ndarray:
     the fit sample get the coarsest step)."""
     with np.errstate(divide="ignore"):
         step = c / np.sqrt(weight)
-    finest = spread * np.exp2(_GAUSS_ENTROPY - MAX_AXIS_RATE)
+    finest = spread * exp2(_GAUSS_ENTROPY - MAX_AXIS_RATE)
     step = np.where(spread > 0, np.maximum(step, finest), MAX_STEP)
     return np.minimum(step, MAX_STEP).astype(np.float32)
 

@@ -41,11 +41,10 @@ codes (:func:`semq_transforms.codecs.bitpack.pack_planes`, ``b * d`` bits) follo
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from semq_transforms.codecs.base import (
     CHUNK_ROWS,
@@ -56,6 +55,18 @@ from semq_transforms.codecs.base import (
 )
 from semq_transforms.codecs.bitpack import pack_planes, plane_sizes, unpack_planes
 from semq_transforms.codecs.calibration import strided_sample
+from semq_transforms.codecs.eigen import symmetric_eigh
+from semq_transforms.codecs.exact import (
+    EXACT_LIMIT,
+    ROW_BITS,
+    exact_matmul,
+    exact_square_norms,
+    exp2,
+    fixed_point_rows,
+    grid,
+    ordered_sum,
+    row_norms,
+)
 from semq_transforms.codecs.params import CodecParams
 from semq_transforms.codecs.registry import register_codec
 from semq_transforms.errors import ParamsError
@@ -70,12 +81,18 @@ STEP_ROWS = 2048
 #: (b <= 8 solved numerically; b > 8 extrapolated). Only a starting point for the search.
 GAUSS_STEPS = (1.5958, 0.9955, 0.5854, 0.3355, 0.1883, 0.1040, 0.0568, 0.0307,
                0.0165, 0.0088, 0.0047, 0.0025)
-#: Multipliers of the Gaussian step tried per axis and width.
-STEP_GRID = tuple(float(g) for g in np.geomspace(0.5, 4.0, 16))
+#: Multipliers of the Gaussian step tried per axis and width: 0.5 * 2 ** (i / 5), i = 0..15.
+STEP_GRID = tuple(float(g) for g in 0.5 * exp2(np.arange(16) / 5.0))
 #: Per-vector side data: s_score and s_restore, float32 each.
 SIDE_BYTES = 8
 #: Floor of cos^2 in s_restore (at most a 4x inflation).
 MIN_COS_SQ = 0.25
+#: Rows whose norm exceeds this many times the median norm count in the mean and the
+#: principal axes as if they had that norm (one extreme row cannot rotate a shard's frame).
+NORM_CLIP = 4.0
+#: Bits of the common grid the (clipped) centered rows are put on for the covariance: their
+#: products then sum exactly over up to FIT_ROWS = 2**14 rows (2 * 19 + 14 < 53).
+COV_BITS = 19
 
 
 @dataclass(frozen=True)
@@ -85,15 +102,15 @@ class _State:
     dim: int
     mean: np.ndarray          # float32 [d]
     basis: np.ndarray         # float32 [d, k]
+    basis_ints: np.ndarray    # float64 [d, k], basis * 2**ROW_BITS (integers)
     step: np.ndarray          # float32 [k]
-    half: np.ndarray          # float32 [k], L_i / 2
-    top: np.ndarray           # float32 [k], L_i - 1
-    basis_over_step: np.ndarray   # float32 [d, k]
-    step_sq: np.ndarray       # float32 [k]
+    step64: np.ndarray        # float64 [k]
+    inv_step: np.ndarray      # float64 [k], 1 / step
+    half: np.ndarray          # float64 [k], L_i / 2
+    top: np.ndarray           # float64 [k], L_i - 1
     restore: np.ndarray       # float32 [k, d], step_i * V^T
     sizes: list[int]          # bit-plane sizes
     packed_bytes: int
-    scratch: dict[str, np.ndarray] = field(default_factory=dict)  # encode's chunk buffers
 
 
 @register_codec
@@ -129,6 +146,7 @@ class SemqCodec(BitsCodec):
                               f"expected {self.bits * params.dim}")
         if (step < MIN_STEP).any():
             raise ParamsError(f"{self.spec} params 'step' must be >= {MIN_STEP:g}")
+        check_unit_columns(basis, f"{self.spec} params 'basis'")
 
     # -- fit --------------------------------------------------------------------------------
 
@@ -136,8 +154,7 @@ class SemqCodec(BitsCodec):
         d = x.shape[1]
         # the same for every semq level of a shard: fitted once per shard through the cache
         mean, axes, variance = cache.get("semq.pca", lambda: _pca(x))
-        # Query energy along each axis: E[<q, v_i>^2] for q drawn like the shard's rows.
-        weight = variance + (mean @ axes) ** 2
+        weight = query_energy(mean, axes, variance)
         steps, errors = cache.get("semq.steps", lambda: _direction_steps(x, mean, axes))
         width = _allocate_bits(weight, errors, self.bits * d)
         order = np.argsort(-width, kind="stable")
@@ -153,42 +170,39 @@ class SemqCodec(BitsCodec):
 
     def _prepare(self, params: CodecParams) -> _State:
         step, basis = params["step"], params["basis"]
-        levels = np.left_shift(1, params["width"].astype(np.int64)).astype(np.float32)
+        levels = np.left_shift(1, params["width"].astype(np.int64)).astype(np.float64)
         return _State(
-            dim=params.dim, mean=params["mean"], basis=basis, step=step,
+            dim=params.dim, mean=params["mean"], basis=basis, basis_ints=grid_ints(basis),
+            step=step, step64=step.astype(np.float64), inv_step=1.0 / step.astype(np.float64),
             half=levels / 2, top=levels - 1,
-            basis_over_step=np.ascontiguousarray(basis / step),
-            step_sq=step * step,
             restore=np.ascontiguousarray((basis * step).T),
             sizes=plane_sizes(params["width"]),
             packed_bytes=self.code_bytes(params.dim) - SIDE_BYTES,
         )
 
     def _encode(self, x: np.ndarray, st: _State) -> np.ndarray:
-        m = x.shape[0]
-        # Chunk buffers reused across the chunks of one call (fewer passes through malloc
-        # and cold memory). ``centered`` always has CHUNK_ROWS rows, zero past m, so the
-        # matmul runs at one shape whatever m is (see rowwise_matmul).
-        if not st.scratch:
-            st.scratch["centered"] = np.zeros((CHUNK_ROWS, st.dim), dtype=np.float32)
-            st.scratch["level"] = np.empty((CHUNK_ROWS, st.step.shape[0]), dtype=np.float32)
-            st.scratch["weighted"] = np.empty_like(st.scratch["level"])
-        padded = st.scratch["centered"]
-        padded[m:] = 0
-        centered = np.subtract(x, st.mean, out=padded[:m])
-        norm = _row_norms(centered)
-        inv_norm = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
-        t = rowwise_matmul(padded, st.basis_over_step)[:m]  # z_i / step_i
-        t *= inv_norm[:, None]                              # u_i / step_i
-        level = np.add(t, st.half, out=st.scratch["level"][:m])
+        # Machine-independent arithmetic throughout (semq_transforms.codecs.exact): the
+        # projection is an exact integer product, the sums are in a fixed order. Work is in
+        # axis-major layout ([k, m]: the per-row sums halve contiguous blocks).
+        m, k = x.shape[0], st.step.shape[0]
+        u, norm = unit_directions(x, st.mean, st.basis_ints, axis_major=True)  # [k, m], [m]
+        level = u * st.inv_step[:, None]
+        level += st.half[:, None]
         np.floor(level, out=level)
-        np.maximum(level, 0, out=level)                     # (np.clip is 2x slower here)
-        np.minimum(level, st.top, out=level)                # the code, as float
-        codes = level.astype(np.uint16)
-        level += np.float32(0.5) - st.half                  # centered level index g_i
-        weighted = np.multiply(level, st.step_sq, out=st.scratch["weighted"][:m])
-        dot = np.einsum("ij,ij->i", t, weighted)            # <u, û>
-        energy = np.einsum("ij,ij->i", level, weighted)     # |û|^2
+        np.maximum(level, 0, out=level)
+        np.minimum(level, st.top[:, None], out=level)       # the code, as float
+        codes = level.T.astype(np.uint16)
+        level += (0.5 - st.half)[:, None]                   # centered level index g_i
+        level *= st.step64[:, None]                         # û_i
+        size = 1 << (k - 1).bit_length()
+        buf = np.empty((2, size, m))
+        buf[:, k:] = 0.0
+        np.multiply(u, level, out=buf[0, :k])                # terms of <u, û>
+        np.multiply(level, level, out=buf[1, :k])            # terms of |û|^2
+        while size > 1:                                      # fixed-order sums over axes
+            size //= 2
+            buf[:, :size] += buf[:, size:2 * size]
+        dot, energy = buf[0, 0], buf[1, 0]
         scales = np.empty((m, 2), dtype="<f4")
         scales[:, 0] = norm * dot / energy                                        # s_score
         scales[:, 1] = scales[:, 0] / np.maximum(dot * dot / energy, MIN_COS_SQ)  # s_restore
@@ -204,7 +218,7 @@ class SemqCodec(BitsCodec):
         """
         axis_codes = unpack_planes(codes[:, :st.packed_bytes], st.sizes, st.step.shape[0])
         level = axis_codes.astype(np.float32)
-        level += np.float32(0.5) - st.half
+        level += (0.5 - st.half).astype(np.float32)
         scales = np.ascontiguousarray(codes[:, st.packed_bytes:]).view("<f4")
         return level, scales.astype(np.float32)
 
@@ -234,107 +248,167 @@ class SemqCodec(BitsCodec):
         return (dots * scales[:, 0].reshape(q.shape[0], c) + q_mean[:, None]).astype(np.float32)
 
 
-def _row_norms(rows: np.ndarray) -> np.ndarray:
-    """Euclidean norms of float32 ``rows`` [n, d]; rows whose float32 sum of squares under-
-    or overflows (tiny or huge vectors) are redone in float64, so the direction stays exact."""
-    squares = np.einsum("ij,ij->i", rows, rows)
-    unsafe = ~((squares > 1e-30) & (squares < 1e30))
-    if unsafe.any():
-        wide = rows[unsafe].astype(np.float64)
-        squares = squares.astype(np.float64)
-        squares[unsafe] = np.einsum("ij,ij->i", wide, wide)
-    return np.sqrt(squares)
+# -- the frame: shared with semqr ------------------------------------------------------------
+
+
+def check_unit_columns(basis: np.ndarray, what: str) -> None:
+    """Raise :class:`ParamsError` unless float ``basis`` [d, k] has columns of norm <= ~1
+    (principal axes; also what keeps :func:`unit_directions`' integer products exact)."""
+    if basis.size and ordered_sum(basis.astype(np.float64) ** 2, axis=0).max() > 1.0 + 1e-3:
+        raise ParamsError(f"{what} must hold unit vectors (columns of norm 1)")
+
+
+def grid_ints(basis: np.ndarray) -> np.ndarray:
+    """float ``basis`` [d, k] of unit columns -> float64 integers ``rint(basis * 2**ROW_BITS)``,
+    the operand of :func:`unit_directions`' exact product. Fitted bases are stored on that
+    grid already (exact in float32); an older basis is rounded onto it."""
+    return np.rint(basis.astype(np.float64) * 2.0 ** ROW_BITS)
+
+
+def unit_directions(x: np.ndarray, mean: np.ndarray, basis_ints: np.ndarray, *,
+                    axis_major: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Rows' unit directions in a basis, and their norms, the same bits on every machine.
+
+    Args:
+        x: float32 rows ``[m, d]``; mean: float32 ``[d]``.
+        basis_ints: float64 ``[d, k]`` from :func:`grid_ints` (columns of norm <= ~1).
+    Returns:
+        ``u`` float64 ``[m, k]``: ``V^T (x - mean) / |x - mean|`` (zero rows: 0), and
+        ``norm`` float64 ``[m]``: ``|x - mean|``. The centered rows are put on a per-row grid
+        of ``2**-ROW_BITS`` of their largest value and multiplied by the basis as integers,
+        exactly (partial sums stay below ``2**53`` for any ``d`` up to ``2**20``).
+        ``axis_major``: ``u`` as ``[k, m]`` instead.
+    """
+    centered = np.subtract(x, mean.astype(np.float64))
+    ints, scale = fixed_point_rows(centered, out=centered)
+    square = exact_square_norms(ints)
+    bound = np.sqrt(float(x.shape[1])) * 2.0 ** (2 * ROW_BITS) * (1.0 + 1e-3)
+    root = np.sqrt(square)
+    inv = np.divide(2.0 ** -ROW_BITS, root, out=np.zeros_like(root), where=root > 0)
+    if axis_major:
+        proj = exact_matmul(basis_ints.T, ints.T, min(bound, EXACT_LIMIT / 2))
+        proj *= inv[None, :]
+    else:
+        proj = exact_matmul(ints, basis_ints, min(bound, EXACT_LIMIT / 2))
+        proj *= inv[:, None]
+    return proj, root * scale
+
+
+def query_energy(mean: np.ndarray, axes: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """float64 [d]: ``E[<q, v_i>^2]`` along each axis for queries drawn like the rows,
+    ``variance_i + <mean, v_i>^2`` (in a fixed summation order)."""
+    along = ordered_sum(mean.astype(np.float32).astype(np.float64)[:, None] * axes, axis=0)
+    return variance + along * along
 
 
 def _pca(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, principal axes and variances of an even-strided sample of ``x`` (at most
-    :data:`FIT_ROWS` rows), float64: ``mean [d]``, ``axes [d, d]`` (columns, by decreasing
-    variance, each with its largest-magnitude entry positive, so deterministic) and the
-    variance along each axis ``[d]`` (clipped at 0)."""
-    sample = strided_sample(x, FIT_ROWS)
-    n = sample.shape[0]
-    # float64 in chunks of a fixed size (bounded memory, a summation order that does not
-    # depend on the machine): the mean, then the covariance of the centered rows
-    mean = sum(chunk.astype(np.float64).sum(axis=0) for chunk in _chunks(sample)) / n
-    cov = np.zeros((sample.shape[1], sample.shape[1]))
-    for chunk in _chunks(sample):
-        centered = chunk.astype(np.float64)
-        centered -= mean               # in place: one float64 chunk in memory, not two
-        cov += centered.T @ centered
-    cov /= n
-    # LAPACK's symmetric eigensolver (OpenBLAS) gives results that differ in the last bits
-    # with the number of BLAS threads; on one thread the params are the same everywhere.
-    with threadpool_limits(limits=1, user_api="blas"):
-        eigvals, eigvecs = np.linalg.eigh(cov)
+    """Robust mean, principal axes and variances of an even-strided sample of ``x`` (at most
+    :data:`FIT_ROWS` rows), float64, the same bits on every machine.
+
+    Returns ``mean [d]``, ``axes [d, d]`` (columns by decreasing variance, each with its
+    largest-magnitude entry positive, values on the ``2**-ROW_BITS`` grid so float32 holds
+    them exactly) and the variance along each axis ``[d]`` (clipped at 0). Rows more than
+    :data:`NORM_CLIP` times the median norm away (from 0 for the mean, from the mean for the
+    axes) are shrunk to that norm first, so one extreme row cannot move the frame.
+    """
+    sample = strided_sample(x, FIT_ROWS).astype(np.float64)
+    n, d = sample.shape
+    weight = _clip_weights(sample)
+    mean = ordered_sum(sample * weight[:, None], axis=0) / ordered_sum(weight)
+    centered = sample - mean.astype(np.float32).astype(np.float64)   # the mean encode uses
+    centered *= _clip_weights(centered)[:, None]
+    peak = float(np.abs(centered).max())
+    if peak == 0.0:
+        return mean, np.eye(d), np.zeros(d)
+    _, exponent = np.frexp(peak)
+    unit = np.ldexp(1.0, int(exponent) - COV_BITS)
+    ints = np.rint(centered / unit)
+    cov = exact_matmul(ints.T, ints, n * 2.0 ** (2 * COV_BITS))      # exact integers
+    eigvals, eigvecs = symmetric_eigh(cov)
     order = np.argsort(-eigvals, kind="stable")
     axes = eigvecs[:, order]
     pivot = np.abs(axes).argmax(axis=0)
-    signs = np.where(axes[pivot, np.arange(axes.shape[1])] < 0, -1.0, 1.0)
-    return mean, axes * signs, np.maximum(eigvals[order], 0.0)
+    signs = np.where(axes[pivot, np.arange(d)] < 0, -1.0, 1.0)
+    variance = np.maximum(eigvals[order], 0.0) * (unit * unit / n)
+    return mean, grid(axes * signs), variance
 
 
-def _chunks(rows: np.ndarray, size: int = 8192) -> list[np.ndarray]:
-    """``rows`` in consecutive blocks of ``size`` rows (views)."""
-    return [rows[start:start + size] for start in range(0, rows.shape[0], size)]
-
-
-def _unit_rows(z: np.ndarray) -> np.ndarray:
-    """Rows of ``z`` scaled to unit norm; zero rows are dropped."""
-    norm = np.linalg.norm(z, axis=1)
-    keep = norm > 0
-    return z[keep] / norm[keep, None]
+def _clip_weights(rows: np.ndarray) -> np.ndarray:
+    """float64 [n]: ``min(1, NORM_CLIP * median / |row|)``, the median over non-zero rows."""
+    norm = row_norms(rows)
+    nonzero = norm[norm > 0]
+    if nonzero.size == 0:
+        return np.ones(rows.shape[0])
+    cap = NORM_CLIP * float(np.median(nonzero))
+    return np.divide(cap, norm, out=np.ones_like(norm), where=norm > cap)
 
 
 def _direction_steps(x: np.ndarray, mean: np.ndarray,
                      axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_step_tables` of the unit directions, in the rotated frame, of
-    :data:`STEP_ROWS` evenly strided rows of the fit sample."""
-    rows = strided_sample(x, STEP_ROWS, within=FIT_ROWS).astype(np.float64)
-    return _step_tables(_unit_rows((rows - mean) @ axes).astype(np.float32))
+    :data:`STEP_ROWS` evenly strided rows of the fit sample (computed as encode computes
+    them)."""
+    rows = strided_sample(x, STEP_ROWS, within=FIT_ROWS)
+    u, norm = unit_directions(rows, mean.astype(np.float32), grid_ints(axes))
+    return _step_tables(u[norm > 0])
 
 
 def _step_tables(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Best uniform-quantizer step and its mean squared error per width and axis.
 
     Args:
-        u: float32 ``[n, d]`` unit directions in the rotated frame (``n`` may be 0).
+        u: float64 ``[n, d]`` unit directions in the rotated frame (``n`` may be 0).
     Returns:
         ``steps, errors``: float64 ``[MAX_AXIS_BITS + 1, d]``; row ``b`` is for ``b`` bits
         (row 0: step 0, error ``E[u_i^2]``, i.e. the axis is dropped).
     """
-    d = u.shape[1]
+    n, d = u.shape
     steps = np.zeros((MAX_AXIS_BITS + 1, d))
     errors = np.zeros((MAX_AXIS_BITS + 1, d))
-    if u.shape[0] == 0:
+    if n == 0:
         steps[1:] = np.array(GAUSS_STEPS)[:, None]  # degenerate shard: nothing to measure
         return steps, errors
-    errors[0] = np.mean(u.astype(np.float64) ** 2, axis=0)
+    errors[0] = ordered_sum(u.T * u.T, axis=1) / n
     rms = np.sqrt(errors[0])
     rms = np.where(rms > 0, rms, 1.0)
     # Every candidate step is g * rms_i, so in units of rms (v = u / rms, one row per axis)
     # a candidate is one scalar g for all axes: each of the 12 widths x 16 steps is a few
     # scalar passes over one reused buffer. In units of the step, a value's error is
-    # a - code - 1/2 with a = v / g + L / 2 and code = clip(floor(a), 0, L - 1).
-    v = np.ascontiguousarray((u / rms).T.astype(np.float32))     # [d, n]
+    # a - code - 1/2 with a = v / g + L / 2 and code = clip(floor(a), 0, L - 1). The row
+    # axis is padded to a power of two (padding zeroed before each sum: see _sum_rows).
+    size = 1 << (n - 1).bit_length()
+    v = np.zeros((d, size))
+    v[:, :n] = u.T / rms[:, None]
     a, code = np.empty_like(v), np.empty_like(v)
     for bits in range(1, MAX_AXIS_BITS + 1):
         levels = 1 << bits
         best = np.full(d, np.inf)
         for mult in STEP_GRID:
             g = mult * GAUSS_STEPS[bits - 1]
-            np.divide(v, np.float32(g), out=a)
-            a += np.float32(levels / 2)
+            np.divide(v, g, out=a)
+            a += levels / 2
             np.floor(a, out=code)
             np.clip(code, 0, levels - 1, out=code)
             a -= code
-            a -= np.float32(0.5)
-            err = np.einsum("ij,ij->i", a, a).astype(np.float64) * (g * g / u.shape[0])
+            a -= 0.5
+            a *= a
+            err = _sum_rows(a, n) * (g * g / n)
             err *= rms * rms
             better = err < best
             best[better] = err[better]
             steps[bits, better] = g * rms[better]
         errors[bits] = best
     return steps, errors
+
+
+def _sum_rows(a: np.ndarray, n: int) -> np.ndarray:
+    """Fixed-order sums of the first ``n`` columns of ``a`` [d, 2**j], destroying ``a``."""
+    a[:, n:] = 0.0
+    size = a.shape[1]
+    while size > 1:
+        size //= 2
+        a[:, :size] += a[:, size:2 * size]
+    return a[:, 0].copy()
 
 
 def _allocate_bits(weight: np.ndarray, errors: np.ndarray, total: int) -> np.ndarray:

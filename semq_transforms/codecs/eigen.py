@@ -1,0 +1,193 @@
+"""A symmetric eigensolver whose output bits do not depend on the machine. Pure numpy.
+
+LAPACK (``np.linalg.eigh``) calls BLAS kernels that sum in a CPU- and thread-dependent order,
+so its eigenvectors differ in the last bits between machines, and arbitrarily inside
+degenerate eigenspaces. semq only needs *a* deterministic orthonormal basis close to the
+principal axes, so this module computes one with the rules of :mod:`.exact` (elementwise IEEE
+operations and :func:`~.exact.ordered_sum`, no BLAS):
+
+1. **Householder tridiagonalization** ``A = Q T Q^T``.
+2. **Eigenvalues of T by bisection** on Sturm counts, all at once (vectorized over them).
+3. **Eigenvectors of T by inverse iteration**, all at once, from distinct deterministic start
+   vectors; members of a cluster of (numerically) equal eigenvalues are orthogonalized
+   against each other (modified Gram-Schmidt), which gives a deterministic basis of a
+   degenerate eigenspace (constant dimensions, duplicate rows, rank-deficient shards).
+4. **Back-transformation** by the Householder reflectors.
+
+Cost is O(d^3) elementwise work, a few times LAPACK's time (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from semq_transforms.codecs.exact import ordered_sum
+
+#: Bisection halvings of the Gershgorin interval (to float64 resolution).
+BISECTIONS = 56
+#: Inverse-iteration solves per eigenvector.
+INVERSE_ITERATIONS = 3
+#: Eigenvalues closer than this (relative to the largest magnitude) form one cluster.
+CLUSTER_TOL = 1e-9
+
+
+def symmetric_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and orthonormal eigenvectors of symmetric float64 ``a`` [n, n].
+
+    Returns ``(w, v)``: float64 ``[n]`` and ``[n, n]`` (columns), with ``a @ v ~= v * w``
+    to about ``1e-12 * max|a|``. Deterministic: the same bits on every machine.
+    """
+    a = np.array(a, dtype=np.float64)
+    n = a.shape[0]
+    peak = float(np.abs(a).max()) if a.size else 0.0
+    if n == 0 or peak == 0.0:
+        return np.zeros(n), np.eye(n)
+    _, exponent = np.frexp(peak)
+    scale = np.ldexp(1.0, int(exponent))              # exact rescaling to |a| < 1
+    a /= scale
+    diag, off, reflectors = _tridiagonalize(a)
+    w = _bisect(diag, off)
+    z = _inverse_iteration(diag, off, w)
+    for k in range(len(reflectors) - 1, -1, -1):
+        v, beta = reflectors[k]
+        if v is not None:
+            rows = z[k + 1:]
+            rows -= (beta * v)[:, None] * ordered_sum(v[:, None] * rows, axis=0)[None, :]
+    return w * scale, z
+
+
+def _tridiagonalize(a: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray | None, float]]]:
+    """Householder reduction of symmetric ``a`` (overwritten) to tridiagonal form.
+
+    Returns the diagonal [n], the off-diagonal [n - 1] and the reflectors ``(v, beta)`` of
+    steps ``k = 0..n-3`` (``H_k = I - beta v v^T`` acting on rows/columns ``k+1..``).
+    """
+    n = a.shape[0]
+    reflectors: list[tuple[np.ndarray | None, float]] = []
+    for k in range(n - 2):
+        x = a[k + 1:, k]
+        tail = ordered_sum(x[1:] * x[1:])
+        if tail == 0.0:
+            reflectors.append((None, 0.0))
+            continue
+        norm = np.sqrt(ordered_sum(x * x))
+        alpha = -norm if x[0] >= 0 else norm
+        v = x.copy()
+        v[0] -= alpha
+        beta = float(2.0 / ordered_sum(v * v))
+        sub = a[k + 1:, k + 1:]
+        p = beta * ordered_sum(sub * v[None, :], axis=1)
+        w = p - (0.5 * beta * ordered_sum(v * p)) * v
+        sub -= v[:, None] * w[None, :]
+        sub -= w[:, None] * v[None, :]
+        a[k + 1, k] = a[k, k + 1] = alpha
+        a[k + 2:, k] = 0.0
+        a[k, k + 2:] = 0.0
+        reflectors.append((v, beta))
+    return np.diag(a).copy(), np.diag(a, -1).copy(), reflectors
+
+
+def _bisect(diag: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """All eigenvalues of the tridiagonal (diag, off), ascending, by bisection."""
+    n = diag.shape[0]
+    radius = np.zeros(n)
+    radius[:-1] += np.abs(off)
+    radius[1:] += np.abs(off)
+    lo_all, hi_all = float((diag - radius).min()), float((diag + radius).max())
+    span = max(hi_all - lo_all, abs(hi_all), abs(lo_all), np.finfo(float).tiny)
+    pivmin = np.finfo(float).tiny * max(1.0, float((off * off).max()) if n > 1 else 1.0)
+    pivmin = max(pivmin, np.finfo(float).eps ** 2 * span)
+    off_sq = off * off
+    lo = np.full(n, lo_all - np.finfo(float).eps * span)
+    hi = np.full(n, hi_all + np.finfo(float).eps * span)
+    index = np.arange(n)
+    for _ in range(BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        below = _sturm_count(diag, off_sq, mid, pivmin)
+        higher = below > index
+        hi = np.where(higher, mid, hi)
+        lo = np.where(higher, lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def _sturm_count(diag: np.ndarray, off_sq: np.ndarray, x: np.ndarray,
+                 pivmin: float) -> np.ndarray:
+    """Number of eigenvalues of the tridiagonal below each ``x`` (vectorized over ``x``)."""
+    count = np.zeros(x.shape[0], dtype=np.int64)
+    q = diag[0] - x
+    for i in range(diag.shape[0]):
+        if i:
+            q = (diag[i] - x) - off_sq[i - 1] / q
+        q = np.where(np.abs(q) < pivmin, -pivmin, q)
+        count += q < 0
+    return count
+
+
+def _inverse_iteration(diag: np.ndarray, off: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Eigenvectors of the tridiagonal (diag, off) for eigenvalues ``w`` (ascending): columns
+    of float64 ``[n, n]``, solved for all eigenvalues at once."""
+    n = diag.shape[0]
+    span = max(float(np.abs(w).max()), np.finfo(float).tiny)
+    pivmin = np.finfo(float).eps * span
+    # distinct deterministic start vectors (integer arithmetic, then exact scaling)
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    z = ((i * 7919 + j * 104729 + (i * j) % 613) % 1021).astype(np.float64) / 1021.0 - 0.5
+    clusters = _clusters(w, CLUSTER_TOL * span)
+    for _ in range(INVERSE_ITERATIONS):
+        z = _solve_shifted(diag, off, w, z, pivmin)
+    # inside a cluster the solves amplify the whole eigenspace alike, so the distinct starts
+    # stay distinct: orthogonalizing once at the end spans it
+    for members in clusters:
+        _orthogonalize(z, members)
+    return z / np.sqrt(ordered_sum(z * z, axis=0))[None, :]
+
+
+def _solve_shifted(diag: np.ndarray, off: np.ndarray, w: np.ndarray, b: np.ndarray,
+                   pivmin: float) -> np.ndarray:
+    """Solve ``(T - w_j I) z_j = b_j`` for every column ``j`` (LDL^T without pivoting, tiny
+    pivots replaced by ``pivmin``: inverse iteration wants the near-singular solve)."""
+    n = diag.shape[0]
+    piv = np.empty_like(b)
+    lower = np.zeros_like(b)
+    y = np.empty_like(b)
+    piv[0] = diag[0] - w
+    y[0] = b[0]
+    for i in range(1, n + 1):
+        p = piv[i - 1]
+        piv[i - 1] = np.where(np.abs(p) < pivmin, np.where(p < 0, -pivmin, pivmin), p)
+        if i == n:
+            break
+        lower[i] = off[i - 1] / piv[i - 1]
+        piv[i] = (diag[i] - w) - lower[i] * off[i - 1]
+        y[i] = b[i] - lower[i] * y[i - 1]
+    z = y / piv
+    for i in range(n - 2, -1, -1):
+        z[i] -= lower[i + 1] * z[i + 1]
+    # keep magnitudes bounded before the caller normalizes
+    peak = np.max(np.abs(z), axis=0)
+    return z / np.where(peak > 0, peak, 1.0)[None, :]
+
+
+def _clusters(w: np.ndarray, tol: float) -> list[np.ndarray]:
+    """Index arrays of runs of consecutive eigenvalues closer than ``tol`` (size >= 2)."""
+    breaks = np.flatnonzero(np.diff(w) > tol) + 1
+    return [c for c in np.split(np.arange(w.shape[0]), breaks) if c.shape[0] > 1]
+
+
+def _orthogonalize(z: np.ndarray, members: np.ndarray) -> None:
+    """Gram-Schmidt (classical, twice: Kahan-Parlett) of the columns ``members`` of ``z`` in
+    place, each against the ones before it, to unit norm."""
+    for pos, j in enumerate(members):
+        col = z[:, j]
+        done = z[:, members[:pos]]
+        for _ in range(2):
+            if pos:
+                coeff = ordered_sum(done * col[:, None], axis=0)
+                col = col - ordered_sum(done * coeff[None, :], axis=1)
+        norm = np.sqrt(ordered_sum(col * col))
+        if norm == 0.0:          # start vectors are distinct: only in exact degeneracy
+            col = np.zeros_like(col)
+            col[pos % col.shape[0]] = 1.0
+            norm = 1.0
+        z[:, j] = col / norm

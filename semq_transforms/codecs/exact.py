@@ -1,0 +1,163 @@
+"""Arithmetic whose result does not depend on the machine. Pure numpy.
+
+Fitted params and codes must be the same bytes on every worker, whatever the BLAS kernel and
+thread count and numpy's SIMD dispatch. Three rules make that hold, and every fit and encode
+path that decides bytes follows them:
+
+1. **Elementwise IEEE operations only** (``+ - * /``, ``sqrt``, ``floor``, ``rint``,
+   comparisons): each is correctly rounded, so every CPU gives the same bits. No
+   transcendental functions on data (``exp``, ``log``, ``log2``, ``power``: numpy's SIMD
+   implementations round differently from its scalar ones).
+2. **Float sums in a fixed order**: :func:`ordered_sum` adds pairwise in an order that
+   depends only on the length. Never ``np.sum``/``mean``/``einsum`` of floats whose order
+   numpy or BLAS may choose.
+3. **Matrix products only of integer-valued float64 matrices** whose partial sums stay below
+   ``2**53``: every partial sum is then exact, so no summation order (BLAS kernel, thread
+   split, FMA or not) can change the result. :func:`fixed_point_rows` puts rows on such a
+   grid; :func:`exact_matmul` multiplies them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Significant bits of a row in :func:`fixed_point_rows` (rows and unit-vector grids).
+ROW_BITS = 20
+#: Largest integer a float64 holds exactly.
+EXACT_LIMIT = 2.0 ** 53
+
+
+def ordered_sum(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Sum of float ``a`` along ``axis`` in float64, in a fixed pairwise order.
+
+    The axis is zero-padded to a power of two and halved in place (``s[:h] += s[h:]``) until
+    one entry is left: the order depends on the axis length only, so the bits do not depend
+    on the CPU, SIMD width or numpy version. Returns float64 of ``a``'s shape without ``axis``.
+    """
+    a = np.asarray(a)
+    if axis not in (-1, a.ndim - 1):
+        a = np.moveaxis(a, axis, -1)
+    n = a.shape[-1]
+    if n == 0:
+        return np.zeros(a.shape[:-1])
+    size = 1 << (n - 1).bit_length()
+    buf = np.zeros(a.shape[:-1] + (size,))
+    buf[..., :n] = a
+    while size > 1:
+        size //= 2
+        buf[..., :size] += buf[..., size:2 * size]
+    return buf[..., 0].copy()
+
+
+def fixed_point_rows(a: np.ndarray, bits: int = ROW_BITS, *, out: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of float ``a`` [m, d] as integers on a per-row power-of-two grid.
+
+    Returns ``(ints, scale)``: float64 ``[m, d]`` integer values with ``|ints| <= 2**bits``
+    and float64 ``[m]`` powers of two with ``a ~= ints * scale[:, None]`` (relative to each
+    row's largest magnitude, to ``2**-bits``; zero rows get scale 1). Every step is exact or
+    correctly rounded. ``out``: a float64 array of ``a``'s shape for ``ints`` (may be ``a``).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    if a.shape[1]:
+        peak = np.maximum(a.max(axis=1), -a.min(axis=1))
+    else:
+        peak = np.zeros(a.shape[0])
+    _, exponent = np.frexp(peak)                    # peak < 2 ** exponent
+    inverse = np.where(peak > 0, np.ldexp(1.0, bits - exponent), 1.0)   # exact powers of two
+    ints = np.multiply(a, inverse[:, None], out=out)
+    np.rint(ints, out=ints)
+    return ints, 1.0 / inverse
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray, bound: float) -> np.ndarray:
+    """``a @ b`` of integer-valued float64 ``a`` [m, n] and ``b`` [n, p], exactly.
+
+    ``bound`` is a caller's bound on ``sum_j |a_ij b_jk|`` for every ``i, k``; it must be
+    below ``2**53`` so every partial sum is exact (then BLAS's order cannot matter).
+    """
+    if not bound < EXACT_LIMIT:
+        raise ValueError(f"exact_matmul: partial sums up to {bound:g} are not exact in float64")
+    return np.matmul(a, b)
+
+
+def exact_square_norms(ints: np.ndarray) -> np.ndarray:
+    """Row sums of squares of integer-valued float64 ``ints`` [m, d]: exact while every row's
+    sum stays below ``2**53`` (any order then gives the same bits), else summed exactly in
+    column blocks that do, the block sums added in a fixed order."""
+    peak = float(np.abs(ints).max()) if ints.size else 0.0
+    per_block = max(1, int(EXACT_LIMIT // max(peak * peak, 1.0)))
+    if ints.shape[1] <= per_block:
+        return np.einsum("ij,ij->i", ints, ints)
+    blocks = [np.einsum("ij,ij->i", ints[:, s:s + per_block], ints[:, s:s + per_block])
+              for s in range(0, ints.shape[1], per_block)]
+    return ordered_sum(np.stack(blocks, axis=1), axis=1)
+
+
+def row_norms(a: np.ndarray) -> np.ndarray:
+    """Euclidean norms of the rows of float ``a`` [m, d], float64, machine-independent (to
+    about ``2**-ROW_BITS`` relative: computed on :func:`fixed_point_rows`)."""
+    ints, scale = fixed_point_rows(a)
+    return np.sqrt(exact_square_norms(ints)) * scale
+
+
+def grid(a: np.ndarray, bits: int = ROW_BITS) -> np.ndarray:
+    """Values of float ``a`` with ``|a| <= 1`` rounded to multiples of ``2**-bits`` (float64;
+    exact in float32 for ``bits <= 23``): the grid unit-vector params are stored on, so that
+    encoding can multiply them as integers (:func:`exact_matmul`)."""
+    return np.rint(np.asarray(a, dtype=np.float64) * 2.0 ** bits) * 2.0 ** -bits
+
+
+def exact_inner_products(a: np.ndarray, b: np.ndarray, bits: int = ROW_BITS) -> np.ndarray:
+    """Deterministic approximations of ``a @ b.T`` for float ``a`` [m, d], ``b`` [n, d].
+
+    Rows of both are put on per-row ``2**-bits`` grids (:func:`fixed_point_rows`), multiplied
+    exactly (in column blocks that keep partial sums below ``2**53``, added in a fixed
+    order) and scaled back: float64 ``[m, n]``, accurate to about ``2**-bits`` of the rows'
+    largest magnitudes, and the same bits on every machine.
+    """
+    ai, ascale = fixed_point_rows(a, bits)
+    bi, bscale = fixed_point_rows(b, bits)
+    per_block = max(1, int(EXACT_LIMIT // 2.0 ** (2 * bits)) - 1)
+    if a.shape[1] <= per_block:
+        dots = exact_matmul(ai, bi.T, a.shape[1] * 2.0 ** (2 * bits))
+    else:
+        parts = [exact_matmul(ai[:, s:s + per_block], bi[:, s:s + per_block].T,
+                              per_block * 2.0 ** (2 * bits))
+                 for s in range(0, a.shape[1], per_block)]
+        dots = ordered_sum(np.stack(parts, axis=-1), axis=-1)
+    return dots * ascale[:, None] * bscale[None, :]
+
+
+_LN2 = 0.6931471805599453
+
+
+def exp2(x: np.ndarray | float) -> np.ndarray:
+    """``2 ** x`` for float ``x`` with ``|x| < 1000``, from elementwise operations only (a
+    fixed Taylor series of ``e ** (f ln 2)``, ``f`` in [0, 1), times an exact power of two):
+    within a few ulp of the true value, and the same bits on every machine."""
+    x = np.asarray(x, dtype=np.float64)
+    whole = np.floor(x)
+    t = (x - whole) * _LN2
+    term = np.ones_like(t)
+    total = np.ones_like(t)
+    for k in range(1, 24):
+        term = term * t / k
+        total = total + term
+    return np.ldexp(total, whole.astype(np.int64))
+
+
+def log2(x: np.ndarray | float) -> np.ndarray:
+    """``log2(x)`` for float ``x > 0``, from elementwise operations only (exponent from
+    ``frexp`` plus the atanh series of the mantissa): within a few ulp, machine-independent."""
+    x = np.asarray(x, dtype=np.float64)
+    mant, exponent = np.frexp(x)                       # x = mant * 2**exponent, mant in [.5, 1)
+    low = mant < 0.7071067811865476                    # mant in [1/sqrt2, sqrt2) after this
+    mant = np.where(low, mant * 2.0, mant)
+    exponent = np.where(low, exponent - 1, exponent)
+    y = (mant - 1.0) / (mant + 1.0)                    # |y| <= 0.1716
+    y2 = y * y
+    total = np.zeros_like(y)
+    for k in range(29, 0, -2):                         # Horner: sum y^(k) / k, k odd
+        total = total * y2 + 1.0 / k
+    return exponent + 2.0 * y * total / _LN2

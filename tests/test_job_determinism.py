@@ -1,0 +1,69 @@
+"""The ingestion job publishes the same bytes whatever the runner, process layout and BLAS.
+
+The job runs as a user runs it (``python -m pipelines.ingest``, a subprocess each) on one
+input with a fixed run id: in-process, in two worker processes, on Beam's portable runner
+(``--runner=PortableRunner --job_endpoint=embed --environment_type=LOOPBACK``: a job service
+speaking the protocol Dataflow, Flink and Spark speak), with one and two BLAS threads and
+other OpenBLAS kernels. Every run must publish identical shard files and a manifest with the
+same digest.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from semq_transforms.format.store import IndexStore
+from semq_transforms.sample_data import write_sample_embeddings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: (name, environment changes, Beam options)
+RUNS = [
+    ("in-process", {}, []),
+    ("one-blas-thread", {"OPENBLAS_NUM_THREADS": "1"}, []),
+    ("two-threads-nehalem", {"OPENBLAS_NUM_THREADS": "2", "OPENBLAS_CORETYPE": "Nehalem"}, []),
+    ("multi-process", {}, ["--direct_running_mode=multi_processing",
+                           "--direct_num_workers=2"]),
+    ("portable-runner", {"OPENBLAS_CORETYPE": "Haswell"},
+     ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]),
+]
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> dict[str, tuple[str, dict[str, bytes]]]:
+    base = tmp_path_factory.mktemp("job-determinism")
+    write_sample_embeddings(str(base / "input"), rows=2500, dim=384, seed=7, files=2)
+    out = {}
+    for name, env_changes, beam_args in RUNS:
+        index = base / name
+        config = base / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({
+            "name": "determinism",
+            "input": {"url": f"{base / 'input'}/*.parquet", "dim": 384},
+            "output": {"index_url": str(index), "run_id": "same-run"},
+            "encode": {"codecs": ["semq1", "semqr4"], "rows_per_shard": 1000},
+            "validation": {"k": 10, "sample_queries": 32, "seed": 1, "min_recall_at_k": 0.5,
+                           "max_rejected_fraction": 0.0}}))
+        path = [p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), **env_changes)
+        proc = subprocess.run([sys.executable, "-m", "pipelines.ingest", "--config", str(config),
+                               *beam_args], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=600, check=False)
+        assert proc.returncode == 0, f"{name}: {proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+        shards = {p.name: p.read_bytes() for p in sorted(index.glob("runs/*/*.semq"))}
+        out[name] = (IndexStore(str(index)).read_manifest().digest, shards)
+    return out
+
+
+@pytest.mark.parametrize("name", [name for name, _, _ in RUNS[1:]])
+def test_same_manifest_digest_and_shard_bytes(published, name):
+    digest, shards = published["in-process"]
+    assert len(shards) == 3
+    assert published[name][1] == shards, f"{name}: shard files differ from the in-process run"
+    assert published[name][0] == digest, f"{name}: manifest digest differs"
