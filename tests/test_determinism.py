@@ -79,7 +79,7 @@ def test_fit_and_encode_identical_across_processes_and_thread_counts(tmp_path, a
 def test_semq_params_at_embedding_width_do_not_depend_on_blas_threads(tmp_path):
     """At d = 384 LAPACK's eigensolver (OpenBLAS) returned eigenvectors that differed in the
     last bits between 1 and 2 BLAS threads, so semq params (and then a few codes) did; at the
-    d = 128 above it happened not to. semq runs it on one thread."""
+    d = 128 above it happened not to. semq uses its own eigensolver (codecs/eigen.py)."""
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((2000, 384)) * np.exp(-np.arange(384) / 40.0) + 0.05
          ).astype(np.float32)

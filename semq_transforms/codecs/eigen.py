@@ -29,13 +29,20 @@ BISECTIONS = 56
 INVERSE_ITERATIONS = 3
 #: Eigenvalues closer than this (relative to the largest magnitude) form one cluster.
 CLUSTER_TOL = 1e-9
+#: A cluster member whose norm falls below this fraction when orthogonalized against the
+#: others had nothing of its own: it is replaced (see _orthogonalize).
+COLLAPSED = 1e-6
+#: Extra inverse-iteration rounds allowed for members that restarted.
+MAX_RESTARTS = 3
 
 
 def symmetric_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (ascending) and orthonormal eigenvectors of symmetric float64 ``a`` [n, n].
 
     Returns ``(w, v)``: float64 ``[n]`` and ``[n, n]`` (columns), with ``a @ v ~= v * w``
-    to about ``1e-12 * max|a|``. Deterministic: the same bits on every machine.
+    to about ``1e-15 * max|a|``, columns orthonormal to about ``eps * max|a| / gap`` (gap to
+    the nearest other eigenvalue; clusters closer than ``CLUSTER_TOL * max|a|`` are
+    orthogonalized explicitly). Deterministic: the same bits on every machine.
     """
     a = np.array(a, dtype=np.float64)
     n = a.shape[0]
@@ -77,7 +84,7 @@ def _tridiagonalize(a: np.ndarray
         v[0] -= alpha
         beta = float(2.0 / ordered_sum(v * v))
         sub = a[k + 1:, k + 1:]
-        p = beta * ordered_sum(sub * v[None, :], axis=1)
+        p = beta * ordered_sum(sub * v[:, None], axis=0)    # sub @ v (sub is symmetric)
         w = p - (0.5 * beta * ordered_sum(v * p)) * v
         sub -= v[:, None] * w[None, :]
         sub -= w[:, None] * v[None, :]
@@ -130,17 +137,29 @@ def _inverse_iteration(diag: np.ndarray, off: np.ndarray, w: np.ndarray) -> np.n
     n = diag.shape[0]
     span = max(float(np.abs(w).max()), np.finfo(float).tiny)
     pivmin = np.finfo(float).eps * span
-    # distinct deterministic start vectors (integer arithmetic, then exact scaling)
-    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    z = ((i * 7919 + j * 104729 + (i * j) % 613) % 1021).astype(np.float64) / 1021.0 - 0.5
+    z = _pseudo_random((n, n), seed=0)      # distinct start vectors
     clusters = _clusters(w, CLUSTER_TOL * span)
-    for _ in range(INVERSE_ITERATIONS):
+    for iteration in range(INVERSE_ITERATIONS + MAX_RESTARTS):
         z = _solve_shifted(diag, off, w, z, pivmin)
-    # inside a cluster the solves amplify the whole eigenspace alike, so the distinct starts
-    # stay distinct: orthogonalizing once at the end spans it
-    for members in clusters:
-        _orthogonalize(z, members)
+        # a cluster's members are orthogonalized after every solve (subspace iteration):
+        # else the solves amplify some directions of its eigenspace more than others and
+        # the members collapse onto fewer directions than the cluster has
+        restarted = sum(_orthogonalize(z, members, seed=iteration + 1) for members in clusters)
+        if iteration + 1 >= INVERSE_ITERATIONS and not restarted:
+            break
     return z / np.sqrt(ordered_sum(z * z, axis=0))[None, :]
+
+
+def _pseudo_random(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """float64 values in [-1/2, 1/2) from a splitmix64 hash of the index and ``seed``
+    (integer arithmetic, so the same on every machine and numpy version)."""
+    with np.errstate(over="ignore"):
+        h = (np.arange(int(np.prod(shape)), dtype=np.uint64) + np.uint64(seed << 40)
+             ) * np.uint64(0x9E3779B97F4A7C15)
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return ((h >> np.uint64(11)).astype(np.float64) * 2.0 ** -53 - 0.5).reshape(shape)
 
 
 def _solve_shifted(diag: np.ndarray, off: np.ndarray, w: np.ndarray, b: np.ndarray,
@@ -175,19 +194,29 @@ def _clusters(w: np.ndarray, tol: float) -> list[np.ndarray]:
     return [c for c in np.split(np.arange(w.shape[0]), breaks) if c.shape[0] > 1]
 
 
-def _orthogonalize(z: np.ndarray, members: np.ndarray) -> None:
+def _orthogonalize(z: np.ndarray, members: np.ndarray, seed: int = 0) -> int:
     """Gram-Schmidt (classical, twice: Kahan-Parlett) of the columns ``members`` of ``z`` in
-    place, each against the ones before it, to unit norm."""
+    place, each against the ones before it, to unit norm. A member with nothing of its own
+    left (norm below ``COLLAPSED`` of what it had) restarts from a pseudo-random vector;
+    returns how many did (the caller iterates again)."""
+    restarted = 0
     for pos, j in enumerate(members):
-        col = z[:, j]
         done = z[:, members[:pos]]
-        for _ in range(2):
-            if pos:
-                coeff = ordered_sum(done * col[:, None], axis=0)
-                col = col - ordered_sum(done * coeff[None, :], axis=1)
+        col = _project_out(z[:, j], done)
         norm = np.sqrt(ordered_sum(col * col))
-        if norm == 0.0:          # start vectors are distinct: only in exact degeneracy
-            col = np.zeros_like(col)
-            col[pos % col.shape[0]] = 1.0
-            norm = 1.0
+        if not norm > COLLAPSED * np.sqrt(ordered_sum(z[:, j] * z[:, j])):
+            restarted += 1
+            col = _project_out(_pseudo_random((z.shape[0],), seed * 1_000_003 + int(j) + 1),
+                               done)
+            norm = np.sqrt(ordered_sum(col * col))
         z[:, j] = col / norm
+    return restarted
+
+
+def _project_out(col: np.ndarray, done: np.ndarray) -> np.ndarray:
+    """``col`` minus its projection on the orthonormal columns ``done``, twice."""
+    for _ in range(2):
+        if done.shape[1]:
+            coeff = ordered_sum(done * col[:, None], axis=0)
+            col = col - ordered_sum(done * coeff[None, :], axis=1)
+    return col

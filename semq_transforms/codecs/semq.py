@@ -376,8 +376,9 @@ def _step_tables(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # scalar passes over one reused buffer. In units of the step, a value's error is
     # a - code - 1/2 with a = v / g + L / 2 and code = clip(floor(a), 0, L - 1). The row
     # axis is padded to a power of two (padding zeroed before each sum: see _sum_rows).
+    # float32 (as encode's codes are a float32-precision decision), sums in a fixed order.
     size = 1 << (n - 1).bit_length()
-    v = np.zeros((d, size))
+    v = np.zeros((d, size), dtype=np.float32)
     v[:, :n] = u.T / rms[:, None]
     a, code = np.empty_like(v), np.empty_like(v)
     for bits in range(1, MAX_AXIS_BITS + 1):
@@ -385,14 +386,14 @@ def _step_tables(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         best = np.full(d, np.inf)
         for mult in STEP_GRID:
             g = mult * GAUSS_STEPS[bits - 1]
-            np.divide(v, g, out=a)
-            a += levels / 2
+            np.divide(v, np.float32(g), out=a)
+            a += np.float32(levels / 2)
             np.floor(a, out=code)
             np.clip(code, 0, levels - 1, out=code)
             a -= code
-            a -= 0.5
+            a -= np.float32(0.5)
             a *= a
-            err = _sum_rows(a, n) * (g * g / n)
+            err = _sum_rows(a, n).astype(np.float64) * (g * g / n)
             err *= rms * rms
             better = err < best
             best[better] = err[better]
