@@ -47,7 +47,6 @@ from typing import Any
 import numpy as np
 
 from semq_transforms.codecs.base import (
-    CHUNK_ROWS,
     MIN_STEP,
     BitsCodec,
     FitCache,
