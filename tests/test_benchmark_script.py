@@ -90,3 +90,16 @@ def test_pipeline_benchmark_runs_and_reports(tmp_path):
     assert (default["row_group_rows"], default["rows_per_shard"]) == (1 << 20, 100_000)
     assert default["rows"] == 8000 and default["bare_read_s"] == min(
         default["bare_read_runs_s"]) and default["bytes_read"] >= default["input_bytes"] / 2
+
+
+def test_fit_encode_benchmark_runs_and_reports(tmp_path):
+    out = tmp_path / "fit_encode.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/fit_encode.py"), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "| 64 | 2000 | semq4 |" in proc.stdout
+    (result,) = json.loads(out.read_text())["results"]
+    assert set(result["codecs"]) == {"semq1", "semq4", "semq8", "int8"}
+    assert all(m["fit_s"] > 0 and m["encode_mb_s"] > 0 for m in result["codecs"].values())
+    assert set(result["chains"]) == {"semq1+semq4", "semq1+semqr4"}

@@ -82,11 +82,15 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, bound: float) -> np.ndarray:
     return np.matmul(a, b)
 
 
-def exact_square_norms(ints: np.ndarray) -> np.ndarray:
-    """Row sums of squares of integer-valued float64 ``ints`` [m, d]: exact while every row's
-    sum stays below ``2**53`` (any order then gives the same bits), else summed exactly in
-    column blocks that do, the block sums added in a fixed order."""
-    peak = float(np.abs(ints).max()) if ints.size else 0.0
+def exact_square_norms(ints: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """Row sums of squares of integer-valued float64 ``ints`` [m, d] (``|ints| <= 2**bits``
+    if ``bits`` is given, else measured): exact while every row's sum stays below ``2**53``
+    (any order then gives the same bits), else summed exactly in column blocks that do, the
+    block sums added in a fixed order."""
+    if bits is not None:
+        peak = 2.0 ** bits
+    else:
+        peak = float(np.abs(ints).max()) if ints.size else 0.0
     per_block = max(1, int(EXACT_LIMIT // max(peak * peak, 1.0)))
     if ints.shape[1] <= per_block:
         return np.einsum("ij,ij->i", ints, ints)
@@ -99,7 +103,7 @@ def row_norms(a: np.ndarray) -> np.ndarray:
     """Euclidean norms of the rows of float ``a`` [m, d], float64, machine-independent (to
     about ``2**-ROW_BITS`` relative: computed on :func:`fixed_point_rows`)."""
     ints, scale = fixed_point_rows(a)
-    return np.sqrt(exact_square_norms(ints)) * scale
+    return np.sqrt(exact_square_norms(ints, ROW_BITS)) * scale
 
 
 def grid(a: np.ndarray, bits: int = ROW_BITS) -> np.ndarray:

@@ -1,12 +1,16 @@
 """``semq<b>``: the direction codec, ``b`` = 1..8 bits per dimension on average.
 
 Semantic search cares about the order of inner products, so the codec spends its bits where
-queries will look. Fitting one shard (all of it pure numpy, deterministic):
+queries will look. Fitting one shard (pure numpy, and the same bits on every machine: the
+arithmetic follows :mod:`semq_transforms.codecs.exact`):
 
 1. **Center** on the shard mean ``m``: ``r = x - m``. ``<q, m>`` is the same for every row, so
    ranking depends on ``<q, r>`` only.
 2. **Rotate** onto the shard's principal axes ``V`` (eigenvectors of the covariance, sorted by
-   variance, signs fixed): ``z = V^T r``. Variance is now concentrated in the first axes.
+   variance, signs fixed, from :func:`~semq_transforms.codecs.eigen.symmetric_eigh`):
+   ``z = V^T r``. Variance is now concentrated in the first axes. The mean and covariance
+   see every row shrunk to at most :data:`NORM_CLIP` times the median norm, so one extreme
+   row cannot move the frame (it is still coded, with its own norm).
 3. **Split magnitude from direction**: ``u = z / |z|``; ``|z|`` is folded into one per-vector
    float32 correction (step 6), the direction ``u`` is what gets coded.
 4. **Allocate bits** to axes greedily: the next bit goes to the axis where it removes the most
@@ -103,10 +107,10 @@ class _State:
     basis: np.ndarray         # float32 [d, k]
     basis_ints: np.ndarray    # float64 [d, k], basis * 2**ROW_BITS (integers)
     step: np.ndarray          # float32 [k]
-    step64: np.ndarray        # float64 [k]
-    inv_step: np.ndarray      # float64 [k], 1 / step
-    half: np.ndarray          # float64 [k], L_i / 2
-    top: np.ndarray           # float64 [k], L_i - 1
+    inv_step: np.ndarray      # float32 [k], 1 / step
+    half: np.ndarray          # float32 [k], L_i / 2
+    top: np.ndarray           # float32 [k], L_i - 1
+    center: np.ndarray        # float32 [k], 1/2 - L_i / 2
     restore: np.ndarray       # float32 [k, d], step_i * V^T
     sizes: list[int]          # bit-plane sizes
     packed_bytes: int
@@ -169,11 +173,11 @@ class SemqCodec(BitsCodec):
 
     def _prepare(self, params: CodecParams) -> _State:
         step, basis = params["step"], params["basis"]
-        levels = np.left_shift(1, params["width"].astype(np.int64)).astype(np.float64)
+        levels = np.left_shift(1, params["width"].astype(np.int64)).astype(np.float32)
         return _State(
             dim=params.dim, mean=params["mean"], basis=basis, basis_ints=grid_ints(basis),
-            step=step, step64=step.astype(np.float64), inv_step=1.0 / step.astype(np.float64),
-            half=levels / 2, top=levels - 1,
+            step=step, inv_step=np.float32(1.0) / step, half=levels / 2, top=levels - 1,
+            center=np.float32(0.5) - levels / 2,
             restore=np.ascontiguousarray((basis * step).T),
             sizes=plane_sizes(params["width"]),
             packed_bytes=self.code_bytes(params.dim) - SIDE_BYTES,
@@ -185,23 +189,23 @@ class SemqCodec(BitsCodec):
         # axis-major layout ([k, m]: the per-row sums halve contiguous blocks).
         m, k = x.shape[0], st.step.shape[0]
         u, norm = unit_directions(x, st.mean, st.basis_ints, axis_major=True)  # [k, m], [m]
-        level = u * st.inv_step[:, None]
+        level = u * st.inv_step[:, None]                   # float32 from here on
         level += st.half[:, None]
         np.floor(level, out=level)
         np.maximum(level, 0, out=level)
         np.minimum(level, st.top[:, None], out=level)       # the code, as float
         codes = level.T.astype(np.uint16)
-        level += (0.5 - st.half)[:, None]                   # centered level index g_i
-        level *= st.step64[:, None]                         # û_i
+        level += st.center[:, None]                         # centered level index g_i
+        level *= st.step[:, None]                           # û_i
         size = 1 << (k - 1).bit_length()
-        buf = np.empty((2, size, m))
+        buf = np.empty((2, size, m), dtype=np.float32)
         buf[:, k:] = 0.0
         np.multiply(u, level, out=buf[0, :k])                # terms of <u, û>
         np.multiply(level, level, out=buf[1, :k])            # terms of |û|^2
         while size > 1:                                      # fixed-order sums over axes
             size //= 2
             buf[:, :size] += buf[:, size:2 * size]
-        dot, energy = buf[0, 0], buf[1, 0]
+        dot, energy = buf[0, 0].astype(np.float64), buf[1, 0].astype(np.float64)
         scales = np.empty((m, 2), dtype="<f4")
         scales[:, 0] = norm * dot / energy                                        # s_score
         scales[:, 1] = scales[:, 0] / np.maximum(dot * dot / energy, MIN_COS_SQ)  # s_restore
@@ -217,7 +221,7 @@ class SemqCodec(BitsCodec):
         """
         axis_codes = unpack_planes(codes[:, :st.packed_bytes], st.sizes, st.step.shape[0])
         level = axis_codes.astype(np.float32)
-        level += (0.5 - st.half).astype(np.float32)
+        level += st.center
         scales = np.ascontiguousarray(codes[:, st.packed_bytes:]).view("<f4")
         return level, scales.astype(np.float32)
 
@@ -276,17 +280,18 @@ def unit_directions(x: np.ndarray, mean: np.ndarray, basis_ints: np.ndarray, *,
         ``norm`` float64 ``[m]``: ``|x - mean|``. The centered rows are put on a per-row grid
         of ``2**-ROW_BITS`` of their largest value and multiplied by the basis as integers,
         exactly (partial sums stay below ``2**53`` for any ``d`` up to ``2**20``).
-        ``axis_major``: ``u`` as ``[k, m]`` instead.
+        ``axis_major``: ``u`` as float32 ``[k, m]`` instead (what encode works on).
     """
     centered = np.subtract(x, mean.astype(np.float64))
     ints, scale = fixed_point_rows(centered, out=centered)
-    square = exact_square_norms(ints)
+    square = exact_square_norms(ints, ROW_BITS)
     bound = np.sqrt(float(x.shape[1])) * 2.0 ** (2 * ROW_BITS) * (1.0 + 1e-3)
     root = np.sqrt(square)
     inv = np.divide(2.0 ** -ROW_BITS, root, out=np.zeros_like(root), where=root > 0)
     if axis_major:
         proj = exact_matmul(basis_ints.T, ints.T, min(bound, EXACT_LIMIT / 2))
-        proj *= inv[None, :]
+        return np.multiply(proj, inv[None, :], out=np.empty(proj.shape, np.float32),
+                           casting="same_kind"), root * scale
     else:
         proj = exact_matmul(ints, basis_ints, min(bound, EXACT_LIMIT / 2))
         proj *= inv[:, None]
