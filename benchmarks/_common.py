@@ -146,3 +146,10 @@ def sq_index(d: int, bits: int):
     """faiss IndexScalarQuantizer (inner product), 4 or 8 bits per dimension."""
     qtype = {4: faiss.ScalarQuantizer.QT_4bit, 8: faiss.ScalarQuantizer.QT_8bit}[bits]
     return faiss.IndexScalarQuantizer(d, qtype, faiss.METRIC_INNER_PRODUCT)
+
+
+def codes_index(index):
+    """The index holding the codes (the one behind an IndexPreTransform), downcast."""
+    if isinstance(index, faiss.IndexPreTransform):
+        return faiss.downcast_index(index.index)
+    return index

@@ -1,7 +1,8 @@
-"""Codec benchmark on banking77 MiniLM-L6-v2 embeddings, with faiss references.
+"""Codec benchmark on banking77 MiniLM-L6-v2 embeddings, with faiss references, and a
+side-by-side comparison with faiss' strongest quantizers on several data sets.
 
     python benchmarks/codecs.py [--data PATH] [--out PATH.json] [--codecs semq1,semq2,...]
-                                [--no-lr] [--repeat N]
+                                [--no-lr] [--repeat N] [--datasets data,token,...] [--quick]
 
 Corpus = ``train_x`` (10003 x 384, unit norm), queries = ``test_x`` (3080). Per codec:
 
@@ -15,7 +16,22 @@ Corpus = ``train_x`` (10003 x 384, unit norm), queries = ``test_x`` (3080). Per 
 References (when faiss imports): ``IndexRaBitQ`` at 1/2/4 bits behind a seeded random
 rotation, and ``IndexScalarQuantizer`` QT_4bit / QT_8bit. Every measurement runs on ONE
 thread. Prints a markdown table and target checks, writes JSON. Exit code 0 unless it crashed
-(2 if the dataset is missing).
+(2 if a dataset passed with ``--data`` is missing; the default one is skipped when absent).
+
+Peer comparison (``--datasets``, when faiss imports): on each data set, in the same run, our
+semq1/2/4/8, int8, int4 (``fit`` on the corpus, ``score`` of float queries, top-10) against
+faiss ``index_factory(d, spec, METRIC_INNER_PRODUCT)`` indexes trained on the corpus, searched
+with float queries: ``RR{d},RaBitQ{b}`` (extended RaBitQ), ``RR{d},SQtqmse{b}`` (TurboQuant-MSE)
+and ``RR{d},EDEN{b}`` for b = 1, 2, 4, 8, plus ``SQ4`` / ``SQ8``. Recall@10 against the exact
+float32 inner-product top-10, no rerank; encode MB/s of float32 input (``codec.encode`` /
+``index.sa_encode`` of the corpus, one thread, best of up to ``--repeat`` runs). RaBitQ
+quantizes the query to ``qb`` bits by default (4); its recall is the better of qb = 4 and 8,
+and qb = 0 (float query, ~100x slower) is checked on the first queries against qb = 8.
+Data sets: ``data`` (the ``--data`` file; skipped if the default file is absent) and the
+seeded synthetic ``token``, ``sentence``, ``gaussian`` of ``_synthetic.py`` (20000 x d corpus,
+1000 queries; ``--quick``: 3000 / 200). Default: all four, or only ``data`` when ``--data``
+is given. Targets per data set: semq{b} >= best of RaBitQ/SQtqmse/EDEN{b} + 0.02 (b = 1, 2),
++ 0.01 (b = 4), + 0 (b = 8); int8 >= SQ8; int4 >= SQ4.
 """
 
 # First import: pins every BLAS/OpenMP library to one thread before numpy is loaded.
@@ -25,6 +41,7 @@ from _common import (
     REPO,
     best_rate,
     best_seconds,
+    codes_index,
     faiss,
     limit_threads,
     load_data,
@@ -41,7 +58,18 @@ import sys
 import time
 from pathlib import Path
 
+import _synthetic
 import numpy as np
+from _peers import (
+    DATASET_KEYS,
+    ENCODE_BUDGET_S,
+    FLOAT_CHECK_QUERIES,
+    LABELLED_QUICK,
+    PEER_RABITQ_QB,
+    SYNTHETIC_SIZES,
+    compare_dataset,
+    print_comparison,
+)
 
 from semq_transforms.codecs import SPECS, get_codec
 from semq_transforms.eval import exact_knn, recall_at_k
@@ -106,13 +134,6 @@ def bench_codec(spec: str, ctx: dict) -> dict:
 
 # -- faiss references -------------------------------------------------------------------------
 
-
-
-def codes_index(index):
-    """The index holding the codes (the one behind an IndexPreTransform), downcast."""
-    if isinstance(index, faiss.IndexPreTransform):
-        return faiss.downcast_index(index.index)
-    return index
 
 
 def bench_faiss(name: str, make, ctx: dict, qb_values=(None,), decode_check=None) -> dict:
@@ -243,39 +264,56 @@ def check_targets(rows: dict) -> list[dict]:
           lambda s: s >= 1100, lambda s: f"{s:.0f} MB/s")
     return checks
 
-
-# -- main -------------------------------------------------------------------------------------
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="npz with "
-                        "train_x/train_y/test_x/test_y (default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=None, help="npz with "
+                        f"train_x/train_y/test_x/test_y (default: {DEFAULT_DATA}, skipped if "
+                        "absent; an explicit path must exist)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path "
                         "(default: %(default)s)")
     parser.add_argument("--codecs", default=",".join(SPECS),
                         help="comma-separated codec specs (default: all)")
     parser.add_argument("--no-lr", action="store_true", help="skip logistic regression")
-    parser.add_argument("--repeat", type=int, default=5, help="timing runs, best is kept")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="timing runs, best is kept (default 5, --quick 1)")
+    parser.add_argument("--datasets", default=None, help="comma-separated data sets of the "
+                        f"peer comparison, from {','.join(DATASET_KEYS)} ('none' for no "
+                        "comparison; default: all, or only 'data' when --data is given)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: synthetic sets of "
+                        f"{SYNTHETIC_SIZES['quick'][0]} rows, the --data file cut to "
+                        f"{LABELLED_QUICK[0]} / {LABELLED_QUICK[1]} rows, --repeat 1")
     args = parser.parse_args(argv)
     args.codecs = [s.strip() for s in args.codecs.split(",") if s.strip()]
     unknown = [s for s in args.codecs if s not in SPECS]
     if unknown or not args.codecs:
         parser.error(f"unknown codec(s) {unknown}; choose from {','.join(SPECS)}")
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 5
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
+    args.data_explicit = args.data is not None
+    if args.data is None:
+        args.data = DEFAULT_DATA
+    if args.datasets is None:
+        args.datasets = ["data"] if args.data_explicit else list(DATASET_KEYS)
+    elif args.datasets.strip() == "none":
+        args.datasets = []
+    else:
+        args.datasets = [s.strip() for s in args.datasets.split(",") if s.strip()]
+        unknown = [s for s in args.datasets if s not in DATASET_KEYS]
+        if unknown:
+            parser.error(f"unknown data set(s) {unknown}; choose from {','.join(DATASET_KEYS)}")
     return args
 
 
-def main(argv=None) -> int:
-    started = time.perf_counter()
-    args = parse_args(argv)
-    if not args.no_lr and importlib.util.find_spec("sklearn") is None:
-        print("scikit-learn is not installed (pip install -e '.[bench]'): LR accuracy skipped")
-        args.no_lr = True
-    threads = limit_threads()
-    data = load_data(args.data)
+def data_name(args) -> str:
+    return "banking77" if args.data == DEFAULT_DATA else f"data ({args.data.stem})"
+
+
+def labelled_benchmark(data: dict, args) -> dict:
+    """The detailed table on the labelled --data file: every codec, LR, faiss references."""
     x = data["x"]
-    copies = -(-TIMING_ROWS // x.shape[0])
+    copies = 1 if args.quick else -(-TIMING_ROWS // x.shape[0])
     ctx = {"data": data, "repeat": args.repeat, "timing_x": np.tile(x, (copies, 1)),
            "gt": exact_knn(data["q"], x, K)[1], "f32_acc": None}
     print(f"corpus {x.shape}, queries {data['q'].shape}, timing corpus "
@@ -302,8 +340,6 @@ def main(argv=None) -> int:
 
     table_rows = [f32] + rows + references
     targets = check_targets({r["codec"]: r for r in table_rows})
-    total = time.perf_counter() - started
-
     print()
     print(markdown_table(table_rows))
     print()
@@ -319,17 +355,77 @@ def main(argv=None) -> int:
     print("## targets")
     for t in targets:
         print(f"{t['status']}  {t['target']}: {t['detail']}")
+    return {"float32": f32, "codecs": rows, "references": references, "targets": targets,
+            "timing_rows": int(ctx["timing_x"].shape[0]),
+            "score_queries": int(data["q"].shape[0])}
+
+
+def main(argv=None) -> int:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    if not args.no_lr and importlib.util.find_spec("sklearn") is None:
+        print("scikit-learn is not installed (pip install -e '.[bench]'): LR accuracy skipped")
+        args.no_lr = True
+    threads = limit_threads()
+    data = None
+    if args.data_explicit or args.data.is_file():
+        data = load_data(args.data)          # exits 2 when an explicit --data is missing
+        if args.quick:
+            n, nq = LABELLED_QUICK
+            data = {"x": data["x"][:n], "y": data["y"][:n], "q": data["q"][:nq],
+                    "qy": data["qy"][:nq]}
+    else:
+        print(f"{args.data} not found: the labelled benchmark and the '{data_name(args)}' "
+              "comparison are skipped", flush=True)
+
+    labelled = {"float32": None, "codecs": [], "references": [], "targets": [],
+                "timing_rows": None, "score_queries": None}
+    if data is not None:
+        labelled = labelled_benchmark(data, args)
+
+    comparison = []
+    if faiss is None and args.datasets:
+        print("\nfaiss not importable: peer comparison skipped")
+    elif args.datasets:
+        print("\npeer comparison:", flush=True)
+    for key in args.datasets if faiss is not None else ():
+        if key == "data":
+            name = data_name(args)
+            if data is None:
+                comparison.append({"name": name, "skipped": f"{args.data} not found"})
+                continue
+            description = "labelled --data file: train_x corpus, test_x queries"
+            x, q = data["x"], data["q"]
+        else:
+            n, nq = SYNTHETIC_SIZES["quick" if args.quick else "full"]
+            synthetic = _synthetic.make(key, n, nq)
+            name, description, x, q = key, synthetic["description"], synthetic["x"], synthetic["q"]
+        comparison.append(compare_dataset(name, description, x, q, args))
+        print(f"  {name}: done ({comparison[-1]['seconds']:.0f} s)", flush=True)
+    if comparison:
+        print_comparison(comparison, args)
+
+    total = time.perf_counter() - started
     print(f"\ntotal runtime {total:.0f} s")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "machine": machine_info(), "threads": threads,
         "settings": {"data": str(args.data), "k": K, "repeat": args.repeat,
-                     "timing_rows": int(ctx["timing_x"].shape[0]),
-                     "score_queries": int(data["q"].shape[0]), "lr": None if args.no_lr
-                     else LR_PARAMS, "rabitq_seed": RABITQ_SEED},
-        "float32": f32, "codecs": rows, "references": references, "targets": targets,
-        "total_seconds": total,
+                     "quick": args.quick, "timing_rows": labelled["timing_rows"],
+                     "score_queries": labelled["score_queries"], "lr": None if args.no_lr
+                     else LR_PARAMS, "rabitq_seed": RABITQ_SEED,
+                     "datasets": args.datasets, "peer_rabitq_qb": list(PEER_RABITQ_QB),
+                     "float_check_queries": FLOAT_CHECK_QUERIES["quick" if args.quick
+                                                                else "full"],
+                     "encode_budget_s": ENCODE_BUDGET_S,
+                     "synthetic_sizes": SYNTHETIC_SIZES["quick" if args.quick else "full"],
+                     "synthetic_seeds": {"distribution": _synthetic.DISTRIBUTION_SEED,
+                                         "corpus": _synthetic.CORPUS_SEED,
+                                         "queries": _synthetic.QUERY_SEED}},
+        "float32": labelled["float32"], "codecs": labelled["codecs"],
+        "references": labelled["references"], "targets": labelled["targets"],
+        "peer_comparison": comparison, "total_seconds": total,
     }
     args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {args.out}")
