@@ -200,23 +200,24 @@ def _orthogonalize(z: np.ndarray, members: np.ndarray, seed: int = 0) -> int:
     left (norm below ``COLLAPSED`` of what it had) restarts from a pseudo-random vector;
     returns how many did (the caller iterates again)."""
     restarted = 0
+    done = np.empty((members.shape[0], z.shape[0]))     # the orthonormal members, as rows
     for pos, j in enumerate(members):
-        done = z[:, members[:pos]]
-        col = _project_out(z[:, j], done)
+        col = _project_out(z[:, j], done[:pos])
         norm = np.sqrt(ordered_sum(col * col))
         if not norm > COLLAPSED * np.sqrt(ordered_sum(z[:, j] * z[:, j])):
             restarted += 1
             col = _project_out(_pseudo_random((z.shape[0],), seed * 1_000_003 + int(j) + 1),
-                               done)
+                               done[:pos])
             norm = np.sqrt(ordered_sum(col * col))
-        z[:, j] = col / norm
+        done[pos] = col / norm
+    z[:, members] = done.T
     return restarted
 
 
 def _project_out(col: np.ndarray, done: np.ndarray) -> np.ndarray:
-    """``col`` minus its projection on the orthonormal columns ``done``, twice."""
+    """``col`` [n] minus its projection on the orthonormal rows of ``done`` [p, n], twice."""
     for _ in range(2):
-        if done.shape[1]:
-            coeff = ordered_sum(done * col[:, None], axis=0)
-            col = col - ordered_sum(done * coeff[None, :], axis=1)
+        if done.shape[0]:
+            coeff = ordered_sum(done * col[None, :], axis=1)
+            col = col - ordered_sum(done * coeff[:, None], axis=0)
     return col

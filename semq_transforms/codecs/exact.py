@@ -38,12 +38,20 @@ def ordered_sum(a: np.ndarray, axis: int = -1) -> np.ndarray:
     a = np.asarray(a)
     axis = axis % a.ndim
     n = a.shape[axis]
-    rest = a.shape[:axis] + a.shape[axis + 1:]
     if n == 0:
-        return np.zeros(rest)
+        return np.zeros(a.shape[:axis] + a.shape[axis + 1:])
     size = 1 << (n - 1).bit_length()
-    buf = np.zeros((size,) + rest)
+    if axis == a.ndim - 1 and axis:                 # halve the last axis in place
+        buf = np.empty(a.shape[:-1] + (size,))
+        buf[..., :n] = a
+        buf[..., n:] = 0.0
+        while size > 1:
+            size //= 2
+            buf[..., :size] += buf[..., size:2 * size]
+        return buf[..., 0].copy()
+    buf = np.empty((size,) + a.shape[:axis] + a.shape[axis + 1:])
     buf[:n] = np.moveaxis(a, axis, 0) if axis else a
+    buf[n:] = 0.0
     while size > 1:
         size //= 2
         buf[:size] += buf[size:2 * size]
