@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from semq_transforms.codecs.exact import ordered_sum
+from semq_transforms.codecs.exact import ordered_sum, weighted_row_sum
 
 #: Bisection halvings of the Gershgorin interval (to float64 resolution).
 BISECTIONS = 56
@@ -59,7 +59,7 @@ def symmetric_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         v, beta = reflectors[k]
         if v is not None:
             rows = z[k + 1:]
-            rows -= (beta * v)[:, None] * ordered_sum(v[:, None] * rows, axis=0)[None, :]
+            rows -= (beta * v)[:, None] * weighted_row_sum(rows, v)[None, :]
     return w * scale, z
 
 
@@ -84,7 +84,7 @@ def _tridiagonalize(a: np.ndarray
         v[0] -= alpha
         beta = float(2.0 / ordered_sum(v * v))
         sub = a[k + 1:, k + 1:]
-        p = beta * ordered_sum(sub * v[:, None], axis=0)    # sub @ v (sub is symmetric)
+        p = beta * weighted_row_sum(sub, v)                 # sub @ v (sub is symmetric)
         w = p - (0.5 * beta * ordered_sum(v * p)) * v
         sub -= v[:, None] * w[None, :]
         sub -= w[:, None] * v[None, :]

@@ -58,6 +58,22 @@ def ordered_sum(a: np.ndarray, axis: int = -1) -> np.ndarray:
     return buf[0]
 
 
+def weighted_row_sum(m: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``ordered_sum(m * v[:, None], axis=0)`` for float64 ``m`` [n, p] and ``v`` [n] (the
+    same bits), without a separate product array: ``v @ m`` in a fixed order."""
+    n = m.shape[0]
+    if n == 0:
+        return np.zeros(m.shape[1])
+    size = 1 << (n - 1).bit_length()
+    buf = np.empty((size, m.shape[1]))
+    np.multiply(m, v[:, None], out=buf[:n])
+    buf[n:] = 0.0
+    while size > 1:
+        size //= 2
+        buf[:size] += buf[size:2 * size]
+    return buf[0]
+
+
 def fixed_point_rows(a: np.ndarray, bits: int = ROW_BITS, *, out: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Rows of float ``a`` [m, d] as integers on a per-row power-of-two grid.
