@@ -60,7 +60,6 @@ from semq_transforms.codecs.bitpack import pack_planes, plane_sizes, unpack_plan
 from semq_transforms.codecs.calibration import strided_sample
 from semq_transforms.codecs.eigen import symmetric_eigh
 from semq_transforms.codecs.exact import (
-    EXACT_LIMIT,
     ROW_BITS,
     exact_matmul,
     exact_square_norms,
@@ -285,16 +284,16 @@ def unit_directions(x: np.ndarray, mean: np.ndarray, basis_ints: np.ndarray, *,
     centered = np.subtract(x, mean.astype(np.float64))
     ints, scale = fixed_point_rows(centered, out=centered)
     square = exact_square_norms(ints, ROW_BITS)
+    # Cauchy-Schwarz: |row| <= sqrt(d) 2**ROW_BITS, |column| <= (1 + 1e-3) 2**ROW_BITS
     bound = np.sqrt(float(x.shape[1])) * 2.0 ** (2 * ROW_BITS) * (1.0 + 1e-3)
     root = np.sqrt(square)
     inv = np.divide(2.0 ** -ROW_BITS, root, out=np.zeros_like(root), where=root > 0)
     if axis_major:
-        proj = exact_matmul(basis_ints.T, ints.T, min(bound, EXACT_LIMIT / 2))
+        proj = exact_matmul(basis_ints.T, ints.T, bound)
         return np.multiply(proj, inv[None, :], out=np.empty(proj.shape, np.float32),
                            casting="same_kind"), root * scale
-    else:
-        proj = exact_matmul(ints, basis_ints, min(bound, EXACT_LIMIT / 2))
-        proj *= inv[:, None]
+    proj = exact_matmul(ints, basis_ints, bound)
+    proj *= inv[:, None]
     return proj, root * scale
 
 
