@@ -40,22 +40,25 @@ def ordered_sum(a: np.ndarray, axis: int = -1) -> np.ndarray:
     n = a.shape[axis]
     if n == 0:
         return np.zeros(a.shape[:axis] + a.shape[axis + 1:])
-    size = 1 << (n - 1).bit_length()
-    if axis == a.ndim - 1 and axis:                 # halve the last axis in place
-        buf = np.empty(a.shape[:-1] + (size,))
-        buf[..., :n] = a
-        buf[..., n:] = 0.0
-        while size > 1:
-            size //= 2
-            buf[..., :size] += buf[..., size:2 * size]
-        return buf[..., 0].copy()
-    buf = np.empty((size,) + a.shape[:axis] + a.shape[axis + 1:])
-    buf[:n] = np.moveaxis(a, axis, 0) if axis else a
-    buf[n:] = 0.0
+    shape = list(a.shape)
+    shape[axis] = 1 << (n - 1).bit_length()
+    buf = np.empty(shape)
+    view = np.moveaxis(buf, axis, 0)                # a view: halving runs along ``axis``
+    view[:n] = np.moveaxis(a, axis, 0)
+    view[n:] = 0.0
+    return halve(buf, axis).copy()
+
+
+def halve(buf: np.ndarray, axis: int) -> np.ndarray:
+    """Pairwise sums in place along ``axis`` of float ``buf``, whose length there is a power
+    of two (``s[:h] += s[h:2h]`` until one entry is left): the order of :func:`ordered_sum`.
+    Returns the sums, a view of ``buf`` without ``axis``; zero any padding first."""
+    view = np.moveaxis(buf, axis, 0)
+    size = view.shape[0]
     while size > 1:
         size //= 2
-        buf[:size] += buf[size:2 * size]
-    return buf[0]
+        view[:size] += view[size:2 * size]
+    return view[0]
 
 
 def weighted_row_sum(m: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -64,14 +67,10 @@ def weighted_row_sum(m: np.ndarray, v: np.ndarray) -> np.ndarray:
     n = m.shape[0]
     if n == 0:
         return np.zeros(m.shape[1])
-    size = 1 << (n - 1).bit_length()
-    buf = np.empty((size, m.shape[1]))
+    buf = np.empty((1 << (n - 1).bit_length(), m.shape[1]))
     np.multiply(m, v[:, None], out=buf[:n])
     buf[n:] = 0.0
-    while size > 1:
-        size //= 2
-        buf[:size] += buf[size:2 * size]
-    return buf[0]
+    return halve(buf, 0)
 
 
 def fixed_point_rows(a: np.ndarray, bits: int = ROW_BITS, *, out: np.ndarray | None = None

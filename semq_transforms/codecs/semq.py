@@ -66,6 +66,7 @@ from semq_transforms.codecs.exact import (
     exp2,
     fixed_point_rows,
     grid,
+    halve,
     ordered_sum,
     row_norms,
 )
@@ -196,15 +197,11 @@ class SemqCodec(BitsCodec):
         codes = level.T.astype(np.uint16)
         level += st.center[:, None]                         # centered level index g_i
         level *= st.step[:, None]                           # û_i
-        size = 1 << (k - 1).bit_length()
-        buf = np.empty((2, size, m), dtype=np.float32)
+        buf = np.empty((2, 1 << (k - 1).bit_length(), m), dtype=np.float32)
         buf[:, k:] = 0.0
         np.multiply(u, level, out=buf[0, :k])                # terms of <u, û>
         np.multiply(level, level, out=buf[1, :k])            # terms of |û|^2
-        while size > 1:                                      # fixed-order sums over axes
-            size //= 2
-            buf[:, :size] += buf[:, size:2 * size]
-        dot, energy = buf[0, 0].astype(np.float64), buf[1, 0].astype(np.float64)
+        dot, energy = halve(buf, 1).astype(np.float64)       # fixed-order sums over axes
         scales = np.empty((m, 2), dtype="<f4")
         scales[:, 0] = norm * dot / energy                                        # s_score
         scales[:, 1] = scales[:, 0] / np.maximum(dot * dot / energy, MIN_COS_SQ)  # s_restore
@@ -408,11 +405,7 @@ def _step_tables(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _sum_rows(a: np.ndarray, n: int) -> np.ndarray:
     """Fixed-order sums of the first ``n`` columns of ``a`` [d, 2**j], destroying ``a``."""
     a[:, n:] = 0.0
-    size = a.shape[1]
-    while size > 1:
-        size //= 2
-        a[:, :size] += a[:, size:2 * size]
-    return a[:, 0].copy()
+    return halve(a, 1).copy()
 
 
 def _allocate_bits(weight: np.ndarray, errors: np.ndarray, total: int) -> np.ndarray:
