@@ -317,12 +317,9 @@ def _pca(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mean = ordered_sum(sample * weight[:, None], axis=0) / ordered_sum(weight)
     centered = sample - mean.astype(np.float32).astype(np.float64)   # the mean encode uses
     centered *= _clip_weights(centered)[:, None]
-    peak = float(np.abs(centered).max())
-    if peak == 0.0:
-        return mean, np.eye(d), np.zeros(d)
-    _, exponent = np.frexp(peak)
-    unit = np.ldexp(1.0, int(exponent) - COV_BITS)
-    ints = np.rint(centered / unit)
+    # one grid for every row (the sample taken as one "row"): the products sum exactly
+    ints, (unit,) = fixed_point_rows(centered.reshape(1, -1), COV_BITS)
+    ints = ints.reshape(n, d)
     cov = exact_matmul(ints.T, ints, n * 2.0 ** (2 * COV_BITS))      # exact integers
     eigvals, eigvecs = symmetric_eigh(cov)
     order = np.argsort(-eigvals, kind="stable")
