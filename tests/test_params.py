@@ -439,3 +439,18 @@ def test_params_restoring_to_inf_are_refused(spec, name, value, aniso):
         codec.check_params(forged)
     with pytest.raises(ParamsError):
         codec.decode(codec.encode(aniso, params), forged)
+
+
+def test_semq_bases_must_hold_unit_columns(aniso):
+    """Encoding multiplies the basis as integers on a 2**-20 grid, exact only for columns of
+    norm <= ~1: params with a longer column (edited, digests recomputed) are refused."""
+    from semq_transforms.format.shard import encode_levels
+    scan, fine = encode_levels(aniso[:500], ["semq1", "semqr4"])
+    for level, name in ((scan, "basis"), (fine, "extra_basis")):
+        arrays = dict(level.params.arrays)
+        arrays[name] = arrays[name].copy()
+        arrays[name][:, 0] *= np.float32(1.01)
+        edited = CodecParams(codec=level.params.codec, dim=level.params.dim, arrays=arrays)
+        with pytest.raises(ParamsError, match="unit vectors"):
+            level.codec.check_params(edited)
+        level.codec.check_params(level.params)
