@@ -9,6 +9,7 @@ import pytest
 
 from semq_transforms.codecs.eigen import symmetric_eigh
 from semq_transforms.codecs.exact import (
+    column_sums,
     exact_inner_products,
     exact_matmul,
     exp2,
@@ -114,3 +115,31 @@ def test_symmetric_eigh_decomposes(case):
     np.testing.assert_allclose(a @ v, v * w, atol=1e-10 * scale)
     w2, v2 = symmetric_eigh(a.copy())
     assert np.array_equal(w, w2) and np.array_equal(v, v2)
+
+
+def test_column_sums_are_ordered_sums_in_bounded_blocks():
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((5000, 7))
+    assert np.array_equal(column_sums(a[:4096]), ordered_sum(a[:4096], axis=0))
+    np.testing.assert_allclose(column_sums(a), [math.fsum(c) for c in a.T], atol=1e-10)
+    got = column_sums(a, lambda rows: np.abs(rows - 1.0))
+    np.testing.assert_allclose(got, np.abs(a - 1.0).sum(axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("spec", "limit"), [("binary", 1.0), ("int8", 2.0)])
+def test_range_fits_hold_no_float64_copy_of_the_shard(spec, limit):
+    """The outlier check, the binary means and int8's neighbor check work in blocks or on
+    the sample: a tall shard's fit allocates at most ``limit`` times its float32 bytes (a
+    float64 copy alone would be 2x; binary's fit allocated ~4.7x; int8's neighbor check
+    made 3 score-sized temporaries, ~3x at this size)."""
+    import tracemalloc
+
+    from semq_transforms.codecs import get_codec
+    x = np.random.default_rng(8).standard_normal((150_000, 64)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        get_codec(spec).fit(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= limit * x.nbytes, (spec, peak / x.nbytes)

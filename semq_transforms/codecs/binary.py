@@ -15,7 +15,7 @@ import numpy as np
 
 from semq_transforms.codecs.base import Codec, FitCache
 from semq_transforms.codecs.calibration import inlier_rows
-from semq_transforms.codecs.exact import ordered_sum
+from semq_transforms.codecs.exact import column_sums
 from semq_transforms.codecs.params import CodecParams
 from semq_transforms.codecs.registry import register_codec
 
@@ -43,8 +43,8 @@ class BinaryCodec(Codec):
         # fixed-order sums (semq_transforms.codecs.exact): the same bits on every machine;
         # rows of extreme norm are left out (calibration.inlier_rows)
         x = inlier_rows(x)
-        mean = ordered_sum(x, axis=0) / x.shape[0]
-        amplitude = ordered_sum(np.abs(x - mean), axis=0) / x.shape[0]
+        mean = column_sums(x) / x.shape[0]
+        amplitude = column_sums(x, lambda rows: np.abs(rows - mean)) / x.shape[0]
         return CodecParams(codec=self.spec, dim=x.shape[1],
                            arrays={"mean": mean.astype(np.float32),
                                    "amplitude": amplitude.astype(np.float32)})

@@ -49,6 +49,19 @@ def ordered_sum(a: np.ndarray, axis: int = -1) -> np.ndarray:
     return halve(buf, axis).copy()
 
 
+def column_sums(a: np.ndarray, transform=None, block: int = 4096) -> np.ndarray:
+    """``ordered_sum(transform(a), axis=0)`` for a tall float ``a`` [n, d] in bounded memory:
+    :func:`ordered_sum` of each block of ``block`` rows (``transform`` applied per block,
+    e.g. ``lambda rows: np.abs(rows - mean)``), then of the block sums. Same bits as
+    ``ordered_sum`` while ``n <= block``; a fixed order (by ``n`` only) beyond."""
+    def part(rows: np.ndarray) -> np.ndarray:
+        return ordered_sum(rows if transform is None else transform(rows), axis=0)
+    if a.shape[0] <= block:
+        return part(a)
+    return ordered_sum(np.stack([part(a[s:s + block]) for s in range(0, a.shape[0], block)]),
+                       axis=0)
+
+
 def halve(buf: np.ndarray, axis: int) -> np.ndarray:
     """Pairwise sums in place along ``axis`` of float ``buf``, whose length there is a power
     of two (``s[:h] += s[h:2h]`` until one entry is left): the order of :func:`ordered_sum`.
@@ -125,8 +138,11 @@ def exact_square_norms(ints: np.ndarray, bits: int | None = None) -> np.ndarray:
 def row_norms(a: np.ndarray) -> np.ndarray:
     """Euclidean norms of the rows of float ``a`` [m, d], float64, machine-independent (to
     about ``2**-ROW_BITS`` relative: computed on :func:`fixed_point_rows`)."""
-    ints, scale = fixed_point_rows(a)
-    return np.sqrt(exact_square_norms(ints, ROW_BITS)) * scale
+    out = np.empty(a.shape[0])
+    for start in range(0, a.shape[0], 4096):         # rows are independent: bounded memory
+        ints, scale = fixed_point_rows(a[start:start + 4096])
+        out[start:start + 4096] = np.sqrt(exact_square_norms(ints, ROW_BITS)) * scale
+    return out
 
 
 def grid(a: np.ndarray, bits: int = ROW_BITS) -> np.ndarray:
@@ -154,7 +170,9 @@ def exact_inner_products(a: np.ndarray, b: np.ndarray, bits: int = ROW_BITS) -> 
                               per_block * 2.0 ** (2 * bits))
                  for s in range(0, a.shape[1], per_block)]
         dots = ordered_sum(np.stack(parts, axis=-1), axis=-1)
-    return dots * ascale[:, None] * bscale[None, :]
+    dots *= ascale[:, None]                         # powers of two: exact, in place
+    dots *= bscale[None, :]
+    return dots
 
 
 _LN2 = 0.6931471805599453
