@@ -33,7 +33,8 @@ TOPK_BLOCK = 64
 MIN_TOPK_BLOCK = 8
 
 
-def exact_knn(q: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_knn(q: np.ndarray, x: np.ndarray, k: int, *, deterministic: bool = False
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Exact maximum-inner-product top-``k``, in blocks to bound memory.
 
     Up to :data:`KNN_QUERY_CHUNK` queries are scored together against blocks of database
@@ -44,10 +45,16 @@ def exact_knn(q: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
         q: float queries ``[nq, d]`` (converted to float32).
         x: float database vectors ``[n, d]`` (converted to float32).
         k: results per query, ``1 <= k <= n``.
+        deterministic: inner products with the same bits on every machine
+            (:func:`~semq_transforms.codecs.exact.inner_products`), so near-ties resolve
+            the same everywhere; else BLAS.
     Returns:
         ``D, I``: float32 ``[nq, k]`` inner products and int64 ``[nq, k]`` row ids of ``x``,
         sorted by decreasing score, ties by increasing id.
     """
+    # here, not at the top: the codecs package imports this module (calibration)
+    from semq_transforms.codecs.exact import inner_products
+
     q = _as_matrix(q, "q")
     x = _as_matrix(x, "x")
     if q.shape[1] != x.shape[1]:
@@ -59,7 +66,9 @@ def exact_knn(q: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
         chunk = q[start:start + KNN_QUERY_CHUNK]
         block_rows = max(k, KNN_CHUNK_SCORES // chunk.shape[0])
         D[start:start + len(chunk)], I[start:start + len(chunk)] = scan_topk(
-            lambda lo, hi, chunk=chunk: chunk @ x[lo:hi].T, x.shape[0], k,
+            lambda lo, hi, chunk=chunk: inner_products(chunk, x[lo:hi],
+                                                       deterministic=deterministic),
+            x.shape[0], k,
             block_rows=block_rows)
     return D, I
 

@@ -12,6 +12,7 @@ from semq_transforms.codecs.exact import (
     column_sums,
     exact_inner_products,
     exact_matmul,
+    exact_paired_products,
     exp2,
     fixed_point_rows,
     grid,
@@ -19,6 +20,7 @@ from semq_transforms.codecs.exact import (
     ordered_sum,
     row_norms,
 )
+from semq_transforms.eval import exact_knn
 
 
 def test_ordered_sum_is_accurate_and_independent_of_layout():
@@ -60,6 +62,33 @@ def test_exact_products_ignore_blocking():
     np.testing.assert_allclose(got, a @ b.T, atol=1e-3 * np.sqrt(9000))
     assert np.array_equal(got[3:4], exact_inner_products(a[3:4], b))
     np.testing.assert_allclose(row_norms(a), np.linalg.norm(a, axis=1), rtol=1e-5)
+
+
+def test_paired_products_are_the_diagonal_of_inner_products():
+    rng = np.random.default_rng(5)
+    for d in (48, 9000):                  # one block, and blocked over columns
+        a, b = rng.standard_normal((6, d)), rng.standard_normal((6, 4, d))
+        got = exact_paired_products(a, b)
+        for i in range(6):
+            assert np.array_equal(got[i], exact_inner_products(a[i:i + 1], b[i])[0])
+        np.testing.assert_allclose(got, np.einsum("mk,mck->mc", a, b), atol=1e-3 * np.sqrt(d))
+
+
+def test_deterministic_knn_breaks_exact_ties_by_id():
+    """Coordinate permutations of a row tie exactly against a constant query; float sums of
+    their terms in different orders do not (which copy wins depends on the BLAS kernel:
+    Haswell and SkylakeX kernels ranked them differently). Deterministic scores tie exactly,
+    so the lowest id comes first on every machine."""
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((60, 384)) * rng.uniform(0.01, 3, 384)).astype(np.float32)
+    copies = np.concatenate([x, x[:, ::-1], np.roll(x, 7, axis=1)])
+    q = np.full((1, 384), 1 / np.sqrt(384), dtype=np.float32)
+    D, I = exact_knn(q, copies, 30, deterministic=True)
+    groups = I[0].reshape(10, 3)
+    assert (groups % 60 == groups[:, :1] % 60).all()          # each copy group together...
+    assert (np.diff(groups, axis=1) == 60).all()              # ...in increasing id order
+    assert (D[0].reshape(10, 3) == D[0].reshape(10, 3)[:, :1]).all()
+    np.testing.assert_allclose(D, exact_knn(q, copies, 30)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_grid_values_are_exact_in_float32():

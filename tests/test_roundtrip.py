@@ -376,3 +376,37 @@ def test_decode_rows_names_a_row_out_of_range(aniso):
     levels = encode_levels(aniso[:60], ["semq1", "semq4"])
     with pytest.raises(InvalidInputError, match="60 rows"):
         decode_rows(levels, -1, np.array([0, 60]))
+
+
+@pytest.mark.parametrize("chain", [(s,) for s in SPECS] + [("semq1", "semqr4"), ("semq2", "semqr3")])
+def test_deterministic_scores_match_float_and_ignore_batching(chain, aniso, aniso_queries):
+    """``deterministic=True`` (validation's scores): close to the BLAS scores, and each score
+    the same bits whichever other rows and queries share the call (the scan scores blocks of
+    rows; reranking scores candidates per query)."""
+    from semq_transforms.codecs.base import BaseLevel
+
+    levels = encode_levels(aniso, chain)
+    lv = levels[-1]
+    base = (BaseLevel(levels[0].codec, levels[0].params, levels[0].codes)
+            if lv.codec.refines else None)
+    q = aniso_queries[:9]
+    fast = lv.codec.score(q, lv.codes, lv.params, base=base)
+    det = lv.codec.score(q, lv.codes, lv.params, base=base, deterministic=True)
+    scale = np.abs(fast).max()
+    np.testing.assert_allclose(det, fast, atol=3e-5 * scale)   # 2**-20 row grids
+    rows = np.array([5, 0, 17, 3])
+    part_base = None if base is None else BaseLevel(base.codec, base.params, base.codes[rows])
+    part = lv.codec.score(q[2:4], lv.codes[rows], lv.params, base=part_base,
+                          deterministic=True)
+    assert np.array_equal(part, det[2:4][:, rows])
+    cand = np.random.default_rng(0).integers(0, aniso.shape[0], size=(9, 6))
+    cand_base = None if base is None else BaseLevel(base.codec, base.params, base.codes[cand])
+    picked = lv.codec.score_candidates(q, lv.codes[cand], lv.params, base=cand_base,
+                                       deterministic=True)
+    np.testing.assert_allclose(picked, np.take_along_axis(det, cand, axis=1),
+                               atol=3e-5 * scale)
+    alone = lv.codec.score_candidates(q[4:5], lv.codes[cand[4:5]], lv.params,
+                                      base=None if base is None else BaseLevel(
+                                          base.codec, base.params, base.codes[cand[4:5]]),
+                                      deterministic=True)
+    assert np.array_equal(alone, picked[4:5])

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from semq_transforms.codecs.exact import inner_products, paired_products
 from semq_transforms.codecs.params import CodecParams
 from semq_transforms.errors import (
     CodecConfigError,
@@ -219,13 +220,16 @@ class Codec(ABC):
         return out
 
     def score(self, q: np.ndarray, codes: np.ndarray, params: CodecParams, *,
-              base: BaseLevel | None = None) -> np.ndarray:
+              base: BaseLevel | None = None, deterministic: bool = False) -> np.ndarray:
         """Estimate inner products of float queries with encoded vectors.
 
         Args:
             q: float queries ``[nq, d]``.
             codes: uint8 ``[n, code_bytes(d)]`` from :meth:`encode` with ``params``.
             base: refining codecs only: the level refined (its codes of the same rows).
+            deterministic: the same bits on every machine (every inner product exact on
+                ``2**-20`` row grids, :func:`~semq_transforms.codecs.exact.inner_products`;
+                about 2-4x the time), for scores whose order is recorded; else BLAS.
         Returns:
             float32 ``[nq, n]``; entry ``(i, j)`` estimates ``<q_i, x_j>``.
         """
@@ -234,16 +238,18 @@ class Codec(ABC):
         codes = self.check_codes(codes, params)
         base = self._check_base(base, codes.shape[0])
         state = self._state(params, base)
-        prepared = self._prepare_queries(q, state)
+        prepared = self._prepare_queries(q, state, deterministic=deterministic)
         out = np.empty((q.shape[0], codes.shape[0]), dtype=np.float32)
         for start in range(0, codes.shape[0], SCORE_CHUNK_ROWS):
             stop = min(start + SCORE_CHUNK_ROWS, codes.shape[0])
             out[:, start:stop] = self._score(prepared, codes[start:stop], state,
-                                             *_rows(base, start, stop))
+                                             *_rows(base, start, stop),
+                                             deterministic=deterministic)
         return out
 
     def score_candidates(self, q: np.ndarray, codes: np.ndarray, params: CodecParams, *,
-                         base: BaseLevel | None = None) -> np.ndarray:
+                         base: BaseLevel | None = None, deterministic: bool = False
+                         ) -> np.ndarray:
         """Score each query against its own candidates (reranking).
 
         Args:
@@ -251,6 +257,7 @@ class Codec(ABC):
             codes: uint8 ``[nq, c, code_bytes]``; ``codes[i]`` are query ``i``'s candidates.
             base: refining codecs only: the refined level's codes of the same candidates,
                 ``[nq, c, w]``.
+            deterministic: as in :meth:`score`.
         Returns:
             float32 ``[nq, c]``: entry ``(i, j)`` is what ``score`` gives for query ``i`` and
             code ``codes[i, j]``.
@@ -283,7 +290,8 @@ class Codec(ABC):
             flat = np.ascontiguousarray(codes[start:stop]).reshape(-1, width)
             extra = () if base is None else (
                 np.ascontiguousarray(base.codes[start:stop]).reshape(flat.shape[0], -1),)
-            out[start:stop] = self._score_candidates(q[start:stop], flat, state, c, *extra)
+            out[start:stop] = self._score_candidates(q[start:stop], flat, state, c, *extra,
+                                                     deterministic=deterministic)
         return out
 
     # -- checks ---------------------------------------------------------------------------
@@ -390,23 +398,28 @@ class Codec(ABC):
     def _decode(self, codes: np.ndarray, state: Any) -> np.ndarray:
         """uint8 [m, code_bytes] -> float32 [m, d]."""
 
-    def _prepare_queries(self, q: np.ndarray, state: Any) -> Any:
+    # The scoring hooks take ``deterministic`` (see :meth:`score`): every inner product goes
+    # through exact.inner_products / exact.paired_products with it, everything else is
+    # elementwise. Decoding is elementwise for the codecs that use the defaults.
+
+    def _prepare_queries(self, q: np.ndarray, state: Any, *, deterministic: bool) -> Any:
         """Per-call query preprocessing for :meth:`_score` (default: the queries as given)."""
         return q
 
-    def _score(self, prepared: Any, codes: np.ndarray, state: Any) -> np.ndarray:
+    def _score(self, prepared: Any, codes: np.ndarray, state: Any, *,
+               deterministic: bool) -> np.ndarray:
         """Default scoring: decode the chunk and take inner products -> float32 [nq, m]."""
-        return prepared @ self._decode(codes, state).T
+        return inner_products(prepared, self._decode(codes, state), deterministic=deterministic)
 
     def _score_candidates(self, q: np.ndarray, codes: np.ndarray, state: Any,
-                          c: int) -> np.ndarray:
+                          c: int, *, deterministic: bool) -> np.ndarray:
         """``q`` [m, d], ``codes`` [m * c, code_bytes] (c per query) -> float32 [m, c].
 
         Default: inner products with the decoded candidates, which equals ``score`` for every
         codec whose score is ``<q, decode(code)>``; codecs that score otherwise override it.
         """
         restored = self._decode(codes, state).reshape(q.shape[0], c, -1)
-        return np.einsum("qd,qcd->qc", q, restored).astype(np.float32, copy=False)
+        return paired_products(q, restored, deterministic=deterministic)
 
 
 _DEFAULT: Any = object()   # "bits not given" (None is a bad value, not a default)

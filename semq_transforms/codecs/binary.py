@@ -15,7 +15,7 @@ import numpy as np
 
 from semq_transforms.codecs.base import Codec, FitCache
 from semq_transforms.codecs.calibration import inlier_rows
-from semq_transforms.codecs.exact import column_sums
+from semq_transforms.codecs.exact import column_sums, inner_products
 from semq_transforms.codecs.params import CodecParams
 from semq_transforms.codecs.registry import register_codec
 
@@ -59,12 +59,18 @@ class BinaryCodec(Codec):
         signs = self._bits(codes, params.dim) * 2.0 - 1.0
         return params["mean"] + signs * params["amplitude"]
 
-    def _prepare_queries(self, q: np.ndarray, params: CodecParams) -> Any:
+    def _prepare_queries(self, q: np.ndarray, params: CodecParams, *,
+                         deterministic: bool) -> Any:
+        # <q, mean + (2 b - 1) amp> = <2 q amp, b> + <q, mean> - <q, amp>
         q_amp = q * params["amplitude"]
-        return 2.0 * q_amp, q @ params["mean"] - q_amp.sum(axis=1)
+        offset = inner_products(q, np.stack([params["mean"], params["amplitude"]]),
+                                deterministic=deterministic)
+        return 2.0 * q_amp, offset[:, 0] - offset[:, 1]
 
-    def _score(self, prepared: Any, codes: np.ndarray, params: CodecParams) -> np.ndarray:
+    def _score(self, prepared: Any, codes: np.ndarray, params: CodecParams, *,
+               deterministic: bool) -> np.ndarray:
         q_amp2, offset = prepared
-        scores = q_amp2 @ self._bits(codes, params.dim).T
+        scores = inner_products(q_amp2, self._bits(codes, params.dim),
+                                deterministic=deterministic)
         scores += offset[:, None]
         return scores.astype(np.float32, copy=False)

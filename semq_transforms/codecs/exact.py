@@ -162,17 +162,60 @@ def exact_inner_products(a: np.ndarray, b: np.ndarray, bits: int = ROW_BITS) -> 
     """
     ai, ascale = fixed_point_rows(a, bits)
     bi, bscale = fixed_point_rows(b, bits)
-    per_block = max(1, int(EXACT_LIMIT // 2.0 ** (2 * bits)) - 1)
-    if a.shape[1] <= per_block:
-        dots = exact_matmul(ai, bi.T, a.shape[1] * 2.0 ** (2 * bits))
-    else:
-        parts = [exact_matmul(ai[:, s:s + per_block], bi[:, s:s + per_block].T,
-                              per_block * 2.0 ** (2 * bits))
-                 for s in range(0, a.shape[1], per_block)]
-        dots = ordered_sum(np.stack(parts, axis=-1), axis=-1)
+    dots = _column_blocks(a.shape[1], bits, lambda s, e: exact_matmul(
+        ai[:, s:e], bi[:, s:e].T, (e - s) * 2.0 ** (2 * bits)))
     dots *= ascale[:, None]                         # powers of two: exact, in place
     dots *= bscale[None, :]
     return dots
+
+
+def exact_paired_products(a: np.ndarray, b: np.ndarray, bits: int = ROW_BITS) -> np.ndarray:
+    """Deterministic approximations of ``einsum("mk,mck->mc", a, b)`` for float ``a``
+    [m, k] and ``b`` [m, c, k] (each row of ``a`` with its own ``c`` rows of ``b``): float64
+    ``[m, c]``, on the grids of :func:`exact_inner_products`, the same bits on every
+    machine (every partial sum is an exact integer, so einsum's order cannot matter)."""
+    m, c, k = b.shape
+    ai, ascale = fixed_point_rows(a, bits)
+    bi, bscale = fixed_point_rows(b.reshape(m * c, k), bits)
+    bi = bi.reshape(m, c, k)
+    dots = _column_blocks(k, bits, lambda s, e: np.einsum(
+        "mk,mck->mc", ai[:, s:e], bi[:, :, s:e]))
+    dots *= ascale[:, None]
+    dots *= bscale.reshape(m, c)
+    return dots
+
+
+def _column_blocks(k: int, bits: int, product) -> np.ndarray:
+    """``product(s, e)`` (exact products of columns ``s:e`` of ``2**bits``-bounded integers)
+    over column blocks narrow enough that partial sums stay below ``2**53``, the blocks
+    added in a fixed order."""
+    per_block = max(1, int(EXACT_LIMIT // 2.0 ** (2 * bits)) - 1)
+    if k <= per_block:
+        return product(0, k)
+    parts = [product(s, min(s + per_block, k)) for s in range(0, k, per_block)]
+    return ordered_sum(np.stack(parts, axis=-1), axis=-1)
+
+
+def inner_products(a: np.ndarray, b: np.ndarray, *, deterministic: bool = False
+                   ) -> np.ndarray:
+    """``a @ b.T`` of float ``a`` [m, k] and ``b`` [n, k] as float32 ``[m, n]``.
+
+    ``deterministic``: :func:`exact_inner_products` rounded to float32 (the same bits on
+    every machine; about 2-4x the time), else BLAS (its kernel decides the last bits).
+    Scores whose order is recorded (validation recall) use the first; serving the second.
+    """
+    if deterministic:
+        return exact_inner_products(a, b).astype(np.float32)
+    return a @ b.T
+
+
+def paired_products(a: np.ndarray, b: np.ndarray, *, deterministic: bool = False
+                    ) -> np.ndarray:
+    """``einsum("mk,mck->mc", a, b)`` as float32 ``[m, c]``; ``deterministic`` as in
+    :func:`inner_products`."""
+    if deterministic:
+        return exact_paired_products(a, b).astype(np.float32)
+    return np.einsum("mk,mck->mc", a, b).astype(np.float32, copy=False)
 
 
 _LN2 = 0.6931471805599453

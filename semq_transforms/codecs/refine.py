@@ -56,7 +56,15 @@ from semq_transforms.codecs.base import (
 )
 from semq_transforms.codecs.bitpack import plane_sizes, unpack_planes
 from semq_transforms.codecs.calibration import strided_sample
-from semq_transforms.codecs.exact import ROW_BITS, exact_matmul, exp2, log2, ordered_sum
+from semq_transforms.codecs.exact import (
+    ROW_BITS,
+    exact_matmul,
+    exp2,
+    inner_products,
+    log2,
+    ordered_sum,
+    paired_products,
+)
 from semq_transforms.codecs.params import CodecParams
 from semq_transforms.codecs.registry import register_codec
 from semq_transforms.codecs.semq import (
@@ -65,6 +73,7 @@ from semq_transforms.codecs.semq import (
     check_unit_columns,
     grid_ints,
     query_energy,
+    query_frame,
     unit_directions,
 )
 from semq_transforms.errors import CodesMismatchError, ParamsError
@@ -309,23 +318,24 @@ class SemqrCodec(BitsCodec):
         out += st.geometry.mean
         return out
 
-    def _prepare_queries(self, q: np.ndarray, st: _State) -> Any:
-        return q @ st.geometry.basis, q @ st.geometry.mean
+    def _prepare_queries(self, q: np.ndarray, st: _State, *, deterministic: bool) -> Any:
+        return query_frame(q, st.geometry.mean, st.geometry.basis, deterministic)
 
     def _score(self, prepared: Any, codes: np.ndarray, st: _State,
-               base_codes: np.ndarray) -> np.ndarray:
+               base_codes: np.ndarray, *, deterministic: bool) -> np.ndarray:
         q_axes, q_mean = prepared
         level, scales = self._levels(codes, st, base_codes)
-        scores = q_axes @ level.astype(np.float32).T
+        scores = inner_products(q_axes, level.astype(np.float32), deterministic=deterministic)
         scores *= scales[:, 0]
         scores += q_mean[:, None]
         return scores
 
     def _score_candidates(self, q: np.ndarray, codes: np.ndarray, st: _State, c: int,
-                          base_codes: np.ndarray) -> np.ndarray:
-        q_axes, q_mean = self._prepare_queries(q, st)
+                          base_codes: np.ndarray, *, deterministic: bool) -> np.ndarray:
+        q_axes, q_mean = self._prepare_queries(q, st, deterministic=deterministic)
         level, scales = self._levels(codes, st, base_codes)
-        dots = np.einsum("qk,qck->qc", q_axes, level.astype(np.float32).reshape(q.shape[0], c, -1))
+        dots = paired_products(q_axes, level.astype(np.float32).reshape(q.shape[0], c, -1),
+                               deterministic=deterministic)
         return (dots * scales[:, 0].reshape(q.shape[0], c) + q_mean[:, None]).astype(np.float32)
 
 

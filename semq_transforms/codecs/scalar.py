@@ -23,6 +23,7 @@ from semq_transforms.codecs.base import (
 )
 from semq_transforms.codecs.bitpack import pack_nibbles, unpack_nibbles
 from semq_transforms.codecs.calibration import calibrate_range
+from semq_transforms.codecs.exact import inner_products
 from semq_transforms.codecs.params import CodecParams
 from semq_transforms.codecs.registry import register_codec
 from semq_transforms.errors import ParamsError
@@ -115,13 +116,17 @@ class IntCodec(Codec):
         values *= params["scale"]
         return values
 
-    def _prepare_queries(self, q: np.ndarray, params: CodecParams) -> Any:
+    def _prepare_queries(self, q: np.ndarray, params: CodecParams, *,
+                         deterministic: bool) -> Any:
         # <q, (c - z) * s> = <q * s, c> - <q * s, z>
         q_scaled = q * params["scale"]
-        return q_scaled, q_scaled @ params["zero_point"]
+        return q_scaled, inner_products(q_scaled, params["zero_point"][None, :],
+                                        deterministic=deterministic)[:, 0]
 
-    def _score(self, prepared: Any, codes: np.ndarray, params: CodecParams) -> np.ndarray:
+    def _score(self, prepared: Any, codes: np.ndarray, params: CodecParams, *,
+               deterministic: bool) -> np.ndarray:
         q_scaled, offset = prepared
-        scores = q_scaled @ self._codes_as_float(codes, params.dim).T
+        scores = inner_products(q_scaled, self._codes_as_float(codes, params.dim),
+                                deterministic=deterministic)
         scores -= offset[:, None]
         return scores

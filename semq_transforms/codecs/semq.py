@@ -67,7 +67,9 @@ from semq_transforms.codecs.exact import (
     fixed_point_rows,
     grid,
     halve,
+    inner_products,
     ordered_sum,
+    paired_products,
     row_norms,
 )
 from semq_transforms.codecs.params import CodecParams
@@ -228,22 +230,24 @@ class SemqCodec(BitsCodec):
         restored += st.mean
         return restored
 
-    def _prepare_queries(self, q: np.ndarray, st: _State) -> Any:
-        return (q @ st.basis) * st.step, q @ st.mean
+    def _prepare_queries(self, q: np.ndarray, st: _State, *, deterministic: bool) -> Any:
+        return query_frame(q, st.mean, st.basis, deterministic, step=st.step)
 
-    def _score(self, prepared: Any, codes: np.ndarray, st: _State) -> np.ndarray:
+    def _score(self, prepared: Any, codes: np.ndarray, st: _State, *,
+               deterministic: bool) -> np.ndarray:
         q_axes, q_mean = prepared
         level, scales = self._levels(codes, st)
-        scores = q_axes @ level.T
+        scores = inner_products(q_axes, level, deterministic=deterministic)
         scores *= scales[:, 0]
         scores += q_mean[:, None]
         return scores
 
     def _score_candidates(self, q: np.ndarray, codes: np.ndarray, st: _State,
-                          c: int) -> np.ndarray:
-        q_axes, q_mean = self._prepare_queries(q, st)
+                          c: int, *, deterministic: bool) -> np.ndarray:
+        q_axes, q_mean = self._prepare_queries(q, st, deterministic=deterministic)
         level, scales = self._levels(codes, st)
-        dots = np.einsum("qk,qck->qc", q_axes, level.reshape(q.shape[0], c, -1))
+        dots = paired_products(q_axes, level.reshape(q.shape[0], c, -1),
+                               deterministic=deterministic)
         return (dots * scales[:, 0].reshape(q.shape[0], c) + q_mean[:, None]).astype(np.float32)
 
 
@@ -294,6 +298,19 @@ def unit_directions(x: np.ndarray, mean: np.ndarray, basis_ints: np.ndarray, *,
     proj = exact_matmul(ints, basis_ints, bound)
     proj *= inv[:, None]
     return proj, root * scale
+
+
+def query_frame(q: np.ndarray, mean: np.ndarray, basis: np.ndarray, deterministic: bool, *,
+                step: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Float queries ``q`` [nq, d] in a frame: float32 ``q @ basis`` [nq, k] (times ``step``
+    per axis if given) and ``q @ mean`` [nq]; ``deterministic`` as in
+    :func:`~semq_transforms.codecs.exact.inner_products`."""
+    both = inner_products(q, np.concatenate([basis.T, mean[None, :]]),
+                          deterministic=deterministic)
+    axes = both[:, :-1]
+    if step is not None:
+        axes *= step
+    return np.ascontiguousarray(axes), both[:, -1].copy()
 
 
 def query_energy(mean: np.ndarray, axes: np.ndarray, variance: np.ndarray) -> np.ndarray:

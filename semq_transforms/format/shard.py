@@ -131,9 +131,10 @@ def level_base(levels: Sequence[EncodedLevel], i: int, rows: Any = None) -> Base
 
 
 def score_candidates(levels: Sequence[EncodedLevel], queries: np.ndarray,
-                     rows: np.ndarray) -> np.ndarray:
+                     rows: np.ndarray, *, deterministic: bool = False) -> np.ndarray:
     """Re-score each query's candidate ``rows`` (int ``[nq, c]``) with the last level (and the
-    level it refines, if it does): float32 ``[nq, c]``."""
+    level it refines, if it does): float32 ``[nq, c]``. ``deterministic``: see
+    :meth:`~semq_transforms.codecs.base.Codec.score`."""
     fine = levels[-1]
     if fine.codec.refines:
         # Decoding an entropy-coded refinement costs far more than a dot product, and the
@@ -141,14 +142,17 @@ def score_candidates(levels: Sequence[EncodedLevel], queries: np.ndarray,
         # it for every query ([nq, distinct rows]; callers bound nq * rows).
         distinct, where = np.unique(rows, return_inverse=True)
         scores = fine.codec.score(queries, fine.codes[distinct], fine.params,
-                                  base=level_base(levels, -1, distinct))
+                                  base=level_base(levels, -1, distinct),
+                                  deterministic=deterministic)
         return np.take_along_axis(scores, where.reshape(rows.shape), axis=1)
     return fine.codec.score_candidates(queries, fine.codes[rows], fine.params,
-                                       base=level_base(levels, -1, rows))
+                                       base=level_base(levels, -1, rows),
+                                       deterministic=deterministic)
 
 
 def search_levels(levels: Sequence[EncodedLevel], queries: np.ndarray, k: int, *,
-                  rerank: int, score_budget: int) -> tuple[np.ndarray, np.ndarray]:
+                  rerank: int, score_budget: int, deterministic: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """One shard's compressed search: the scan level scores every row, each query's best
     ``max(rerank, k)`` are re-scored with the last level (:func:`score_candidates`), and the
     best ``k`` of those are returned. ``rerank`` 0, or a single level, returns the scan's
@@ -165,6 +169,8 @@ def search_levels(levels: Sequence[EncodedLevel], queries: np.ndarray, k: int, *
         levels: the shard's code levels, scan level first.
         queries: float32 ``[nq, d]`` (checked by the caller).
         k: results per query, ``>= 1``; at most the shard's rows are returned.
+        deterministic: score with the same bits on every machine (so the same rows come back
+            at near-ties): slower, for results that are recorded (validation).
     Returns:
         ``D, rows``: float32 scores and int64 row numbers ``[nq, min(k, rows)]``, best first,
         ties by lower row number.
@@ -173,12 +179,14 @@ def search_levels(levels: Sequence[EncodedLevel], queries: np.ndarray, k: int, *
     fine = len(levels) > 1 and rerank > 0
     keep = min(max(rerank, k) if fine else k, n)
     D, rows = scan_topk(
-        lambda lo, hi: scan.codec.score(queries, scan.codes[lo:hi], scan.params), n, keep,
+        lambda lo, hi: scan.codec.score(queries, scan.codes[lo:hi], scan.params,
+                                        deterministic=deterministic), n, keep,
         block_rows=max(keep, score_budget // max(1, queries.shape[0])))
     if not fine:
         return D, rows
     step = _rerank_step(score_budget, keep, n, levels[-1].codec.refines)
-    rescored = np.concatenate([score_candidates(levels, queries[i:i + step], rows[i:i + step])
+    rescored = np.concatenate([score_candidates(levels, queries[i:i + step], rows[i:i + step],
+                                                deterministic=deterministic)
                                for i in range(0, queries.shape[0], step)])
     D, order = topk(rescored, min(k, n))
     return D, np.take_along_axis(rows, order, axis=1)

@@ -260,10 +260,13 @@ class _EncodeShardFn(beam.DoFn):
     def _neighbors(self, shard: ShardRows, levels: Sequence[EncodedLevel],
                    queries: np.ndarray) -> ShardNeighbors:
         k = min(self._k, shard.rows)
-        exact_D, exact_rows = exact_knn(queries, shard.vectors, k)
+        # Both searches score deterministically (exact products on fixed-point grids): the
+        # recall recorded in the manifest, and the gate's verdict, must not depend on which
+        # BLAS kernel breaks a near-tie at the k-th neighbor.
+        exact_D, exact_rows = exact_knn(queries, shard.vectors, k, deterministic=True)
         # the index's own per-shard search (Index.search), on the codes just encoded
         approx_D, approx_rows = search_levels(levels, queries, k, rerank=self._rerank,
-                                              score_budget=_SCORE_BUDGET)
+                                              score_budget=_SCORE_BUDGET, deterministic=True)
         return ShardNeighbors(exact_D, shard.positions[exact_rows],
                               approx_D, shard.positions[approx_rows])
 
