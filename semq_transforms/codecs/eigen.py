@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from semq_transforms.codecs.exact import ordered_sum, weighted_row_sum
+from semq_transforms.codecs.exact import ordered_sum, precise_inner_products, weighted_row_sum
 
 #: Bisection halvings of the Gershgorin interval (to float64 resolution).
 BISECTIONS = 56
@@ -34,6 +34,13 @@ CLUSTER_TOL = 1e-9
 COLLAPSED = 1e-6
 #: Extra inverse-iteration rounds allowed for members that restarted.
 MAX_RESTARTS = 3
+#: Cluster members orthogonalized column by column; larger clusters go in blocks of this
+#: many, projected off the earlier blocks with matrix products (_orthogonalize).
+ORTHO_BLOCK = 32
+#: Householder reflectors applied together in the back-transformation (_back_transform).
+BACK_BLOCK = 64
+#: Columns reduced per panel in the tridiagonalization (_tridiagonalize).
+PANEL = 32
 
 
 def symmetric_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,44 +62,95 @@ def symmetric_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     diag, off, reflectors = _tridiagonalize(a)
     w = _bisect(diag, off)
     z = _inverse_iteration(diag, off, w)
-    for k in range(len(reflectors) - 1, -1, -1):
-        v, beta = reflectors[k]
-        if v is not None:
-            rows = z[k + 1:]
-            rows -= (beta * v)[:, None] * weighted_row_sum(rows, v)[None, :]
+    _back_transform(z, reflectors)
     return w * scale, z
 
 
 def _tridiagonalize(a: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray | None, float]]]:
-    """Householder reduction of symmetric ``a`` (overwritten) to tridiagonal form.
+    """Householder reduction of symmetric ``a`` (overwritten) to tridiagonal form, in panels
+    of :data:`PANEL` columns (LAPACK's ``dlatrd``): within a panel, each column gets the
+    panel's pending rank-2 updates before its reflector is formed, and ``w = beta (A v -
+    V W^T v - W V^T v)`` uses the trailing matrix as it was; after the panel the trailing
+    matrix takes them all at once, ``A -= V W^T + W V^T`` (one product, to ``2**-60``, of
+    :func:`~.exact.precise_inner_products`). Everything else is elementwise.
 
     Returns the diagonal [n], the off-diagonal [n - 1] and the reflectors ``(v, beta)`` of
-    steps ``k = 0..n-3`` (``H_k = I - beta v v^T`` acting on rows/columns ``k+1..``).
+    steps ``k = 0..n-3`` (``H_k = I - beta v v^T`` acting on rows/columns ``k+1..``, ``v`` of
+    unit norm, ``beta`` 2), or ``(None, 0)`` where the column is already reduced.
     """
     n = a.shape[0]
     reflectors: list[tuple[np.ndarray | None, float]] = []
-    for k in range(n - 2):
-        x = a[k + 1:, k]
-        tail = ordered_sum(x[1:] * x[1:])
-        if tail == 0.0:
-            reflectors.append((None, 0.0))
-            continue
-        norm = np.sqrt(ordered_sum(x * x))
-        alpha = -norm if x[0] >= 0 else norm
-        v = x.copy()
-        v[0] -= alpha
-        beta = float(2.0 / ordered_sum(v * v))
-        sub = a[k + 1:, k + 1:]
-        p = beta * weighted_row_sum(sub, v)                 # sub @ v (sub is symmetric)
-        w = p - (0.5 * beta * ordered_sum(v * p)) * v
-        sub -= v[:, None] * w[None, :]
-        sub -= w[:, None] * v[None, :]
-        a[k + 1, k] = a[k, k + 1] = alpha
-        a[k + 2:, k] = 0.0
-        a[k, k + 2:] = 0.0
-        reflectors.append((v, beta))
+    for first in range(0, n - 2, PANEL):
+        cols = range(first, min(first + PANEL, n - 2))
+        v_panel = np.zeros((n, len(cols)))
+        w_panel = np.zeros((n, len(cols)))
+        for j, k in enumerate(cols):
+            if j:                                       # the panel's pending updates
+                vs, ws = v_panel[k:, :j], w_panel[k:, :j]
+                a[k:, k] -= (ordered_sum(vs * w_panel[k, :j][None, :], axis=1)
+                             + ordered_sum(ws * v_panel[k, :j][None, :], axis=1))
+            x = a[k + 1:, k]
+            tail = ordered_sum(x[1:] * x[1:])
+            if tail == 0.0:
+                reflectors.append((None, 0.0))
+                continue
+            norm = np.sqrt(ordered_sum(x * x))
+            alpha = -norm if x[0] >= 0 else norm
+            v = x.copy()
+            v[0] -= alpha
+            v /= np.sqrt(ordered_sum(v * v))            # unit: beta = 2
+            p = 2.0 * weighted_row_sum(a[k + 1:, k + 1:], v)      # A v (A symmetric)
+            if j:
+                vs, ws = v_panel[k + 1:, :j], w_panel[k + 1:, :j]
+                p -= 2.0 * (ordered_sum(vs * weighted_row_sum(ws, v)[None, :], axis=1)
+                            + ordered_sum(ws * weighted_row_sum(vs, v)[None, :], axis=1))
+            w = p - ordered_sum(v * p) * v
+            v_panel[k + 1:, j], w_panel[k + 1:, j] = v, w
+            a[k + 1, k] = a[k, k + 1] = alpha
+            a[k + 2:, k] = 0.0
+            a[k, k + 2:] = 0.0
+            reflectors.append((v, 2.0))
+        rest = cols.stop
+        if rest < n:
+            update = precise_inner_products(v_panel[rest:], w_panel[rest:], pieces=3)
+            a[rest:, rest:] -= update + update.T
     return np.diag(a).copy(), np.diag(a, -1).copy(), reflectors
+
+
+def _back_transform(z: np.ndarray, reflectors: list[tuple[np.ndarray | None, float]]) -> None:
+    """``z <- H_0 H_1 ... H_{n-3} z`` in place, :data:`BACK_BLOCK` reflectors at a time as
+    ``I - V T V^T`` (compact WY, ``T`` upper triangular), whose products with ``z`` are
+    :func:`~.exact.precise_inner_products` (BLAS-3 speed, machine-independent bits)."""
+    n = z.shape[0]
+    for stop in range(len(reflectors), 0, -BACK_BLOCK):
+        ks = [k for k in range(max(0, stop - BACK_BLOCK), stop) if reflectors[k][0] is not None]
+        if not ks:
+            continue
+        first = ks[0] + 1                               # H_k acts on rows k + 1 ..
+        # unit reflectors (beta = 2): the products' fixed-point grids are relative to each
+        # row's largest entry, so V and T must not mix scales
+        v = np.zeros((n - first, len(ks)))
+        beta = np.empty(len(ks))
+        for i, k in enumerate(ks):
+            v[k + 1 - first:, i], beta[i] = reflectors[k]
+        t = _wy_factor(v, beta)
+        rows = z[first:]
+        coeff = precise_inner_products(t, precise_inner_products(v.T, rows.T).T)   # [b, n]
+        rows -= precise_inner_products(v, coeff.T)
+
+
+def _wy_factor(v: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Upper triangular ``T`` [b, b] with ``H_1 ... H_b = I - V T V^T`` for the reflectors
+    ``H_i = I - beta_i v_i v_i^T`` (columns of ``v`` [m, b]): LAPACK's ``dlarft`` recurrence."""
+    b = beta.shape[0]
+    gram = precise_inner_products(v.T, v.T)             # [b, b]
+    t = np.zeros((b, b))
+    for i in range(b):
+        if i:
+            t[:i, i] = -beta[i] * ordered_sum(t[:i, :i] * gram[None, :i, i], axis=1)
+        t[i, i] = beta[i]
+    return t
 
 
 def _bisect(diag: np.ndarray, off: np.ndarray) -> np.ndarray:
@@ -195,23 +253,42 @@ def _clusters(w: np.ndarray, tol: float) -> list[np.ndarray]:
 
 
 def _orthogonalize(z: np.ndarray, members: np.ndarray, seed: int = 0) -> int:
-    """Gram-Schmidt (classical, twice: Kahan-Parlett) of the columns ``members`` of ``z`` in
-    place, each against the ones before it, to unit norm. A member with nothing of its own
-    left (norm below ``COLLAPSED`` of what it had) restarts from a pseudo-random vector;
-    returns how many did (the caller iterates again)."""
+    """Gram-Schmidt of the columns ``members`` of ``z`` in place, each against the ones before
+    it, to unit norm; blocks of :data:`ORTHO_BLOCK` columns are first projected off all
+    earlier blocks at once (two passes of :func:`~.exact.precise_inner_products`: BLAS-3
+    speed, machine-independent bits), then orthogonalized within the block column by column
+    (classical, twice: Kahan-Parlett). A member with nothing of its own left (norm below
+    ``COLLAPSED`` of what it had) restarts from a pseudo-random vector; returns how many did
+    (the caller iterates again)."""
     restarted = 0
-    done = np.empty((members.shape[0], z.shape[0]))     # the orthonormal members, as rows
-    for pos, j in enumerate(members):
-        col = _project_out(z[:, j], done[:pos])
-        norm = np.sqrt(ordered_sum(col * col))
-        if not norm > COLLAPSED * np.sqrt(ordered_sum(z[:, j] * z[:, j])):
-            restarted += 1
-            col = _project_out(_pseudo_random((z.shape[0],), seed * 1_000_003 + int(j) + 1),
-                               done[:pos])
+    n = z.shape[0]
+    done = np.empty((n, members.shape[0]))      # the orthonormal members, as columns
+    for start in range(0, members.shape[0], ORTHO_BLOCK):
+        block = members[start:start + ORTHO_BLOCK]
+        before = z[:, block]
+        rest = _project_out_block(before, done[:, :start])
+        for pos, j in enumerate(block):
+            col = _project_out(rest[:, pos], done[:, start:start + pos].T)
             norm = np.sqrt(ordered_sum(col * col))
-        done[pos] = col / norm
-    z[:, members] = done.T
+            if not norm > COLLAPSED * np.sqrt(ordered_sum(before[:, pos] * before[:, pos])):
+                restarted += 1
+                fresh = _pseudo_random((n, 1), seed * 1_000_003 + int(j) + 1)
+                col = _project_out(_project_out_block(fresh, done[:, :start])[:, 0],
+                                   done[:, start:start + pos].T)
+                norm = np.sqrt(ordered_sum(col * col))
+            done[:, start + pos] = col / norm
+    z[:, members] = done
     return restarted
+
+
+def _project_out_block(y: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Columns ``y`` [n, b] minus their projections on the orthonormal columns of ``q``
+    [n, p], twice (the products to ~2**-40, so what is left is the columns' own part)."""
+    for _ in range(2):
+        if q.shape[1]:
+            coeff = precise_inner_products(q.T, y.T)            # [p, b]
+            y = y - precise_inner_products(q, coeff.T)          # [n, b]
+    return y
 
 
 def _project_out(col: np.ndarray, done: np.ndarray) -> np.ndarray:

@@ -162,11 +162,51 @@ def exact_inner_products(a: np.ndarray, b: np.ndarray, bits: int = ROW_BITS) -> 
     """
     ai, ascale = fixed_point_rows(a, bits)
     bi, bscale = fixed_point_rows(b, bits)
-    dots = _column_blocks(a.shape[1], bits, lambda s, e: exact_matmul(
-        ai[:, s:e], bi[:, s:e].T, (e - s) * 2.0 ** (2 * bits)))
+    dots = _grid_product(ai, bi, bits)
     dots *= ascale[:, None]                         # powers of two: exact, in place
     dots *= bscale[None, :]
     return dots
+
+
+def precise_inner_products(a: np.ndarray, b: np.ndarray, pieces: int = 2) -> np.ndarray:
+    """Deterministic ``a @ b.T`` for float ``a`` [m, d], ``b`` [n, d] to about
+    ``2**-(20 pieces)`` of the rows' largest magnitudes (``pieces`` 2: ``2**-40``, 3:
+    ``2**-60``, finer than float64 rounding), where :func:`exact_inner_products` gives
+    ``2**-20``.
+
+    Each row is split into ``pieces`` fixed-point parts (each the fixed-point head of what
+    the ones before it leave); the products of parts whose significance adds up to less
+    than ``pieces`` are exact GEMMs, added smallest first in a fixed order. float64
+    ``[m, n]``; ``pieces * (pieces + 1) / 2`` GEMMs.
+    """
+    a_parts, b_parts = _split_rows(a, pieces), _split_rows(b, pieces)
+    terms = []
+    for total in range(pieces - 1, -1, -1):             # smallest significance first
+        for i in range(total + 1):
+            (ai, asc), (bi, bsc) = a_parts[i], b_parts[total - i]
+            terms.append(_grid_product(ai, bi, ROW_BITS) * asc[:, None] * bsc[None, :])
+    out = terms[0]
+    for term in terms[1:]:
+        out += term
+    return out
+
+
+def _split_rows(a: np.ndarray, pieces: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """float ``a`` [m, d] -> ``pieces`` pairs ``(ints, scale)``: :func:`fixed_point_rows` of
+    ``a``, then of what the parts so far leave (``rest - ints * scale``, exact)."""
+    rest = np.asarray(a, dtype=np.float64)
+    parts = []
+    for _ in range(pieces):
+        ints, scale = fixed_point_rows(rest)
+        parts.append((ints, scale))
+        rest = rest - ints * scale[:, None]
+    return parts
+
+
+def _grid_product(ai: np.ndarray, bi: np.ndarray, bits: int) -> np.ndarray:
+    """``ai @ bi.T`` of integer-valued float64 rows with ``|values| <= 2**bits``, exactly."""
+    return _column_blocks(ai.shape[1], bits, lambda s, e: exact_matmul(
+        ai[:, s:e], bi[:, s:e].T, (e - s) * 2.0 ** (2 * bits)))
 
 
 def exact_paired_products(a: np.ndarray, b: np.ndarray, bits: int = ROW_BITS) -> np.ndarray:
