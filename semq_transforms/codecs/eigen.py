@@ -4,17 +4,21 @@ LAPACK (``np.linalg.eigh``) calls BLAS kernels that sum in a CPU- and thread-dep
 so its eigenvectors differ in the last bits between machines, and arbitrarily inside
 degenerate eigenspaces. semq only needs *a* deterministic orthonormal basis close to the
 principal axes, so this module computes one with the rules of :mod:`.exact` (elementwise IEEE
-operations and :func:`~.exact.ordered_sum`, no BLAS):
+operations, :func:`~.exact.ordered_sum`, and matrix products only as exact fixed-point GEMMs,
+:func:`~.exact.precise_inner_products`):
 
-1. **Householder tridiagonalization** ``A = Q T Q^T``.
+1. **Householder tridiagonalization** ``A = Q T Q^T``, in panels (LAPACK's ``dlatrd``): the
+   trailing matrix takes each panel's rank-2 updates as one product.
 2. **Eigenvalues of T by bisection** on Sturm counts, all at once (vectorized over them).
 3. **Eigenvectors of T by inverse iteration**, all at once, from distinct deterministic start
    vectors; members of a cluster of (numerically) equal eigenvalues are orthogonalized
-   against each other (modified Gram-Schmidt), which gives a deterministic basis of a
+   against each other (block Gram-Schmidt), which gives a deterministic basis of a
    degenerate eigenspace (constant dimensions, duplicate rows, rank-deficient shards).
-4. **Back-transformation** by the Householder reflectors.
+4. **Back-transformation** by the Householder reflectors, in blocks (compact WY).
 
-Cost is O(d^3) elementwise work, a few times LAPACK's time (benchmarks/README.md).
+The products are exact to about ``2**-40`` (``2**-60`` for the tridiagonalization's
+updates), so accuracy is that of LAPACK's for what semq uses; the time is a few times
+LAPACK's (benchmarks/README.md).
 """
 
 from __future__ import annotations

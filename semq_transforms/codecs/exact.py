@@ -14,7 +14,11 @@ path that decides bytes follows them:
 3. **Matrix products only of integer-valued float64 matrices** whose partial sums stay below
    ``2**53``: every partial sum is then exact, so no summation order (BLAS kernel, thread
    split, FMA or not) can change the result. :func:`fixed_point_rows` puts rows on such a
-   grid; :func:`exact_matmul` multiplies them.
+   grid; :func:`exact_matmul` multiplies them; :func:`precise_inner_products` splits each
+   row into 2 or 3 such parts where ``2**-20`` is not fine enough.
+
+Scores whose order is recorded (the job's validation) follow them too
+(:func:`inner_products` with ``deterministic=True``); serving scores use plain BLAS.
 """
 
 from __future__ import annotations
