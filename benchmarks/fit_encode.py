@@ -4,10 +4,13 @@
 
 For each dimension, a seeded anisotropic unit-norm shard (``--rows`` rows, default 100,000 at
 d <= 512 and 30,000 above): seconds to fit (``codec.fit``; semq fits on at most 16,384 sampled
-rows) and encode throughput in MB/s of float32 input (best of 3) per codec, and the fit +
-encode seconds of the level chains the job uses. Prints a markdown table, writes JSON.
+rows) and encode throughput in MB/s of float32 input (best of 3) per codec, the fit +
+encode seconds of the level chains the job uses, and the job's validation of one shard
+(exact top-10 of VALIDATION_QUERIES shard rows and the semq1+semq4 search) scored with BLAS
+and with deterministic (exact) products. Prints markdown tables, writes JSON.
 To compare with another checkout, copy this file into its benchmarks/ folder and run it
-there (it imports the package of the checkout it sits in).
+there (it imports the package of the checkout it sits in; versions before 0.3.0 have no
+deterministic scores: run it there with the validation part removed).
 """
 
 # First import: pins every BLAS/OpenMP library to one thread before numpy is loaded.
@@ -22,11 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from semq_transforms.codecs import get_codec
-from semq_transforms.format.shard import encode_levels
+from semq_transforms.eval import exact_knn
+from semq_transforms.format.shard import encode_levels, search_levels
 
 DEFAULT_OUT = REPO / "benchmarks/results/fit_encode.json"
 CODECS = ("semq1", "semq4", "semq8", "int8")
 CHAINS = (("semq1", "semq4"), ("semq1", "semqr4"))
+VALIDATION_QUERIES = 256       # the job's default validation.sample_queries
 
 
 def shard(rows: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -42,7 +47,7 @@ def shard(rows: int, dim: int, seed: int = 0) -> np.ndarray:
 
 def measure(dim: int, rows: int) -> dict:
     x = shard(rows, dim)
-    out: dict = {"dim": dim, "rows": rows, "codecs": {}, "chains": {}}
+    out: dict = {"dim": dim, "rows": rows, "codecs": {}, "chains": {}, "validation": {}}
     for spec in CODECS:
         codec = get_codec(spec)
         start = time.perf_counter()
@@ -54,6 +59,14 @@ def measure(dim: int, rows: int) -> dict:
         start = time.perf_counter()
         encode_levels(x, list(chain))
         out["chains"]["+".join(chain)] = {"fit_encode_s": time.perf_counter() - start}
+    levels = encode_levels(x, ["semq1", "semq4"])
+    queries = x[np.linspace(0, rows - 1, VALIDATION_QUERIES).astype(np.int64)]
+    for mode, deterministic in (("blas", False), ("deterministic", True)):
+        seconds, _ = best_seconds(lambda d=deterministic: (
+            exact_knn(queries, x, 10, deterministic=d),
+            search_levels(levels, queries, 10, rerank=100, score_budget=1 << 24,
+                          deterministic=d)), repeat=3)
+        out["validation"][mode] = {"seconds": seconds}
     return out
 
 
@@ -78,6 +91,11 @@ def main() -> int:
         for chain, m in r["chains"].items():
             print(f"| {r['dim']} | {r['rows']} | {chain} (fit + encode) | "
                   f"{m['fit_encode_s']:.2f} | |")
+    print(f"\n| d | rows | validation of one shard ({VALIDATION_QUERIES} queries, semq1+semq4) "
+          "| seconds |\n|---:|---:|---|---:|")
+    for r in results:
+        for mode, m in r["validation"].items():
+            print(f"| {r['dim']} | {r['rows']} | {mode} scores | {m['seconds']:.2f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine_info(), "threads": threads,
                                     "results": results}, indent=1))
