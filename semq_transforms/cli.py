@@ -100,7 +100,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if queries.ndim == 1:
         queries = queries[None, :]
     index = _open(args)
-    scores, ids = index.search(queries, args.k, rerank=args.rerank)
+    scores, ids = index.search(queries, args.k, rerank=args.rerank,
+                               deterministic=args.deterministic)
     results = [[{"id": i.item() if hasattr(i, "item") else i, "score": float(s)}
                 for i, s in zip(row_ids, row_scores)]
                for row_ids, row_scores in zip(ids, scores)]
@@ -178,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--rerank", type=int, default=None,
                    help="candidates re-scored per query and shard (default 10*k)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="exact scores: the same results on every machine (about 2x slower)")
     p = command("restore", cmd_restore, "write restored vectors to Parquet")
     p.add_argument("--out", required=True, help="destination Parquet URL")
     p.add_argument("--level", type=int, default=-1, help="code level (default: the finest)")

@@ -217,8 +217,8 @@ class Index:
 
     # -- search -------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int = 10, *,
-               rerank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int = 10, *, rerank: int | None = None,
+               deterministic: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows by estimated inner product for each float query.
 
         Args:
@@ -227,6 +227,10 @@ class Index:
             rerank: scan-level candidates per query and shard re-scored with the rerank
                 level (multi-level indexes); default ``10 * k``; ``0`` scores with the scan
                 level only.
+            deterministic: the same scores and results on every machine (inner products
+                exact on fixed-point grids, as the job's validation scores; about 2x the
+                time); default: BLAS scores, whose last bits (and so the order of near-ties)
+                depend on the CPU kernel.
         Returns:
             ``(D, I)``: float32 scores ``[nq, k]`` and ids ``[nq, k]`` (int64, or object for
             string ids), best first. If the index has fewer than ``k`` rows, missing entries
@@ -245,7 +249,8 @@ class Index:
         best_scores = np.full((nq, 0), -np.inf, dtype=np.float32)
         best_ids: np.ndarray | None = None
         for meta in self.manifest.shards:
-            scores, ids = self._search_shard(self._shard(meta), queries, k_found, rerank)
+            scores, ids = self._search_shard(self._shard(meta), queries, k_found, rerank,
+                                             deterministic)
             if best_ids is None:
                 best_ids = ids[:, :0]
             merged_scores = np.concatenate([best_scores, scores], axis=1)
@@ -256,11 +261,11 @@ class Index:
         return _pad_results(best_scores, best_ids, nq, k, self.manifest)
 
     @staticmethod
-    def _search_shard(shard: Shard, queries: np.ndarray, k: int,
-                      rerank: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_shard(shard: Shard, queries: np.ndarray, k: int, rerank: int,
+                      deterministic: bool) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of all queries in one shard -> (scores, ids), each [nq, <= k]."""
         scores, rows = search_levels(shard.levels, queries, k, rerank=rerank,
-                                     score_budget=SCORE_BUDGET)
+                                     score_budget=SCORE_BUDGET, deterministic=deterministic)
         return scores, shard.ids[rows]
 
     # -- restore ------------------------------------------------------------------------

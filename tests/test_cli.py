@@ -65,6 +65,10 @@ def test_search(built, tmp_path, capsys):
     assert code == 0 and payload["version"] == 2
     assert [row[0]["id"] for row in payload["results"]] == [150, 599]
     assert all(len(row) == 3 for row in payload["results"])
+    code, exact = run_json(capsys, "search", str(root), "--queries", str(queries), "-k", "3",
+                           "--deterministic")
+    assert code == 0 and [[r["id"] for r in row] for row in exact["results"]] == [
+        [r["id"] for r in row] for row in payload["results"]]
 
 
 def test_restore_to_parquet(built, tmp_path, capsys):

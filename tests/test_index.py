@@ -50,6 +50,24 @@ def test_single_level_search_equals_merged_shard_scores(index_url, corpus, queri
     np.testing.assert_allclose(scores, expect_scores, rtol=1e-6)
 
 
+def test_deterministic_search_breaks_exact_ties_by_id_across_shards(index_url):
+    """Coordinate permutations of a row tie exactly against a constant query (f16 codes
+    restore each value exactly); with deterministic scores every machine returns the copies
+    in id order, whichever shards they are in (BLAS scores order them by their last bits)."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((40, 64)) * rng.uniform(0.01, 3, 64)).astype(np.float32)
+    copies = np.concatenate([x, x[:, ::-1], np.roll(x, 5, axis=1)])
+    build_index(index_url, copies, codecs=["f16"], rows_per_shard=50)
+    index = Index.open(index_url)
+    q = np.full((1, 64), 0.125, dtype=np.float32)
+    scores, ids = index.search(q, 30, deterministic=True)
+    groups = ids[0].reshape(10, 3)
+    assert (groups % 40 == groups[:, :1] % 40).all() and (np.diff(groups, axis=1) == 40).all()
+    assert (scores[0].reshape(10, 3) == scores[0].reshape(10, 3)[:, :1]).all()
+    fast, _ = index.search(q, 30)
+    np.testing.assert_allclose(scores, fast, rtol=1e-5, atol=1e-5)
+
+
 def test_multi_level_rerank_improves_on_scan_level(index_url, corpus, queries):
     build_index(index_url, corpus, codecs=["semq1", "semq8"], rows_per_shard=500)
     index = Index.open(index_url)
