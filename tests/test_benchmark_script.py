@@ -103,3 +103,16 @@ def test_fit_encode_benchmark_runs_and_reports(tmp_path):
     assert set(result["codecs"]) == {"semq1", "semq4", "semq8", "int8"}
     assert all(m["fit_s"] > 0 and m["encode_mb_s"] > 0 for m in result["codecs"].values())
     assert set(result["chains"]) == {"semq1+semq4", "semq1+semqr4"}
+
+
+def test_level_shapes_experiment_runs_and_reports(tmp_path):
+    out = tmp_path / "level_shapes.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/level_shapes.py"), "--quick", "--datasets",
+         "gaussian", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "| gaussian | 4 |" in proc.stdout
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"gaussian/semq2", "gaussian/semq4"}
+    assert all(0 < v <= 1 for r in results.values() for v in r.values())
