@@ -19,6 +19,7 @@ for _var in _THREAD_VARS:
     os.environ[_var] = "1"
 
 import importlib.metadata
+import json
 import platform
 import time
 from pathlib import Path
@@ -74,6 +75,13 @@ def load_data(path: Path) -> dict:
                 "y": z["train_y"].astype(np.int64),
                 "q": np.ascontiguousarray(z["test_x"], dtype=np.float32),
                 "qy": z["test_y"].astype(np.int64)}
+
+
+def write_results(path: Path, threads: dict, results) -> None:
+    """Write ``{"machine", "threads", "results"}`` as JSON to ``path`` (folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine": machine_info(), "threads": threads,
+                                "results": results}, indent=1))
 
 
 def machine_info() -> dict:

@@ -14,11 +14,10 @@ deterministic scores: run it there with the validation part removed).
 """
 
 # First import: pins every BLAS/OpenMP library to one thread before numpy is loaded.
-from _common import REPO, best_seconds, limit_threads, machine_info
+from _common import REPO, best_seconds, limit_threads, write_results
 
 # isort: split
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -96,9 +95,7 @@ def main() -> int:
     for r in results:
         for mode, m in r["validation"].items():
             print(f"| {r['dim']} | {r['rows']} | {mode} scores | {m['seconds']:.2f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine_info(), "threads": threads,
-                                    "results": results}, indent=1))
+    write_results(args.out, threads, results)
     return 0
 
 

@@ -22,11 +22,10 @@ queries; ``--quick``: 2,000 rows, 100 queries, 2 and 4 bits). Prints a table and
 """
 
 # First import: pins every BLAS/OpenMP library to one thread before numpy is loaded.
-from _common import REPO, limit_threads, machine_info
+from _common import REPO, limit_threads, write_results
 
 # isort: split
 import argparse
-import json
 from pathlib import Path
 
 import _synthetic
@@ -109,9 +108,7 @@ def main(argv=None) -> int:
             results[f"{name}/semq{bits}"] = r
             print(f"| {name} | {bits} | {r['uniform']:.4f} | {r['gauss-lm']:.4f} | "
                   f"{r['empirical-lm']:.4f} |", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine_info(), "threads": threads,
-                                    "results": results}, indent=1))
+    write_results(args.out, threads, results)
     return 0
 
 
