@@ -250,7 +250,8 @@ def _column_ids(mask: np.ndarray) -> np.ndarray:
 
 
 def knn_intersection_measure(I1: np.ndarray, I2: np.ndarray) -> float:
-    """Mean over queries of ``|I1_i ∩ I2_i| / k`` for two result tables.
+    """Mean over queries of ``|I1_i ∩ I2_i| / k`` for two result tables (the
+    :func:`knn_intersections` of every query, over ``nq * k``).
 
     Rows are compared as sets (an id repeated within a row counts once). Negative ids (faiss'
     padding for "no result") never count as a match.
@@ -262,6 +263,22 @@ def knn_intersection_measure(I1: np.ndarray, I2: np.ndarray) -> float:
     Raises:
         ValueError: if the shapes differ, are not 2-D, or are empty.
     """
+    hits = knn_intersections(I1, I2)
+    nq, k = np.shape(I1)
+    return int(hits.sum()) / (nq * k)
+
+
+def knn_intersections(I1: np.ndarray, I2: np.ndarray) -> np.ndarray:
+    """Per query, ``|I1_i ∩ I2_i|`` for two result tables: int64 ``[nq]``.
+
+    Rows are compared as sets (an id repeated within a row counts once). Negative ids (faiss'
+    padding for "no result") never count as a match.
+
+    Args:
+        I1, I2: integer ``[nq, k]`` id tables of the same shape, ``nq, k >= 1``.
+    Raises:
+        ValueError: if the shapes differ, are not 2-D, or are empty.
+    """
     I1, I2 = np.asarray(I1), np.asarray(I2)
     if I1.shape != I2.shape:
         raise ValueError(f"result tables differ in shape: {list(I1.shape)} vs {list(I2.shape)}")
@@ -269,15 +286,15 @@ def knn_intersection_measure(I1: np.ndarray, I2: np.ndarray) -> float:
         raise ValueError(f"result tables must be non-empty 2-D [nq, k], got {list(I1.shape)}")
     nq, k = I1.shape
     chunk = max(1, INTERSECTION_CHUNK // (k * k))
-    hits = 0
+    hits = np.empty(nq, dtype=np.int64)
     for start in range(0, nq, chunk):
         a = np.sort(I1[start:start + chunk], axis=1)
         b = I2[start:start + chunk]
         first = np.ones(a.shape, dtype=bool)
         first[:, 1:] = a[:, 1:] != a[:, :-1]
         found = (a[:, :, None] == b[:, None, :]).any(axis=2)
-        hits += int(np.count_nonzero(found & first & (a >= 0)))
-    return hits / (nq * k)
+        hits[start:start + chunk] = np.count_nonzero(found & first & (a >= 0), axis=1)
+    return hits
 
 
 def recall_at_k(scores_or_I: np.ndarray, gt_I: np.ndarray, k: int) -> float:

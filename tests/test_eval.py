@@ -13,6 +13,8 @@ from semq_transforms.eval import (
     _block_candidates,
     _topk_rows,
     exact_knn,
+    knn_intersection_measure,
+    knn_intersections,
     merge_topk,
     scan_topk,
     topk,
@@ -149,3 +151,10 @@ def test_topk_narrowing_takes_rows_it_can_and_leaves_nan_rows_to_the_full_search
     D_full, I_full = _topk_rows(scores[2:3], 10)
     np.testing.assert_array_equal(I[2], I_full[0])
     np.testing.assert_array_equal(D[2], D_full[0])
+
+
+def test_knn_intersections_count_each_query_as_sets():
+    I1 = np.array([[1, 2, 3], [4, 4, 5], [-1, -1, 7]])
+    I2 = np.array([[3, 2, 9], [4, 5, 6], [-1, 7, 8]])
+    assert knn_intersections(I1, I2).tolist() == [2, 2, 1]   # repeats and padding: once, never
+    assert knn_intersection_measure(I1, I2) == 5 / 9

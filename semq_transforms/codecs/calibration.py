@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from semq_transforms.codecs.exact import exact_inner_products, ordered_sum, row_norms
-from semq_transforms.eval import topk
+from semq_transforms.eval import knn_intersections, topk
 
 #: Rows more than this many times the median row norm are outliers (:func:`inlier_rows`). Far
 #: above the spread of real embedding norms (token tables: tens), far below a broken row.
@@ -117,8 +117,7 @@ def calibrate_range(x: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]
 
     def kept(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         restored = quantize_uniform(sample, lo, (hi - lo) / (levels - 1), levels)
-        found = topk(exact_inner_products(queries, restored), k)[1]
-        return (found[:, :, None] == exact[:, None, :]).any(axis=2).sum(axis=1)
+        return knn_intersections(topk(exact_inner_products(queries, restored), k)[1], exact)
 
     gain = (kept(clip_lo, clip_hi) - kept(plain_lo, plain_hi)).astype(np.float64)
     if significantly_positive(gain):

@@ -16,9 +16,10 @@ operations, :func:`~.exact.ordered_sum`, and matrix products only as exact fixed
    degenerate eigenspace (constant dimensions, duplicate rows, rank-deficient shards).
 4. **Back-transformation** by the Householder reflectors, in blocks (compact WY).
 
-The products are exact to about ``2**-40`` (``2**-60`` for the tridiagonalization's
-updates), so accuracy is that of LAPACK's for what semq uses; the time is a few times
-LAPACK's (benchmarks/README.md).
+The products are accurate to about ``2**-40`` of their operands (``2**-60`` for the
+tridiagonalization's updates): eigenvectors to about ``1e-10`` where LAPACK's reach ``1e-15``,
+far finer than the ``2**-20`` grid semq stores axes on; the time is a few times LAPACK's
+(benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ def symmetric_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (ascending) and orthonormal eigenvectors of symmetric float64 ``a`` [n, n].
 
     Returns ``(w, v)``: float64 ``[n]`` and ``[n, n]`` (columns), with ``a @ v ~= v * w``
-    to about ``1e-15 * max|a|``, columns orthonormal to about ``eps * max|a| / gap`` (gap to
-    the nearest other eigenvalue; clusters closer than ``CLUSTER_TOL * max|a|`` are
-    orthogonalized explicitly). Deterministic: the same bits on every machine.
+    to about ``1e-10 * max|a|`` (the back-transformation's products, to ``2**-40``),
+    columns orthonormal to about ``1e-10`` and ``eps * max|a| / gap`` (gap to the nearest
+    other eigenvalue; clusters closer than ``CLUSTER_TOL * max|a|`` are orthogonalized
+    explicitly). Deterministic: the same bits on every machine.
     """
     a = np.array(a, dtype=np.float64)
     n = a.shape[0]

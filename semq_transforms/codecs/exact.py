@@ -164,12 +164,7 @@ def exact_inner_products(a: np.ndarray, b: np.ndarray, bits: int = ROW_BITS) -> 
     order) and scaled back: float64 ``[m, n]``, accurate to about ``2**-bits`` of the rows'
     largest magnitudes, and the same bits on every machine.
     """
-    ai, ascale = fixed_point_rows(a, bits)
-    bi, bscale = fixed_point_rows(b, bits)
-    dots = _grid_product(ai, bi, bits)
-    dots *= ascale[:, None]                         # powers of two: exact, in place
-    dots *= bscale[None, :]
-    return dots
+    return _scaled_product(fixed_point_rows(a, bits), fixed_point_rows(b, bits), bits)
 
 
 def precise_inner_products(a: np.ndarray, b: np.ndarray, pieces: int = 2) -> np.ndarray:
@@ -187,8 +182,7 @@ def precise_inner_products(a: np.ndarray, b: np.ndarray, pieces: int = 2) -> np.
     terms = []
     for total in range(pieces - 1, -1, -1):             # smallest significance first
         for i in range(total + 1):
-            (ai, asc), (bi, bsc) = a_parts[i], b_parts[total - i]
-            terms.append(_grid_product(ai, bi, ROW_BITS) * asc[:, None] * bsc[None, :])
+            terms.append(_scaled_product(a_parts[i], b_parts[total - i], ROW_BITS))
     out = terms[0]
     for term in terms[1:]:
         out += term
@@ -207,10 +201,17 @@ def _split_rows(a: np.ndarray, pieces: int) -> list[tuple[np.ndarray, np.ndarray
     return parts
 
 
-def _grid_product(ai: np.ndarray, bi: np.ndarray, bits: int) -> np.ndarray:
-    """``ai @ bi.T`` of integer-valued float64 rows with ``|values| <= 2**bits``, exactly."""
-    return _column_blocks(ai.shape[1], bits, lambda s, e: exact_matmul(
+def _scaled_product(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
+                    bits: int) -> np.ndarray:
+    """``(ai * sa) @ (bi * sb).T`` for :func:`fixed_point_rows` pairs ``(ints, scale)`` with
+    ``|ints| <= 2**bits``: the integer product exactly (blocked), then the power-of-two
+    scales (exact, in place). float64 ``[m, n]``."""
+    (ai, ascale), (bi, bscale) = a, b
+    dots = _column_blocks(ai.shape[1], bits, lambda s, e: exact_matmul(
         ai[:, s:e], bi[:, s:e].T, (e - s) * 2.0 ** (2 * bits)))
+    dots *= ascale[:, None]
+    dots *= bscale[None, :]
+    return dots
 
 
 def exact_paired_products(a: np.ndarray, b: np.ndarray, bits: int = ROW_BITS) -> np.ndarray:
