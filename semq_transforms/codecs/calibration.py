@@ -67,15 +67,22 @@ def strided_sample(x: np.ndarray, max_rows: int, *, within: int | None = None) -
     return x[strided_rows(x.shape[0], max_rows)]
 
 
+def typical_norm(norm: np.ndarray) -> float | None:
+    """The median of the non-zero entries of row norms ``norm`` [n] (None if all are zero):
+    the scale outlier rules are relative to."""
+    nonzero = norm[norm > 0]
+    return float(np.median(nonzero)) if nonzero.size else None
+
+
 def inlier_rows(x: np.ndarray) -> np.ndarray:
     """Rows of float ``x`` [n, d] whose norm is at most :data:`OUTLIER_NORM` times the median
     of the non-zero row norms: ``x`` itself when every row is, else a copy without the rest
     (never empty)."""
     norm = row_norms(x)
-    nonzero = norm[norm > 0]
-    if nonzero.size == 0:
+    typical = typical_norm(norm)
+    if typical is None:
         return x
-    keep = norm <= OUTLIER_NORM * float(np.median(nonzero))
+    keep = norm <= OUTLIER_NORM * typical
     return x if keep.all() else x[keep]
 
 

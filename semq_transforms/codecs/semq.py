@@ -57,7 +57,7 @@ from semq_transforms.codecs.base import (
     rowwise_matmul,
 )
 from semq_transforms.codecs.bitpack import pack_planes, plane_sizes, unpack_planes
-from semq_transforms.codecs.calibration import strided_sample
+from semq_transforms.codecs.calibration import strided_sample, typical_norm
 from semq_transforms.codecs.eigen import symmetric_eigh
 from semq_transforms.codecs.exact import (
     ROW_BITS,
@@ -354,10 +354,10 @@ def _pca(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _clip_weights(rows: np.ndarray) -> np.ndarray:
     """float64 [n]: ``min(1, NORM_CLIP * median / |row|)``, the median over non-zero rows."""
     norm = row_norms(rows)
-    nonzero = norm[norm > 0]
-    if nonzero.size == 0:
+    typical = typical_norm(norm)
+    if typical is None:
         return np.ones(rows.shape[0])
-    cap = NORM_CLIP * float(np.median(nonzero))
+    cap = NORM_CLIP * typical
     return np.divide(cap, norm, out=np.ones_like(norm), where=norm > cap)
 
 
