@@ -48,7 +48,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
-from semq_transforms._urls import redact_text
+from semq_transforms._urls import redact_log_records, redact_text
 from semq_transforms.config import JobConfig, load_config
 from semq_transforms.errors import NothingToPublishError, SemqError
 from semq_transforms.format.store import IndexStore
@@ -121,6 +121,9 @@ def _report_failure(config: JobConfig, job: Any, error: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Beam's and the storage libraries' log lines (a failed bundle's traceback) quote URLs
+    # as they were given: this process prints none with a credential in it.
+    redact_log_records()
     args, beam_args = _parse(argv)
     unknown = unknown_options(beam_args)
     if unknown:

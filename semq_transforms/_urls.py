@@ -3,15 +3,34 @@ error messages): no credential in a URL ever leaves the process."""
 
 from __future__ import annotations
 
+import logging
 import re
+import traceback
 
-__all__ = ["REDACTED", "redact_text", "redact_url"]
+__all__ = ["REDACTED", "check_url_credentials", "redact_log_records", "redact_text",
+           "redact_url"]
 
 #: What a masked value reads as.
 REDACTED = "***"
 #: A URL inside text: a scheme, ``://``, then up to white space, a quote or a bracket (less
 #: the punctuation that ends a sentence or precedes a message: ``url: error``).
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]*[^\s'\"<>()\[\]{}:;,.]")
+
+
+#: Schemes whose URLs have no user info: ``s3://key:secret@bucket`` is a bucket name to their
+#: filesystems, whose errors then quote the secret (botocore's "Invalid bucket name").
+NO_URL_CREDENTIALS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "file", "local",
+                      "memory")
+
+
+def check_url_credentials(url: str) -> None:
+    """Raise ValueError (its message redacted) if ``url`` puts user info (``key:secret@``)
+    in a URL whose scheme takes none (:data:`NO_URL_CREDENTIALS`). ``http(s)`` user info is
+    allowed (basic auth), and redacted wherever it is printed."""
+    scheme = url.partition("://")[0]
+    if scheme.lower() in NO_URL_CREDENTIALS and redact_url(url) != url:   # user info found
+        raise ValueError(f"{redact_url(url)}: {scheme}:// URLs take no credentials; pass them "
+                         f"in storage_options or (better) the environment")
 
 
 def redact_url(url: str) -> str:
@@ -50,3 +69,36 @@ def redact_text(text: str) -> str:
     "404, url='http://***@host/x'"
     """
     return _URL_IN_TEXT.sub(lambda match: redact_url(match[0]), text)
+
+
+def _redacted_record(factory, *args, **kwargs) -> logging.LogRecord:
+    record = factory(*args, **kwargs)
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001  (a malformed log call: the handler reports it)
+        return record
+    record.msg, record.args = redact_text(message), None
+    if record.exc_info and record.exc_info[0] is not None:
+        record.exc_text = redact_text("".join(traceback.format_exception(*record.exc_info)))
+        record.exc_info = None
+    if record.stack_info:
+        record.stack_info = redact_text(record.stack_info)
+    return record
+
+
+def redact_log_records() -> None:
+    """Make every log record of this process, any library's included, carry its message,
+    traceback and stack with URLs redacted (:func:`redact_text`), whatever handler prints it.
+
+    Process-wide (a log record factory): for programs such as the ingestion job, not for
+    libraries to call on import. Idempotent.
+    """
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "_semq_redacting", False):
+        return
+
+    def redacting(*args, **kwargs) -> logging.LogRecord:
+        return _redacted_record(factory, *args, **kwargs)
+
+    redacting._semq_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(redacting)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from semq_transforms import __version__
-from semq_transforms._urls import redact_text
+from semq_transforms._urls import redact_log_records, redact_text
 from semq_transforms.errors import SemqError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    redact_log_records()       # a library's log line may quote a URL with its credentials
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -78,7 +78,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from semq_transforms._urls import REDACTED, redact_url
+from semq_transforms._urls import REDACTED, check_url_credentials, redact_url
 from semq_transforms.errors import ConfigError, SemqError
 from semq_transforms.format._header import MAX_DIM
 
@@ -249,6 +249,7 @@ def _check_url(value: str, info: ValidationInfo) -> str:
     if "${" in value:
         raise ValueError("environment references (${ENV:...}) are only resolved inside "
                          "storage_options")
+    check_url_credentials(value)
     base_dir = (info.context or {}).get("base_dir")
     if base_dir and _is_local_relative(value):
         value = posixpath.normpath(posixpath.join(base_dir, value))

@@ -2,6 +2,9 @@
 signed URL is): files of a folder, with ``Range`` requests, the query string ignored (it stands
 for a signature that grants access).
 
+A signature that expires mid-job: when the folder holds a file ``.deny-ranges-after`` with a
+number ``n``, every ranged GET after the first ``n`` the server answered is refused (403).
+
 Fixture (exposed through ``tests/conftest.py``): ``http_folder`` (function) yields
 ``(folder, base_url)``: files written to ``folder`` are served at ``base_url/<name>``.
 """
@@ -16,6 +19,8 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+
+_COUNT_LOCK = threading.Lock()
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
@@ -54,7 +59,18 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._head(self._file())
 
+    def _denied(self) -> bool:
+        control = self.folder / ".deny-ranges-after"
+        if "Range" not in self.headers or not control.is_file():
+            return False
+        with _COUNT_LOCK:
+            self.server.ranged_gets = getattr(self.server, "ranged_gets", 0) + 1
+            return self.server.ranged_gets > int(control.read_text())
+
     def do_GET(self) -> None:
+        if self._denied():
+            self.send_error(403, "Forbidden: the signature has expired")
+            return
         body = self._head(self._file())
         if body is not None:
             self.wfile.write(body)

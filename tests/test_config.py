@@ -377,7 +377,7 @@ def secret_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobConfig:
                "list": ["${ENV:SEMQ_TEST_SECRET}"]}
     data = with_options(options, "input")
     data["output"]["storage_options"] = {"token": "${ENV:SEMQ_TEST_SECRET}"}
-    data["output"]["index_url"] = f"s3://user:{SECRET}@bucket/index"
+    data["output"]["index_url"] = f"https://user:{SECRET}@host/index"
     data["input"]["url"] = f"https://host/e/part-0.parquet?sig={KEY_ID}"
     data["input"]["generate_sample"] = False
     config = load_config(write_config(tmp_path, data))
@@ -398,10 +398,25 @@ def test_redacted_dump_contains_no_secret(tmp_path: Path,
     assert safe["input"]["storage_options"] == {
         "key": REDACTED, "secret": REDACTED, "client_kwargs": {"endpoint_url": REDACTED},
         "list": [REDACTED]}
-    assert safe["output"]["index_url"] == "s3://***@bucket/index"
+    assert safe["output"]["index_url"] == "https://***@host/index"
     assert safe["input"]["url"] == "https://host/e/part-0.parquet?***"
     assert isinstance(config.redacted(), JobConfig)
     assert config.redacted().model_dump_safe() == safe
+
+
+@pytest.mark.parametrize("field", ["input.url", "input.ids_url", "output.index_url"])
+@pytest.mark.parametrize("scheme", ["s3", "gs", "az", "file"])
+def test_credentials_in_object_store_urls_are_refused_redacted(tmp_path: Path, field: str,
+                                                               scheme: str) -> None:
+    """``s3://key:secret@bucket`` is a bucket name to s3fs and botocore, whose errors then
+    quote the secret: such URLs are refused when the config is read, the secret not shown."""
+    data = set_in(local_data(), field, f"{scheme}://{KEY_ID}:{SECRET}@bucket/x.npy")
+    if field == "input.ids_url":
+        data = set_in(data, "input.format", "npy")
+    with pytest.raises(ConfigError, match=f"{field}: .*{scheme}:// URLs take no credentials"
+                       ) as info:
+        load_config(write_config(tmp_path, data))
+    assert SECRET not in str(info.value) and KEY_ID not in str(info.value)
 
 
 def test_errors_never_show_secret_values(tmp_path: Path,

@@ -433,6 +433,41 @@ def test_credentials_in_input_urls_reach_no_output(tmp_path, http_folder, capsys
     assert written and not [p for p in written if b"SECRET123" in p.read_bytes()]
 
 
+@pytest.mark.parametrize("mode", ["in_process", "multi_processing"])
+def test_a_signature_expiring_mid_job_reaches_no_output(tmp_path, http_folder, capfd, caplog,
+                                                         mode):
+    """The signed input URL works while the job is planned, then the server refuses it (403)
+    inside the pipeline: the job exits 2 naming the file and the HTTP status, and the token
+    is in no line printed or logged, by us, by Beam (its failed-bundle traceback, in the
+    launcher or a worker process) or by aiohttp, nor in any file the run writes."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    served, base = http_folder
+    _write_ids_file(served, "a.parquet", list(range(60)), sample_embeddings(60, DIM, seed=16))
+    (served / ".deny-ranges-after").write_text("1")        # planning reads the file once
+    data = job(tmp_path, str(tmp_path / "idx"))
+    data["input"].update(url=f"{base}/a.parquet?X-Amz-Signature=SECRET123", format="parquet")
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    if mode == "in_process":
+        assert main(["--config", str(config_file)]) == 2
+    else:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)}
+        done = subprocess.run(
+            [sys.executable, "-m", "pipelines.ingest", "--config", str(config_file),
+             "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+            check=False, env=env, cwd=ROOT, timeout=600)
+        assert done.returncode == 2
+    printed = capfd.readouterr()
+    output = printed.out + printed.err + caplog.text
+    assert f"cannot read {base}/a.parquet?***: ClientResponseError: 403" in printed.err
+    assert "SECRET123" not in output
+    written = [p for p in (tmp_path / "idx").rglob("*") if p.is_file()]
+    assert written and not [p for p in written if b"SECRET123" in p.read_bytes()]
+
+
 def test_the_query_sample_reads_past_rejected_split_heads(tmp_path):
     """The first row of every split rejected, one query wanted (a head of one row per
     split): the sample still comes from accepted rows, read further into the heads."""

@@ -40,7 +40,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
-from semq_transforms._urls import redact_url
+from semq_transforms._urls import check_url_credentials, redact_url
 from semq_transforms.errors import (
     FormatError,
     IndexNotFoundError,
@@ -87,11 +87,6 @@ def manifest_path(version: int) -> str:
     return f"{MANIFESTS_DIR}/v{version:08d}.manifest.arrow"
 
 
-#: Schemes whose URLs have no user info: ``s3://key:secret@bucket`` is a bucket name to them,
-#: and the secret would be quoted in their errors.
-_NO_URL_CREDENTIALS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "file", "memory")
-
-
 class IndexStore:
     """The files of one index under ``url``, on any fsspec filesystem.
 
@@ -111,11 +106,10 @@ class IndexStore:
     def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
         if not isinstance(url, str) or not url:
             raise FormatError(f"url must be a non-empty string, got {url!r}")
-        scheme, sep, rest = url.partition("://")
-        if sep and scheme.lower() in _NO_URL_CREDENTIALS and "@" in rest.partition("/")[0]:
-            raise InvalidInputError(
-                f"{redact_url(url)}: {scheme}:// URLs take no credentials; pass them in "
-                f"storage_options or (better) the environment")
+        try:
+            check_url_credentials(url)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
         self.fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         self.root = root.rstrip("/") or "/"
         self.url = redact_url(url.rstrip("/") or url)

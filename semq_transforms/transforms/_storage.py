@@ -11,10 +11,9 @@ from typing import Any
 
 import fsspec
 import numpy as np
-import pyarrow as pa
 from numpy.lib import format as npy_format
 
-from semq_transforms.errors import InputReadError
+from semq_transforms.errors import InputReadError, SemqError
 
 
 def fs_for(url: str, storage_options: Mapping[str, Any] | None,
@@ -140,19 +139,33 @@ def read_bytes(fs: Any, path: str, start: int, end: int) -> bytes:
     return fs.cat_file(path, start=start, end=end)
 
 
+#: pyarrow's message for null entries of a fixed_size_list column in Parquet, and the advice.
+_NULL_FIXED_LISTS = "Expected all lists to be of size"
+_NULL_FIXED_LISTS_HINT = ("; pyarrow cannot read null entries of a fixed_size_list column from "
+                          "Parquet (apache/arrow#35692): write the vectors as list<float>, or "
+                          "without null vectors")
+
+
 @contextlib.contextmanager
 def read_errors(url: str) -> Iterator[None]:
-    """Turn storage and decoding failures inside the block into InputReadError naming ``url``
-    (an InputReadError passes through unchanged)."""
+    """Turn any failure of a storage or decoding library inside the block into
+    InputReadError naming ``url`` (our own errors pass through unchanged).
+
+    The new error's message is redacted and it has no chained cause: a library's error
+    (botocore's, aiohttp's ``ClientResponseError``) quotes the URL as it was given, signed
+    query included, and a runner prints the whole chain of a failed bundle.
+    """
     try:
         yield
-    except InputReadError:
+    except SemqError:
         raise
     except FileNotFoundError:
-        # no chained cause: a storage library's error quotes the URL unredacted
         raise InputReadError(f"cannot read {url}: file not found") from None
-    except (OSError, EOFError, pa.ArrowException) as exc:
-        raise InputReadError(f"cannot read {url}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (every library's error, re-raised redacted)
+        text = str(exc)
+        hint = _NULL_FIXED_LISTS_HINT if _NULL_FIXED_LISTS in text else ""
+        raise InputReadError(f"cannot read {url}: {type(exc).__name__}: {text}{hint}"
+                             ) from None
 
 
 def guard(url: str, step: Any, *args: Any) -> Any:

@@ -37,7 +37,6 @@ Formats:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import posixpath
@@ -377,7 +376,7 @@ def _resolve_dim(splits: Sequence[Split], file_widths: Mapping[str, int | None],
 
 def _first_lengths(split: Split, vector_column: str, storage_options: Mapping[str, Any] | None,
                    filesystem: Any) -> np.ndarray:
-    with _read_errors(split):
+    with read_errors(split.url):
         for chunk in _arrow_chunks(split, vector_column, None, split.rows, storage_options,
                                    filesystem):
             column = chunk.vectors
@@ -684,26 +683,6 @@ def _npy_batches(split: Split, *, ids_url: str | None, dim: int | None, batch_ro
                           max_abs_value=max_abs_value, bytes_read=bytes_read)
 
 
-@contextlib.contextmanager
-def _read_errors(split: Split) -> Iterator[None]:
-    """Errors reading ``split``'s file, as :class:`InputReadError` naming it (redacted, with
-    no chained cause: a storage library's error quotes the URL as it was given)."""
-    try:
-        yield
-    except InputReadError:
-        raise
-    except FileNotFoundError:  # no chained cause (it quotes the URL unredacted)
-        raise InputReadError(f"cannot read {split.url}: file not found") from None
-    except (OSError, EOFError, pa.ArrowException) as exc:
-        hint = ""
-        if split.format == "parquet" and "Expected all lists to be of size" in str(exc):
-            hint = ("; pyarrow cannot read null entries of a fixed_size_list column from "
-                    "Parquet (apache/arrow#35692): write the vectors as list<float>, or "
-                    "without null vectors")
-        raise InputReadError(f"cannot read {split.url}: {type(exc).__name__}: {exc}"
-                             f"{hint}") from None
-
-
 def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str | None = "id",
                ids_url: str | None = None, dim: int | None = None, batch_rows: int = 8192,
                reject_zero_vectors: bool = True, max_abs_value: float = MAX_ABS_VALUE,
@@ -741,7 +720,7 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
         raise ValueError(f"batch_rows must be an int >= 1, got {batch_rows!r}")
     if limit_rows is not None and (type(limit_rows) is not int or limit_rows < 1):
         raise ValueError(f"limit_rows must be None or an int >= 1, got {limit_rows!r}")
-    with _read_errors(split):
+    with read_errors(split.url):
         if split.format == "npy":
             if limit_rows is not None and limit_rows < split.rows:
                 split = dataclasses.replace(split, row_stop=split.row_start + limit_rows)
