@@ -204,11 +204,15 @@ class Index:
         params and content digests against ``meta`` always), else IntegrityError."""
         url = self._store.url_of(meta.path)
         try:
-            with self._store.open_read(meta.path) as f:
-                shard = read_shard(f, verify=self._verify_shards)
+            # never more than the manifest lists (a huge file there is refused unread)
+            with self._store.open_read(meta.path, size=meta.file_bytes) as f:
+                shard = read_shard(f, verify=self._verify_shards, max_bytes=meta.file_bytes)
         except FileNotFoundError:
             raise IntegrityError(f"shard {url}: listed in manifest version {self.version} but "
                                  f"missing") from None
+        except IntegrityError as exc:       # its size, before any byte was read
+            raise IntegrityError(f"shard {url} is not the shard manifest version "
+                                 f"{self.version} lists ({exc})") from None
         differences = shard.differences(meta)
         if differences:
             raise IntegrityError(f"shard {url} is not the shard manifest version {self.version} "

@@ -143,22 +143,30 @@ def test_a_fifo_in_place_of_a_shard_or_manifest_is_refused_not_waited_on(root, c
     assert isinstance(err, FormatError) and "not a regular file" in str(err)
 
 
+HUGE = 64 << 20
+
+
+def _peak_with_huge_shard(root, action) -> int:
+    """Grow shard 0 of ``root`` to :data:`HUGE` bytes (sparse: cheap on disk), run
+    ``action()`` and return the peak of Python allocations meanwhile."""
+    with open(root / Index.open(str(root)).shards[0].path, "r+b") as f:
+        f.truncate(HUGE)
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_verify_reads_no_more_than_the_manifest_lists(root):
     """A huge file at a shard path is reported, not read whole into memory."""
     index = Index.open(str(root))
-    path = root / index.shards[0].path
-    size = 64 << 20
-    with open(path, "r+b") as f:
-        f.truncate(size)          # sparse: cheap on disk
-    tracemalloc.start()
-    try:
-        report = index.verify()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert [p.path for p in report.problems] == [index.shards[0].path]
-    assert "over" in report.problems[0].problem
-    assert peak < size // 8
+    reports = []
+    peak = _peak_with_huge_shard(root, lambda: reports.append(index.verify()))
+    assert [p.path for p in reports[0].problems] == [index.shards[0].path]
+    assert "over" in reports[0].problems[0].problem
+    assert peak < HUGE // 8
 
 
 def test_restore_checks_the_level_before_reading_anything(root, tmp_path):
@@ -293,3 +301,95 @@ def test_encode_and_publish_transforms_check_their_codecs_when_built():
         EncodeShards("memory://x", run_id="r", codecs="semq4")
     with pytest.raises(InvalidInputError, match="k must be"):
         EncodeShards("memory://x", run_id="r", codecs=["semq4"], k=0)
+
+
+# -- nothing outside the index prefix, nothing beyond what the manifest lists ----------------
+
+
+def _forge_manifest(root, shards, monkeypatch) -> None:
+    """Write version 2 of ``root`` listing ``shards`` as a writer that skips our path check
+    would (digest computed, so only the path rules can refuse it)."""
+    from semq_transforms.format import manifest as manifest_module
+
+    index = Index.open(str(root))
+    with monkeypatch.context() as patch:
+        patch.setattr(manifest_module, "check_rel_path", lambda path, what="path": path)
+        forged = manifest_module.Manifest.new(version=2, dim=index.dim, codecs=index.codecs,
+                                              shards=shards, run_id="forged", parent_version=1)
+        data = forged.to_bytes()
+    (root / "manifests" / "v00000002.manifest.arrow").write_bytes(data)
+
+
+@pytest.mark.parametrize("path", [
+    "runs/%2e%2e/%2e%2e/secret.semq",      # an HTTP server decodes this to ../../secret.semq
+    "runs/x/shard-00000.semq?a=b",          # a query string to an HTTP filesystem
+    "runs/x/shard-0000#.semq",
+    "runs/x/shard-*.semq",                  # a glob
+    "runs/\uff0e\uff0e/secret.semq",         # full-width dots
+    "runs/x /shard.semq",
+])
+def test_manifest_paths_that_could_leave_the_prefix_are_refused(path, root, monkeypatch):
+    index = Index.open(str(root))
+    _forge_manifest(root, [dataclasses.replace(index.shards[0], path=path),
+                           *index.shards[1:]], monkeypatch)
+    with pytest.raises(FormatError, match="relative path of '/'-separated non-empty parts"):
+        Index.open(str(root), 2)
+    assert Index.open(str(root), 1).verify().ok
+
+
+def test_symbolic_links_out_of_a_local_index_are_refused(root, tmp_path, corpus):
+    """A shard path that is a link to a file outside the index is refused, even when that
+    file is the very shard listed (so no other check could catch it); a link loop is a
+    FormatError, not a bare OSError; an index folder that is itself a link works."""
+    index = Index.open(str(root))
+    shard_file = root / index.shards[0].path
+    outside = tmp_path / "outside.semq"
+    shutil.copyfile(shard_file, outside)
+    shard_file.unlink()
+    shard_file.symlink_to(outside)
+    with pytest.raises(FormatError, match="symbolic link leads outside the index folder"):
+        Index.open(str(root)).search(corpus[:1], 3)
+    assert [p.path for p in Index.open(str(root)).verify().problems] == [index.shards[0].path]
+    shard_file.unlink()
+    shard_file.symlink_to(shard_file)
+    with pytest.raises(FormatError, match="cannot resolve the path"):
+        Index.open(str(root)).search(corpus[:1], 3)
+    shard_file.unlink()
+    shutil.copyfile(outside, shard_file)
+    link = tmp_path / "link-to-index"
+    link.symlink_to(root)
+    _, ids = Index.open(str(link)).search(corpus[:1], 1)
+    assert ids[0, 0] == 0
+    (root / "manifests").rename(tmp_path / "manifests-elsewhere")
+    (root / "manifests").symlink_to(tmp_path / "manifests-elsewhere")
+    with pytest.raises(FormatError, match="symbolic link leads outside"):
+        Index.open(str(root), 1)
+
+
+def test_search_reads_no_more_than_the_manifest_lists(root, corpus):
+    """A huge file where a 25 KB shard is listed: refused by its size, not read into memory
+    (search and restore read it whole before, 4 GiB of RSS for a 3.9 GiB file)."""
+    listed = Index.open(str(root)).shards[0].file_bytes
+
+    def search_and_restore() -> None:
+        with pytest.raises(IntegrityError, match=f"{HUGE} bytes, expected {listed}"):
+            Index.open(str(root)).search(corpus[:1], 3)
+        with pytest.raises(IntegrityError, match="not the shard manifest version 1 lists"):
+            list(Index.open(str(root)).restore())
+
+    assert _peak_with_huge_shard(root, search_and_restore) < HUGE // 8
+
+
+def test_a_manifest_whose_two_schema_copies_disagree_is_refused(root):
+    """An Arrow IPC file holds its schema twice: a message at the start (what a stream reader
+    sees) and the footer (what a file reader sees). ``created_at`` lies outside the digest,
+    so editing it in the first copy only kept the digest valid and the file readable."""
+    path = next((root / "manifests").glob("*.arrow"))
+    data = bytearray(path.read_bytes())
+    created = Index.open(str(root)).manifest.created_at.encode()
+    first = data.find(created)
+    assert first > 0 and data.find(created, first + 1) > first     # both copies hold it
+    data[first + 3] = ord("0") if data[first + 3] != ord("0") else ord("1")
+    path.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="schema message at the start of the file differs"):
+        Index.open(str(root))

@@ -10,6 +10,9 @@ body, but two things must be settled before it is allowed to read a record batch
 * sizes: the file is never larger than the caller's ``max_bytes``, and everything pyarrow sees
   is an in-memory buffer of that file, so a length field can only point inside it.
 
+Once the structure is checked, :func:`check_stream_copy` makes sure the stream half of the file
+(the leading schema message and the batches that follow it) says what the footer says.
+
 The flatbuffer reader here is minimal and read-only: every read is bounds-checked against the
 flatbuffer's own byte range, nothing recurses, and every vector length is checked against the
 bytes available before it is used.
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import fsspec
+import pyarrow as pa
 
 from semq_transforms import _flatbuffer as fb_
 from semq_transforms.errors import FormatError
@@ -36,6 +40,7 @@ _TAIL = 10
 #: Smallest possible file: leading magic + padding (8), trailing length + magic (10).
 _MIN_FILE = 8 + _TAIL
 _CONTINUATION = 0xFFFFFFFF
+_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 _METADATA_V5 = 4  # org.apache.arrow.flatbuf.MetadataVersion.V5
 _HEADER_RECORD_BATCH = 3  # MessageHeader union type of RecordBatch
 _LITTLE_ENDIAN = 0  # org.apache.arrow.flatbuf.Endianness.Little
@@ -299,6 +304,39 @@ def check_batches(data: bytes, blocks: list[Block], max_rows: int, name: str, *,
                                              f"to {max_rows}")
         rows.append(length)
     return rows
+
+
+def check_stream_copy(data: bytes, blocks: list[Block], footer_start: int, schema: Any,
+                      name: str) -> None:
+    """Check that the stream half of the IPC file ``data`` (what a stream reader reads, from
+    byte 8 on) says what its footer says: the leading schema message equals ``schema`` (the
+    footer's, metadata included), the record batches follow it back to back in footer
+    order, and only the end-of-stream marker lies between them and the footer. A file whose
+    two copies disagree would show other rows or metadata to other readers."""
+    mismatch = problem(name, "container", "the schema message at the start of the file "
+                                          "differs from the footer's schema")
+    if len(data) < 16:
+        raise mismatch
+    cont, meta_len = struct.unpack_from("<Ii", data, 8)
+    end = 16 + meta_len
+    if cont != _CONTINUATION or meta_len <= 0 or meta_len % 8 or end > footer_start:
+        raise mismatch
+    try:
+        message = pa.ipc.read_message(pa.py_buffer(data).slice(8, end - 8))
+        same = (message.type == "schema" and not message.body.size
+                and pa.ipc.read_schema(message).equals(schema, check_metadata=True))
+    except (pa.ArrowException, OSError, ValueError):
+        same = False
+    if not same:
+        raise mismatch
+    for i, block in enumerate(blocks):
+        if block.offset != end:
+            raise problem(name, "container", f"record batch {i} is at offset {block.offset}; "
+                                             f"the stream continues at {end}")
+        end = block.offset + block.metadata_length + block.body_length
+    if end + 8 != footer_start or data[end:end + 8] != _END_OF_STREAM:
+        raise problem(name, "container", "the bytes between the last record batch and the "
+                                         "footer are not the end-of-stream marker")
 
 
 def _flatbuffer(data: bytes, lo: int, hi: int, what: str, name: str) -> fb_.FlatBuffer:

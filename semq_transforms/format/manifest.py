@@ -71,6 +71,7 @@ _INT64_MAX = 2**63 - 1
 _INT32_MAX = 2**31 - 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_PATH_PART = re.compile(r"[A-Za-z0-9._-]+")
 _DECIMAL = re.compile(r"-?(0|[1-9][0-9]{0,18})")
 _FORMAT_VERSION = re.compile(r"([0-9]{1,6})\.([0-9]{1,6})")
 _CREATED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")
@@ -99,20 +100,23 @@ def compute_digest(metadata: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
 def check_rel_path(path: Any, what: str = "path") -> str:
     """Return ``path`` if it is a safe relative path inside an index, else raise FormatError.
 
-    Safe: a non-empty str of ``/``-separated parts, none of them empty, ``.`` or ``..``; no
-    leading ``/``, no backslash, no ``:`` (no URL scheme or drive letter), no control characters.
+    Safe: a non-empty str of ``/``-separated parts, each 1+ of ``[A-Za-z0-9._-]`` and none
+    ``.`` or ``..``. Nothing else: no leading ``/``, ``\\``, ``:`` (URL scheme, drive letter),
+    ``%`` (an HTTP server decodes ``%2e%2e`` to ``..``), ``?`` or ``#`` (a query or fragment
+    to an HTTP filesystem), glob characters, white space or non-ASCII look-alikes. Every path
+    the writers make (``runs/<run_id>/shard-00000.semq``, ``manifests/...``) is of this form.
     """
     if not isinstance(path, str) or not path:
         raise FormatError(f"{what} must be a non-empty relative path string, got {path!r}")
     if len(path) > 1024:
         raise FormatError(f"{what} is {len(path)} characters long, the limit is 1024: {path!r}")
-    if path.startswith("/") or "\\" in path or ":" in path:
-        raise FormatError(f"{what} must be a relative '/'-separated path without ':' or '\\', "
-                          f"got {path!r}")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
-        raise FormatError(f"{what} contains control characters: {path!r}")
-    if any(part in ("", ".", "..") for part in path.split("/")):
-        raise FormatError(f"{what} must not contain empty, '.' or '..' parts, got {path!r}")
+    parts = path.split("/")
+    if any(part in (".", "..") for part in parts):
+        raise FormatError(f"{what} must not contain '.' or '..' parts, got {path!r}")
+    if not all(_PATH_PART.fullmatch(part) for part in parts):
+        raise FormatError(f"{what} must be a relative path of '/'-separated non-empty parts "
+                          f"of [A-Za-z0-9._-] (no leading '/', no '%', ':', '?', '\\'), got "
+                          f"{path!r}")
     return path
 
 
@@ -292,9 +296,10 @@ class Manifest:
         if len(data) > max_bytes:
             raise FormatError(f"{len(data)} bytes is over the {max_bytes}-byte limit")
         data = bytes(data)
-        _check_container(data)
+        footer_start, blocks = _check_container(data)
         reader = pa.ipc.open_file(pa.py_buffer(data))
         schema = reader.schema
+        _check_stream_copy(data, blocks, footer_start, schema)
         batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
         for batch in batches:
             batch.validate(full=True)  # before any value is touched: offsets, UTF-8, lengths
@@ -439,14 +444,24 @@ def _row_to_shard(row: Mapping[str, Any], dim: Any, number: int) -> ShardMeta:
         validation=_json_object(row["validation"], f"{where} validation"))
 
 
-def _check_container(data: bytes) -> None:
+def _check_container(data: bytes) -> tuple[int, list[arrowio.Block]]:
     """Check the IPC file structure before pyarrow reads a record batch: a compressed buffer
     declares the size pyarrow allocates before decompressing it (a few KB could ask for GBs),
-    and manifests are written uncompressed, with no dictionaries, little-endian."""
+    and manifests are written uncompressed, with no dictionaries, little-endian. Returns the
+    footer's offset and its record batch blocks."""
     try:
-        _, blocks = arrowio.parse_footer(data, len(data), len(data), "manifest",
-                                         allow_no_batches=True)
+        footer_start, blocks = arrowio.parse_footer(data, len(data), len(data), "manifest",
+                                                    allow_no_batches=True)
         arrowio.check_batches(data, blocks, _INT32_MAX, "manifest", min_rows=0)
+    except FormatError as exc:
+        raise FormatError(getattr(exc, "problem", str(exc))) from None
+    return footer_start, blocks
+
+
+def _check_stream_copy(data: bytes, blocks: list[arrowio.Block], footer_start: int,
+                       schema: pa.Schema) -> None:
+    try:
+        arrowio.check_stream_copy(data, blocks, footer_start, schema, "manifest")
     except FormatError as exc:
         raise FormatError(getattr(exc, "problem", str(exc))) from None
 

@@ -440,21 +440,14 @@ class _Loaded(NamedTuple):
 
 def _load(data: bytes, name: str) -> _Loaded:
     """Parse and check everything but the digests."""
-    _, blocks = io_.parse_footer(data, len(data), _MAX_FOOTER, name)
+    footer_start, blocks = io_.parse_footer(data, len(data), _MAX_FOOTER, name)
     batch_rows = io_.check_batches(data, blocks, MAX_BATCH_ROWS, name)
     buf = pa.py_buffer(data)
     reader, header = _open_ipc(buf, name)
     if reader.num_record_batches != len(blocks) or sum(batch_rows) != header.rows:
         raise io_.problem(name, "container", f"record batches hold {sum(batch_rows)} rows, "
                                              f"the header says {header.rows}")
-    try:
-        stream_schema = pa.ipc.read_schema(buf.slice(8))
-        same = stream_schema.equals(reader.schema, check_metadata=True)
-    except (pa.ArrowException, OSError):
-        same = False
-    if not same:
-        raise io_.problem(name, "container", "the schema message at the start of the file "
-                                             "differs from the footer's schema")
+    io_.check_stream_copy(data, blocks, footer_start, reader.schema, name)
     columns: list[list[pa.Array]] = [[] for _ in range(1 + len(header.levels))]
     for i, rows in enumerate(batch_rows):
         try:

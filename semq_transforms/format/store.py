@@ -119,13 +119,21 @@ class IndexStore:
 
     # -- paths and files ------------------------------------------------------------------
 
-    def _full(self, rel_path: str) -> str:
+    def _path(self, rel_path: str) -> str:
         check_rel_path(rel_path, "rel_path")
         return f"{self.root.rstrip('/')}/{rel_path}"
 
+    def _full(self, rel_path: str) -> str:
+        """The backend path of ``rel_path`` to read or write; on the local disk, refused
+        (FormatError) when symbolic links lead it out of the index folder or in a loop."""
+        full = self._path(rel_path)
+        if isinstance(self.fs, LocalFileSystem):
+            _check_inside(full, self.root, self.url_of(rel_path))
+        return full
+
     def url_of(self, rel_path: str) -> str:
         """Full URL of ``rel_path`` (``s3://bucket/prefix/runs/...``, ``file:///...``)."""
-        return redact_url(self.fs.unstrip_protocol(self._full(rel_path)))
+        return redact_url(self.fs.unstrip_protocol(self._path(rel_path)))
 
     def exists(self, rel_path: str) -> bool:
         """Whether ``rel_path`` exists (asks the backend; no cached listing is used)."""
@@ -133,19 +141,28 @@ class IndexStore:
         self.fs.invalidate_cache(full)
         return bool(self.fs.exists(full))
 
-    def open_read(self, rel_path: str) -> IO[bytes]:
+    def open_read(self, rel_path: str, *, size: int | None = None) -> IO[bytes]:
         """A binary file object reading ``rel_path`` (use as a context manager).
+
+        ``size``: the size a manifest lists for the file; a file of any other size is
+        refused before a byte of it is read, where the backend reports sizes (the caller
+        reads at most ``size`` bytes either way).
 
         Raises:
             FileNotFoundError: nothing at ``rel_path``.
             FormatError: something that is not a regular file is (a directory, or a FIFO,
-                whose read would wait forever for a writer).
+                whose read would wait forever for a writer), or a symbolic link leads out.
+            IntegrityError: the file's size is not ``size``.
         """
         full = self._full(rel_path)
         self.fs.invalidate_cache(full)
-        kind = self.fs.info(full).get("type")
-        if kind != "file":
-            raise FormatError(f"{self.url_of(rel_path)} is not a regular file ({kind})")
+        info = self.fs.info(full)
+        if info.get("type") != "file":
+            raise FormatError(f"{self.url_of(rel_path)} is not a regular file "
+                              f"({info.get('type')})")
+        actual = info.get("size")       # None: the backend does not say (an HTTP server)
+        if size is not None and actual is not None and actual != size:
+            raise IntegrityError(f"{self.url_of(rel_path)} is {actual} bytes, expected {size}")
         return self.fs.open(full, "rb")
 
     def open_write(self, rel_path: str) -> IO[bytes]:
@@ -208,7 +225,7 @@ class IndexStore:
         rel_path = manifest_path(version)
         try:
             with self.open_read(rel_path) as f:
-                data = f.read(MAX_MANIFEST_BYTES + 1)
+                data = _read_at_most(f, MAX_MANIFEST_BYTES + 1)
         except FileNotFoundError:
             available = self.versions()
             raise IndexNotFoundError(
@@ -441,6 +458,35 @@ class IndexStore:
         except OSError as exc:  # the hint is an optimisation: never fail a commit over it
             logger.warning("%s: committed version %d but could not update the %s hint (%s); "
                            "readers are unaffected", self.url, version, LATEST_HINT, exc)
+
+
+def _read_at_most(f: IO[bytes], limit: int, block: int = 1 << 20) -> bytes:
+    """Up to ``limit`` bytes of ``f``, in blocks: ``f.read(limit)`` would allocate ``limit``
+    bytes up front, whatever the file's size."""
+    parts = []
+    got = 0
+    while got < limit and (part := f.read(min(block, limit - got))):
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _check_inside(path: str, root: str, url: str) -> None:
+    """Raise FormatError unless local ``path`` resolves (symbolic links followed) to a place
+    inside folder ``root`` (itself resolved: an index folder may be a link). The check is
+    of the path at this moment: a writer of the index folder could still swap a link
+    between it and the open (the index folder is trusted not to race its readers)."""
+    try:
+        real = os.path.realpath(path, strict=True)
+    except FileNotFoundError:
+        real = os.path.realpath(path)       # not there (yet): resolve what exists
+    except OSError as exc:                  # ELOOP: a symbolic link loop
+        raise FormatError(f"{url}: cannot resolve the path ({os.strerror(exc.errno or 0)})"
+                          ) from None
+    real_root = os.path.realpath(root)
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise FormatError(f"{url}: a symbolic link leads outside the index folder "
+                          f"{real_root}; refused")
 
 
 def _create_local(path: str, data: bytes, url: str) -> None:
