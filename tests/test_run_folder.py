@@ -311,3 +311,73 @@ def test_the_publish_step_refuses_a_folder_a_version_took_meanwhile(tmp_path):
         pipeline.run().wait_until_finish()
     assert IndexStore(str(index)).versions() == [1]
     assert not (index / "runs" / "nightly" / "report.json").exists()
+
+
+# -- retries and crashes ---------------------------------------------------------------------
+
+
+def test_a_retried_publish_step_reports_the_version_it_committed(tmp_path):
+    """Every distributed runner may run a bundle again. With each bundle run twice
+    (``direct_runner_bundle_repeat``), the publish step finds its own commit: one version,
+    its report, success (the replay raised RunFolderInUseError after committing)."""
+    src, index = tmp_path / "emb.npy", tmp_path / "idx"
+    write_npy(str(src), vectors(1))
+    job = parse_config(npy_job(str(src), str(index))).create_transform()
+    with beam.Pipeline(options=direct_options(direct_runner_bundle_repeat=1)) as pipeline:
+        _ = pipeline | "Ingest" >> job
+    assert IndexStore(str(index)).versions() == [1]
+    report = json.loads((index / "runs" / job.run_id / "report.json").read_text())
+    assert report["version"] == 1 and report["gate"] == {"passed": True, "problems": []}
+    assert not list(index.rglob("*.pending.json"))
+    assert Index.open(str(index)).verify().ok
+
+
+_DIE_AFTER_COMMIT = """
+import os, sys
+import semq_transforms.transforms.publish as publish
+from pipelines.ingest import main
+
+def die(store, report):          # the process is killed between the commit and the report
+    os._exit(9)
+
+publish.write_report = die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("output", [{}, {"run_id": "nightly"}], ids=["derived", "fixed"])
+def test_a_run_killed_between_commit_and_report_is_completed_by_a_rerun(tmp_path, capsys,
+                                                                         output):
+    """The job dies right after its commit (version 1 committed, no report). A rerun
+    completes the missing report from the copy the run wrote before committing and has
+    nothing else to do: exit 0, version 1 unchanged, its report in place. (The rerun said
+    "nothing to publish" and left no report for good; with a fixed run id it exited 2,
+    claiming the input changed.)"""
+    import subprocess
+    import sys
+
+    src, index = tmp_path / "emb.npy", tmp_path / "idx"
+    write_npy(str(src), vectors(1))
+    data = npy_job(str(src), str(index), **output)
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", _DIE_AFTER_COMMIT, "--config",
+                           str(config_file)], cwd=root, check=False, capture_output=True,
+                          env={**os.environ, "PYTHONPATH": str(root)}, timeout=600)
+    assert done.returncode == 9, done.stderr[-2000:]
+    assert IndexStore(str(index)).versions() == [1]
+    [run_folder] = (index / "runs").iterdir()
+    assert not (run_folder / "report.json").exists()
+    assert (run_folder / "report.pending.json").exists()
+    manifest = (index / "manifests" / "v00000001.manifest.arrow").read_bytes()
+
+    assert run_cli(tmp_path, data) == 0
+    assert "unchanged since version 1; nothing to publish" in capsys.readouterr().out
+    report = json.loads((run_folder / "report.json").read_text())
+    assert report["version"] == 1 and report["gate"]["passed"]
+    assert report["counts"]["rows_encoded"] == ROWS
+    assert (run_folder / "report.md").exists() and not (run_folder / "report.pending.json"
+                                                       ).exists()
+    assert (index / "manifests" / "v00000001.manifest.arrow").read_bytes() == manifest
+    assert IndexStore(str(index)).versions() == [1] and Index.open(str(index)).verify().ok

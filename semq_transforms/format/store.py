@@ -165,6 +165,26 @@ class IndexStore:
             raise IntegrityError(f"{self.url_of(rel_path)} is {actual} bytes, expected {size}")
         return self.fs.open(full, "rb")
 
+    def read_bytes(self, rel_path: str, limit: int) -> bytes:
+        """The whole of a small file (a manifest, a report, the hint): at most ``limit``
+        bytes are read, in blocks; a longer file is a FormatError. Raises like
+        :meth:`open_read`."""
+        with self.open_read(rel_path) as f:
+            data = _read_at_most(f, limit + 1)
+        if len(data) > limit:
+            raise FormatError(f"{self.url_of(rel_path)} is over the {limit}-byte limit")
+        return data
+
+    def remove(self, rel_path: str) -> None:
+        """Delete ``rel_path`` if it exists (for a run's own temporary files; committed
+        manifests are never removed)."""
+        full = self._full(rel_path)
+        try:
+            self.fs.rm_file(full)
+        except FileNotFoundError:
+            pass
+        self.fs.invalidate_cache(full)
+
     def open_write(self, rel_path: str) -> IO[bytes]:
         """A binary file object writing ``rel_path``, replacing any file there.
 
@@ -224,8 +244,7 @@ class IndexStore:
                                          f"{self.url_of(MANIFESTS_DIR)}/")
         rel_path = manifest_path(version)
         try:
-            with self.open_read(rel_path) as f:
-                data = _read_at_most(f, MAX_MANIFEST_BYTES + 1)
+            data = self.read_bytes(rel_path, MAX_MANIFEST_BYTES)
         except FileNotFoundError:
             available = self.versions()
             raise IndexNotFoundError(

@@ -50,7 +50,13 @@ from semq_transforms.transforms.encode import (
     SampleQueries,
 )
 from semq_transforms.transforms.planning import sample_splits
-from semq_transforms.transforms.publish import PublishIndex, ReadTotals, report_path
+from semq_transforms.transforms.publish import (
+    MAX_REPORT_BYTES,
+    PublishIndex,
+    ReadTotals,
+    complete_report,
+    report_path,
+)
 from semq_transforms.transforms.read import ReadEmbeddings, ReadShards, WriteDeadLetters
 from semq_transforms.transforms.sources import filesystem_for
 
@@ -115,8 +121,7 @@ def _published_config_digest(store: IndexStore, manifest: Manifest) -> str | Non
     """The config digest of the run that published ``manifest``, from the safe config in its
     report (None when the report is missing, unreadable or not that version's)."""
     try:
-        with store.open_read(report_path(manifest.run_id)) as f:
-            report = json.loads(f.read())
+        report = json.loads(store.read_bytes(report_path(manifest.run_id), MAX_REPORT_BYTES))
         if report.get("version") != manifest.version or report.get("run_id") != manifest.run_id:
             return None
         return config_digest(dict(report["config"]))
@@ -158,6 +163,10 @@ def check_run_folder(config: JobConfig, run_id: str, fingerprint: str) -> int:
     if owner is None:
         return latest
     latest = max(latest, owner.version)  # (one committed since the listing above)
+    if owner.run_id == run_id:
+        # this run committed and died before its report: finish the report first (it
+        # also holds the config digest the comparison below needs)
+        complete_report(store, owner)
     if owner.version == latest and owner.input_fingerprint == fingerprint \
             and _same_config(store, owner, config):
         raise NothingToPublishError(

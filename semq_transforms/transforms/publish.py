@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,8 +25,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from semq_transforms.config import redact_url
-from semq_transforms.errors import SemqError
+from semq_transforms.errors import FormatError, SemqError
 from semq_transforms.eval import knn_intersection_measure
+from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import level_codecs
 from semq_transforms.format.store import IndexStore
@@ -33,12 +35,20 @@ from semq_transforms.transforms.encode import ShardNeighbors
 from semq_transforms.transforms.read import METRICS_NAMESPACE
 from semq_transforms.transforms.sources import REJECT_REASONS, Batch
 
-__all__ = ["PublishIndex", "ReadTotals", "failure_report", "gate_problems", "report_markdown",
-           "report_path", "validation_notes", "write_report"]
+__all__ = ["PublishIndex", "ReadTotals", "complete_report", "failure_report", "gate_problems",
+           "report_markdown", "report_path", "validation_notes", "write_report"]
+
+logger = logging.getLogger(__name__)
 
 #: Read totals, then the rejected rows per reason (``rejected_<reason>``).
 TOTAL_KEYS = ("rows_read", "rows_accepted", "rows_rejected", "bytes_read",
               *(f"rejected_{reason}" for reason in REJECT_REASONS))
+
+
+#: The suffix of the report a run writes just before it commits (``report.pending.json``).
+PENDING_SUFFIX = "pending.json"
+#: Reports are read back (a rerun completing one) up to this size.
+MAX_REPORT_BYTES = 64 << 20
 
 
 def report_path(run_id: str, suffix: str = "json") -> str:
@@ -163,11 +173,56 @@ def _report(*, run_id: str, index_url: str, version: int | None,
 
 
 def write_report(store: IndexStore, report: Mapping[str, Any]) -> None:
-    """``report`` as ``runs/<run_id>/report.json`` and ``report.md``."""
-    with store.open_write(report_path(report["run_id"], "json")) as f:
-        f.write(json.dumps(report, indent=2, sort_keys=True).encode("utf-8"))
+    """``report`` as ``runs/<run_id>/report.json`` and ``report.md`` (the Markdown first: a
+    run whose ``report.json`` exists is reported in full)."""
     with store.open_write(report_path(report["run_id"], "md")) as f:
         f.write(report_markdown(report).encode("utf-8"))
+    _write_json(store, report_path(report["run_id"], "json"), report)
+
+
+def _write_json(store: IndexStore, rel_path: str, report: Mapping[str, Any]) -> None:
+    with store.open_write(rel_path) as f:
+        f.write(json.dumps(report, indent=2, sort_keys=True).encode("utf-8"))
+
+
+def _committed_by_this_run(manifest: Manifest, metas: Sequence[ShardMeta], run_id: str,
+                           fingerprint: str | None) -> bool:
+    """Whether ``manifest`` is the commit of exactly these shards by this run (a retried
+    publish step finds its own commit): same run id and input fingerprint, the same shard
+    files (paths and SHA-256)."""
+    return (manifest.run_id == run_id and manifest.input_fingerprint == fingerprint
+            and [(s.path, s.file_sha256) for s in manifest.shards]
+            == [(m.path, m.file_sha256) for m in metas])
+
+
+def complete_report(store: IndexStore, manifest: Manifest) -> bool:
+    """Finish the report of the run that committed ``manifest`` if that run died between
+    its commit and its report: ``runs/<run_id>/report.json`` (and ``.md``) are written from
+    the pending copy the run wrote before committing, with the version filled in.
+
+    Returns whether the run's ``report.json`` exists afterwards (False: no report and no
+    pending copy of one that matches ``manifest``).
+    """
+    run_id = manifest.run_id
+    if store.exists(report_path(run_id)):
+        return True
+    pending_path = report_path(run_id, PENDING_SUFFIX)
+    try:
+        pending = json.loads(store.read_bytes(pending_path, MAX_REPORT_BYTES))
+    except (FileNotFoundError, FormatError, ValueError):
+        return False
+    shards = (pending.get("validation") or {}).get("shards") or []
+    if (not isinstance(pending, dict) or pending.get("run_id") != run_id
+            or pending.get("input_fingerprint") != manifest.input_fingerprint
+            or [s.get("path") for s in shards] != [s.path for s in manifest.shards]):
+        return False
+    pending["version"] = manifest.version
+    pending["gate"] = {"passed": True, "problems": []}
+    write_report(store, pending)
+    store.remove(pending_path)
+    logger.info("%s: completed the report of run %s (version %d) from its pending copy",
+                store.url, run_id, manifest.version)
+    return True
 
 
 def report_markdown(report: Mapping[str, Any]) -> str:
@@ -234,9 +289,14 @@ class _PublishFn(beam.DoFn):
                 neighbors: ShardNeighbors | None, sample: tuple) -> Any:
         metas = sorted(metas, key=lambda m: m.path)
         store = IndexStore(self._index_url, storage_options=self._storage_options)
-        # A version published into this run folder since the pipeline was built: committing
-        # (or writing the report) would change what that version serves.
-        store.refuse_published_run(self._run_id, after=self._folder_checked_through)
+        # A version that uses this run folder: this run's own commit, when the runner
+        # retries the bundle after it (every distributed runner may), else a version
+        # published into the folder since the pipeline was built, whose files must not
+        # change.
+        owner = store.run_version(self._run_id, after=self._folder_checked_through)
+        if owner is not None and not _committed_by_this_run(owner, metas, self._run_id,
+                                                            self._fingerprint):
+            raise store.run_folder_in_use(self._run_id, owner.version)
         rows_encoded = sum(m.rows for m in metas)
         recall = (None if neighbors is None
                   else knn_intersection_measure(neighbors.exact_I, neighbors.approx_I))
@@ -244,9 +304,17 @@ class _PublishFn(beam.DoFn):
             rows_planned=self._rows_planned, totals=totals, dead_letters=dead_letters,
             rows_encoded=rows_encoded, recall=recall, k=self._k,
             min_recall_at_k=self._min_recall, max_rejected_fraction=self._max_rejected)
-        version = None
+
+        def report(version: int | None) -> dict[str, Any]:
+            return self._report(metas, totals, dead_letters, rows_encoded, recall,
+                                len(sample[0]), problems, version)
+
+        version = owner.version if owner is not None else None
         error = None
-        if not problems:
+        if owner is None and not problems:
+            # What a rerun needs to finish the report if this process dies after the commit
+            # (complete_report): everything the report says but the version.
+            _write_json(store, report_path(self._run_id, PENDING_SUFFIX), report(None))
             try:
                 manifest = store.commit(metas, dim=self._dim, codecs=self._codecs,
                                         run_id=self._run_id,
@@ -255,13 +323,13 @@ class _PublishFn(beam.DoFn):
             except SemqError as exc:
                 error = exc
                 problems.append(f"commit failed: {exc}")
-        report = self._report(metas, totals, dead_letters, rows_encoded, recall,
-                              len(sample[0]), problems, version)
-        write_report(store, report)
+        write_report(store, report(version))
+        store.remove(report_path(self._run_id, PENDING_SUFFIX))
         if error is not None:
             raise error
-        (self._published if version is not None else self._gate_failed).inc()
-        yield report
+        if owner is None:
+            (self._published if version is not None else self._gate_failed).inc()
+        yield report(version)
 
     def _report(self, metas: Sequence[ShardMeta], totals: Mapping[str, int],
                 dead_letters: int, rows_encoded: int, recall: float | None, queries: int,
