@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -380,3 +382,26 @@ def test_no_credentials_are_written_or_logged(s3_url: str, s3_storage_options: d
         assert value.encode() not in everything
         assert value not in caplog.text and value not in repr(store)
     assert "committed version 2" in caplog.text
+
+
+def test_a_local_commit_removes_temporary_files_killed_commits_left(tmp_path: Any) -> None:
+    """A commit killed between writing its temporary file and linking it leaves the file
+    (ignored by listings); the next commit removes such files once an hour old, and leaves
+    a young one (a commit in flight) and anything else alone."""
+    from semq_transforms.format.store import STALE_TEMP_SECONDS
+
+    store = IndexStore(str(tmp_path))
+    commit(store)
+    folder = tmp_path / "manifests"
+    stale = folder / f".v00000002.manifest.arrow.{uuid.uuid4().hex}.tmp"
+    young = folder / f".v00000002.manifest.arrow.{uuid.uuid4().hex}.tmp"
+    other = folder / "notes.tmp"
+    for path in (stale, young, other):
+        path.write_bytes(b"partial")
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    assert store.versions() == [1]
+    commit(store, make_shards(2, run_id="run-2"), run_id="run-2")
+    assert store.versions() == [1, 2]
+    assert not stale.exists() and young.exists() and other.exists()

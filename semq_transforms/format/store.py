@@ -63,6 +63,9 @@ RUNS_DIR = "runs"
 MANIFESTS_DIR = "manifests"
 LATEST_HINT = "_latest"
 _MANIFEST_NAME = re.compile(r"v([0-9]{8,19})\.manifest\.arrow")
+#: A local commit's temporary file (see _create_local), and when a later commit removes one.
+_TEMP_NAME = re.compile(r"\.v[0-9]{8,19}\.manifest\.arrow\.[0-9a-f]{32}\.tmp")
+STALE_TEMP_SECONDS = 3600
 _HINT_MAX_BYTES = 64
 # memory:// is one dict per process: a process-wide lock makes its check-then-write exclusive.
 _MEMORY_CREATE_LOCK = threading.Lock()
@@ -531,6 +534,26 @@ def _create_local(path: str, data: bytes, url: str) -> None:
         try:
             os.unlink(temp)
         except FileNotFoundError:
+            pass
+    _remove_stale_temps(folder)
+
+
+def _remove_stale_temps(folder: str) -> None:
+    """Delete the temporary files that killed commits left in ``folder`` (listings ignore
+    them; this keeps them from piling up), once :data:`STALE_TEMP_SECONDS` old: a live
+    commit holds its own for well under a second."""
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if not _TEMP_NAME.fullmatch(entry.name):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+        except OSError:   # gone already, or not ours to delete: harmless either way
             pass
 
 

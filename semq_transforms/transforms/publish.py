@@ -31,6 +31,7 @@ from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import level_codecs
 from semq_transforms.format.store import IndexStore
+from semq_transforms.transforms._worker import exit_with_parent
 from semq_transforms.transforms.encode import ShardNeighbors
 from semq_transforms.transforms.read import METRICS_NAMESPACE
 from semq_transforms.transforms.sources import REJECT_REASONS, Batch
@@ -284,6 +285,9 @@ class _PublishFn(beam.DoFn):
         self._storage_options = dict(storage_options) if storage_options else None
         self._published = Metrics.counter(METRICS_NAMESPACE, "versions_published")
         self._gate_failed = Metrics.counter(METRICS_NAMESPACE, "gate_failed")
+
+    def setup(self) -> None:
+        exit_with_parent()
 
     def process(self, metas: list[ShardMeta], totals: Mapping[str, int], dead_letters: int,
                 neighbors: ShardNeighbors | None, sample: tuple) -> Any:

@@ -1,0 +1,100 @@
+"""Worker-process hygiene: an SDK worker that writes to the index exits with its job.
+
+Beam's local multi-process runner and its portable worker pool start SDK workers as child
+processes (``python -m apache_beam.runners.worker.sdk_worker_main``). When the process that
+started them is killed, a worker in the middle of a long step (encoding a shard) only
+notices at its next message to the runner, and may write a shard or a report first: files
+of a run that no longer exists, racing a rerun of the same run. The DoFns that write call
+:func:`exit_with_parent` in ``setup``: in such a worker a daemon thread polls the parent
+process and ends this one when the parent is gone. Elsewhere (the
+launcher itself, in-process runners, threads) it does nothing.
+
+The parent is the process that started the worker: Beam starts it through ``sh -c``, so the
+shells in between are looked through (on Linux, from ``/proc``) and the first process that
+is not a shell is watched; a killed process that is not yet reaped (a zombie) counts as gone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+#: The module a Beam SDK worker process runs as ``__main__``.
+SDK_WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"
+#: How often the parent is checked, in seconds.
+POLL_SECONDS = 0.1
+#: Exit status of a worker that outlived its parent.
+EXIT_ORPHANED = 75
+
+_lock = threading.Lock()
+_watching = False
+
+
+def in_sdk_worker_process() -> bool:
+    """Whether this process is a Beam SDK worker started as a child process."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) == SDK_WORKER_MAIN
+
+
+def exit_with_parent() -> None:
+    """In an SDK worker process, start (once) the watch that exits the process when the
+    process that started it dies (:func:`watch_starter`); a no-op anywhere else."""
+    if in_sdk_worker_process():
+        watch_starter()
+
+
+def watch_starter() -> None:
+    """Start (once per process) a daemon thread that ends this process, without cleanup,
+    as soon as the process that started it (shells looked through) is gone."""
+    global _watching
+    with _lock:
+        if _watching:
+            return
+        _watching = True
+    starter = _starter()
+
+    def watch() -> None:
+        while _alive(starter):
+            time.sleep(POLL_SECONDS)
+        os._exit(EXIT_ORPHANED)    # no cleanup: nothing of a dead job may be written now
+
+    threading.Thread(target=watch, name="semq-exit-with-parent", daemon=True).start()
+
+
+#: Process names of the shells a runner may start a worker through.
+_SHELLS = frozenset({"sh", "bash", "dash"})
+
+
+def _stat(pid: int) -> tuple[str, str, int] | None:
+    """``(name, state, parent pid)`` of ``pid`` from ``/proc`` (None: no such process, or
+    no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    name = text[text.find("(") + 1:text.rfind(")")]
+    state, ppid = text[text.rfind(")") + 2:].split()[:2]
+    return name, state, int(ppid)
+
+
+def _starter() -> int:
+    """The pid of the process that started this one, looking through shells."""
+    pid = os.getppid()
+    for _ in range(4):
+        stat = _stat(pid)
+        if stat is None or stat[0] not in _SHELLS:
+            break
+        pid = stat[2]
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not); without ``/proc``, whether it is still this
+    process's parent."""
+    if os.path.isdir("/proc/self"):
+        stat = _stat(pid)
+        return stat is not None and stat[1] not in ("Z", "X")
+    return os.getppid() == pid
