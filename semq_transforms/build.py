@@ -45,7 +45,8 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
                 codecs: Sequence[str] = ("semq4",), rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
                 run_id: str | None = None, parent_version: int | None | str = "latest",
                 input_fingerprint: str | None = None,
-                storage_options: Mapping[str, Any] | None = None) -> Manifest:
+                storage_options: Mapping[str, Any] | None = None,
+                allow_unsafe_commit: bool = False) -> Manifest:
     """Encode ``x`` into shards under ``url`` and commit a new version.
 
     Args:
@@ -57,6 +58,8 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
         run_id: names the run folder the shards are written to (default: a new
             ``build-<16 hex>`` per call). A folder a committed version uses is refused
             (``RunFolderInUseError``): its files must not change.
+        allow_unsafe_commit: publish on storage without a create-if-absent write
+            (``IndexStore.check_commit``; refused otherwise, before anything is written).
     Returns:
         The committed manifest.
     """
@@ -66,6 +69,7 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
         raise InvalidInputError(f"ids has {len(ids)} entries, x has {x.shape[0]} rows")
     _check_unique(ids)
     store = IndexStore(url, storage_options=storage_options)
+    store.check_commit(allow_unsafe=allow_unsafe_commit)
     if run_id is None:
         run_id = f"build-{secrets.token_hex(8)}"
     else:
@@ -77,4 +81,5 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
         with store.open_write(path) as f:
             shards.append(write_shard(f, ids=ids[start:stop], levels=levels, path=path))
     return store.commit(shards, dim=x.shape[1], codecs=list(codecs), run_id=run_id,
-                        parent_version=parent_version, input_fingerprint=input_fingerprint)
+                        parent_version=parent_version, input_fingerprint=input_fingerprint,
+                        allow_unsafe_commit=allow_unsafe_commit)

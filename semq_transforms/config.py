@@ -335,6 +335,9 @@ class OutputConfig(_Model):
                                                  "deterministically by the pipeline")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec "
                                             "options for writing; ${ENV:NAME} references")
+    allow_unsafe_commit: bool = Field(False, description="publish on storage without a "
+                                      "create-if-absent write (not local, s3, gs, az), where "
+                                      "two concurrent publishers can overwrite each other")
 
     _url = field_validator("index_url")(_check_url)
     _storage = field_validator("storage_options")(_resolve_storage_options)

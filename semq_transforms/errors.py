@@ -65,6 +65,11 @@ class VersionConflictError(SemqError, RuntimeError):
     """A manifest version to be committed already exists (another writer won the race)."""
 
 
+class UnsafeCommitError(SemqError, RuntimeError):
+    """The index's storage has no create-if-absent write, so a commit could silently overwrite
+    another writer's version; refused unless the caller opts in (``allow_unsafe_commit``)."""
+
+
 class IndexNotFoundError(SemqError, LookupError):
     """No index (or no such version) exists at the given URL."""
 

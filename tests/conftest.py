@@ -7,6 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.cloud_servers import (  # noqa: F401  (fixtures)
+    azure_storage_options,
+    azure_url,
+    gcs_storage_options,
+    gcs_url,
+)
 from tests.http_server import http_folder  # noqa: F401  (fixture)
 from tests.s3_server import s3_storage_options, s3_url  # noqa: F401  (fixtures)
 

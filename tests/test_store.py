@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import fsspec
+import numpy as np
 import pytest
 
 from semq_transforms.errors import (
@@ -32,7 +33,7 @@ from tests.manifest_helpers import (
     write_shard_files,
 )
 
-BACKENDS = ["local", "file_url", "memory", "s3"]
+BACKENDS = ["local", "file_url", "memory", "s3", "gcs", "azure"]
 StoreFactory = Callable[[], IndexStore]
 
 
@@ -47,9 +48,9 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[StoreFa
         url = (tmp_path / "index").as_uri()
     elif request.param == "memory":
         url = f"memory://semq-test-{uuid.uuid4().hex}/index"
-    else:
-        url = request.getfixturevalue("s3_url")
-        options = request.getfixturevalue("s3_storage_options")
+    else:       # a real server on loopback: s3_url / gcs_url / azure_url
+        url = request.getfixturevalue(f"{request.param}_url")
+        options = request.getfixturevalue(f"{request.param}_storage_options")
     yield lambda: IndexStore(url, storage_options=options)
     if request.param == "memory":
         fs = fsspec.filesystem("memory")
@@ -302,17 +303,19 @@ def test_concurrent_commits_of_one_version_processes(tmp_path: Any) -> None:
     assert leftovers == ["v00000001.manifest.arrow"]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("backend", ["local", "s3"])
+@pytest.mark.parametrize("backend", ["local", "s3", "gcs", "azure"])
 def test_exclusivity_is_enforced_by_the_storage_not_a_precheck(
         backend: str, tmp_path: Any, request: pytest.FixtureRequest,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """With existence checks blinded, the second create still fails: on local files
-    os.link refuses an existing name; on S3 the server answers If-None-Match: * with 412."""
+    os.link refuses an existing name; S3 and Azure answer If-None-Match: * with 412 / 409,
+    GCS answers ifGenerationMatch=0 with 412."""
     if backend == "local":
         store = IndexStore(str(tmp_path))
     else:
-        store = IndexStore(request.getfixturevalue("s3_url"),
-                           storage_options=request.getfixturevalue("s3_storage_options"))
+        store = IndexStore(request.getfixturevalue(f"{backend}_url"),
+                           storage_options=request.getfixturevalue(
+                               f"{backend}_storage_options"))
     store.create_exclusive("manifests/v00000001.manifest.arrow", b"one")
     monkeypatch.setattr(store.fs, "exists", lambda *a, **k: False)
     with pytest.raises(VersionConflictError):
@@ -333,15 +336,29 @@ def test_moto_honours_if_none_match(s3_url: str, s3_storage_options: dict) -> No
     assert fs.cat_file(key) == b"first"
 
 
-def test_other_backends_use_the_documented_racy_fallback(
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_other_backends_refuse_to_commit_unless_an_unsafe_commit_is_accepted(
+        caplog: pytest.LogCaptureFixture, tmp_path: Any) -> None:
+    """A backend without a create-if-absent write (here fsspec's ``dir::`` wrapper) would let
+    two committers of one version both succeed: commit and build_index refuse it before
+    writing anything; accepted explicitly, the commit warns loudly and still refuses a
+    version it can see exists."""
+    from semq_transforms.build import build_index
+    from semq_transforms.errors import UnsafeCommitError
+
     url = f"dir::memory://semq-fallback-{uuid.uuid4().hex}"
     store = IndexStore(url)
+    assert store.exclusive_create() is None
+    with pytest.raises(UnsafeCommitError, match="no create-if-absent write"):
+        commit(store)
+    assert store.versions() == []
+    with pytest.raises(UnsafeCommitError, match="allow_unsafe_commit"):
+        build_index(url, np.ones((4, 8), np.float32), run_id="b1")
+    assert not store.exists("runs/b1")
     with caplog.at_level(logging.WARNING, logger="semq_transforms.format.store"):
-        manifest = commit(store)
-    assert "check-then-write" in caplog.text and "one committer at a time" in caplog.text
+        manifest = commit(store, allow_unsafe_commit=True)
+    assert "UNSAFE COMMIT" in caplog.text and "one committer at a time" in caplog.text
     with pytest.raises(VersionConflictError):
-        commit(store, parent_version=None)
+        commit(store, parent_version=None, allow_unsafe_commit=True)
     assert store.read_manifest() == manifest
 
 
@@ -405,3 +422,24 @@ def test_a_local_commit_removes_temporary_files_killed_commits_left(tmp_path: An
     commit(store, make_shards(2, run_id="run-2"), run_id="run-2")
     assert store.versions() == [1, 2]
     assert not stale.exists() and young.exists() and other.exists()
+
+
+@pytest.mark.parametrize("backend", ["gcs", "azure"])
+def test_an_index_is_built_searched_and_verified_on_gcs_and_azure(
+        backend: str, request: pytest.FixtureRequest) -> None:
+    """The whole index path over gcsfs / adlfs against the emulators: shards and manifests
+    written, a second version on top, search and verify over the wire."""
+    from semq_transforms.build import build_index
+    from semq_transforms.index import Index
+    from tests.conftest import make_anisotropic
+
+    url = request.getfixturevalue(f"{backend}_url")
+    options = request.getfixturevalue(f"{backend}_storage_options")
+    x = make_anisotropic(600, 16, seed=4)
+    build_index(url, x, codecs=["semq4"], rows_per_shard=250, storage_options=options)
+    build_index(url, x[:300], codecs=["semq4"], rows_per_shard=250, storage_options=options)
+    index = Index.open(url, storage_options=options)
+    assert index.version == 2 and index.versions() == [1, 2]
+    _, ids = Index.open(url, 1, storage_options=options).search(x[:5], k=1)
+    assert ids[:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert index.verify().ok and Index.open(url, 1, storage_options=options).verify().ok

@@ -10,7 +10,8 @@ An index is a prefix on any fsspec URL (a local path, ``file://``, ``memory://``
 Workers write shard files (:meth:`IndexStore.open_write` on :func:`shard_path`) and return
 :class:`~semq_transforms.format.meta.ShardMeta`; one step then calls :meth:`IndexStore.commit`,
 which checks the shard files, picks version ``parent + 1`` and creates that manifest with a
-create-if-absent write. If another writer created it first, the commit raises
+create-if-absent write (local files, ``memory://``, S3, GCS and Azure Blob have one; elsewhere
+a commit is refused unless the caller accepts an unsafe one). If another writer created it first, the commit raises
 :class:`~semq_transforms.errors.VersionConflictError` and the caller decides what to do (re-run
 against the new latest). ``FORMAT.md`` beside this file ("Manifest and index layout") is the
 specification.
@@ -47,6 +48,7 @@ from semq_transforms.errors import (
     IntegrityError,
     InvalidInputError,
     RunFolderInUseError,
+    UnsafeCommitError,
     VersionConflictError,
 )
 from semq_transforms.format.manifest import (
@@ -303,7 +305,35 @@ class IndexStore:
 
     # -- writing --------------------------------------------------------------------------
 
-    def create_exclusive(self, rel_path: str, data: bytes) -> None:
+    def exclusive_create(self) -> str | None:
+        """How :meth:`create_exclusive` keeps two writers of one file apart on this store
+        (``"os.link"``, ``"process lock"``, ``"If-None-Match"``, ``"ifGenerationMatch=0"``),
+        or None where it cannot (any other fsspec backend)."""
+        if isinstance(self.fs, LocalFileSystem):
+            return "os.link"
+        if isinstance(self.fs, MemoryFileSystem):
+            return "process lock"
+        protocols = _protocols(self.fs)
+        if protocols & _S3_PROTOCOLS or protocols & _AZURE_PROTOCOLS:
+            return "If-None-Match"
+        if protocols & _GCS_PROTOCOLS:
+            return "ifGenerationMatch=0"
+        return None
+
+    def check_commit(self, *, allow_unsafe: bool = False) -> None:
+        """Raise :class:`UnsafeCommitError` if commits here could overwrite each other (no
+        :meth:`exclusive_create`), unless ``allow_unsafe``; a job calls it before it writes
+        anything."""
+        if self.exclusive_create() is None and not allow_unsafe:
+            raise UnsafeCommitError(
+                f"{self.url}: the {_protocol(self.fs)!r} filesystem has no create-if-absent "
+                f"write, so two jobs committing the same version could both succeed and the "
+                f"later overwrite the earlier. Publish to a local path, s3://, gs:// or az://, "
+                f"or accept the risk with allow_unsafe_commit (output.allow_unsafe_commit: "
+                f"true) and never run two publishers of this index at once")
+
+    def create_exclusive(self, rel_path: str, data: bytes, *,
+                         allow_unsafe: bool = False) -> None:
         """Create ``rel_path`` with ``data`` if it does not exist; never overwrite.
 
         Per backend:
@@ -317,33 +347,46 @@ class IndexStore:
           the PUT (or the multipart completion); the server answers 412 if the key exists.
           Needs a server that honours the header (AWS S3, MinIO, moto; one that ignores it
           would let the write overwrite).
+        * ``gs://`` (gcsfs) and ``az://`` / ``abfs://`` (adlfs): ``pipe_file(mode="create")``,
+          an upload with ``ifGenerationMatch=0`` (GCS) or ``If-None-Match: *`` (Azure Blob);
+          the server refuses it if the object exists.
         * ``memory://``: check-then-write under a process-wide lock (the memory filesystem is
           one dict per process, so this is exclusive).
-        * any other backend (``gs://`` included, for now): check existence, then write. This
-          is racy: two writers can both pass the check and the later write wins. A warning is
-          logged; run one committer at a time on such backends.
+        * any other backend: refused (:meth:`check_commit`), unless ``allow_unsafe``: then
+          check existence and write, with a warning. Two writers can both pass the check
+          and the later write wins.
 
         Raises:
             VersionConflictError: ``rel_path`` already exists.
+            UnsafeCommitError: the backend has no create-if-absent write and not
+                ``allow_unsafe``.
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
         full = self._full(rel_path)
-        if isinstance(self.fs, LocalFileSystem):
+        kind = self.exclusive_create()
+        if kind == "os.link":
             _create_local(full, bytes(data), self.url_of(rel_path))
-        elif isinstance(self.fs, MemoryFileSystem):
+        elif kind == "process lock":
             with _MEMORY_CREATE_LOCK:
                 if self.fs.exists(full):
                     raise _exists_error(self.url_of(rel_path))
                 self.fs.pipe_file(full, bytes(data))
-        elif _is_s3(self.fs):
+        elif _protocols(self.fs) & _S3_PROTOCOLS:
             self._create_s3(full, bytes(data), self.url_of(rel_path))
+        elif kind is not None:
+            try:
+                self.fs.pipe_file(full, bytes(data), mode="create")
+            except FileExistsError:       # gcsfs's 412, adlfs's ResourceExistsError
+                raise _exists_error(self.url_of(rel_path)) from None
+            self.fs.invalidate_cache(full)
         else:
+            self.check_commit(allow_unsafe=allow_unsafe)
             logger.warning(
-                "%s: no atomic create-if-absent is known for the %r filesystem; creating %s by "
-                "check-then-write, which two concurrent writers can both pass (the later one "
-                "overwrites). Run one committer at a time on this storage.",
-                self.url, _protocol(self.fs), rel_path)
+                "%s: UNSAFE COMMIT (allow_unsafe_commit): the %r filesystem has no "
+                "create-if-absent write; creating %s by check-then-write, which two concurrent "
+                "writers can both pass (the later one overwrites). Run one committer at a "
+                "time on this storage.", self.url, _protocol(self.fs), rel_path)
             self.fs.invalidate_cache(full)
             if self.fs.exists(full):
                 raise _exists_error(self.url_of(rel_path))
@@ -371,7 +414,8 @@ class IndexStore:
 
     def commit(self, shards: Iterable[ShardMeta], *, dim: int, codecs: Sequence[str],
                run_id: str, parent_version: int | None | Literal["latest"] = "latest",
-               input_fingerprint: str | None = None) -> Manifest:
+               input_fingerprint: str | None = None,
+               allow_unsafe_commit: bool = False) -> Manifest:
         """Commit a new version listing ``shards``; return its manifest.
 
         Args:
@@ -381,6 +425,8 @@ class IndexStore:
             parent_version: ``"latest"`` (the current latest, or none for an empty index),
                 ``None`` (no parent: this is version 1) or a committed version number.
             input_fingerprint: caller's identifier of the input data, stored as given.
+            allow_unsafe_commit: commit on a backend without a create-if-absent write
+                (:meth:`check_commit`), where two writers of one version can both succeed.
 
         The new version is ``parent + 1``. Steps: validate the shard metadata; check that
         every shard file exists with ``file_bytes`` bytes (one listing per run folder); create
@@ -392,9 +438,11 @@ class IndexStore:
             IntegrityError: a shard file's size differs from its ``file_bytes``.
             IndexNotFoundError: ``parent_version`` is a number that is not committed.
             VersionConflictError: the version was committed by another writer first.
+            UnsafeCommitError: the backend cannot commit safely (see ``allow_unsafe_commit``).
         """
         shards = tuple(shards)
         check_run_id(run_id)
+        self.check_commit(allow_unsafe=allow_unsafe_commit)
         for shard in shards:
             if not isinstance(shard, ShardMeta):
                 raise FormatError(f"commit takes ShardMeta objects, got {type(shard).__name__}")
@@ -419,7 +467,8 @@ class IndexStore:
                                 run_id=run_id, parent_version=parent,
                                 input_fingerprint=input_fingerprint)
         try:
-            self.create_exclusive(manifest_path(version), manifest.to_bytes())
+            self.create_exclusive(manifest_path(version), manifest.to_bytes(),
+                                  allow_unsafe=allow_unsafe_commit)
         except VersionConflictError as exc:
             raise VersionConflictError(
                 f"version {version} at {self.url} was committed by another writer; re-run "
@@ -583,15 +632,19 @@ def _exists_error(url: str) -> VersionConflictError:
     return VersionConflictError(f"{url} already exists; it is never overwritten")
 
 
+_S3_PROTOCOLS = frozenset({"s3", "s3a"})
+_GCS_PROTOCOLS = frozenset({"gs", "gcs"})
+_AZURE_PROTOCOLS = frozenset({"az", "abfs", "abfss"})
+
+
 def _protocol(fs: Any) -> str:
     protocol = fs.protocol
     return protocol if isinstance(protocol, str) else protocol[0]
 
 
-def _is_s3(fs: Any) -> bool:
+def _protocols(fs: Any) -> set[str]:
     protocol = fs.protocol
-    protocols = {protocol} if isinstance(protocol, str) else set(protocol)
-    return bool(protocols & {"s3", "s3a"})
+    return {protocol} if isinstance(protocol, str) else set(protocol)
 
 
 def _s3_error_code(exc: BaseException) -> str | None:

@@ -150,6 +150,8 @@ def check_run_folder(config: JobConfig, run_id: str, fingerprint: str) -> int:
     while the job runs, need only read the versions committed after it.
 
     Raises:
+        UnsafeCommitError: the index's storage cannot commit safely and the config does not
+            allow an unsafe commit.
         NothingToPublishError: the folder is the latest version's, published from the same
             input fingerprint (stored in its manifest) and the same config digest.
         RunFolderInUseError: the folder belongs to a committed version otherwise (the input or
@@ -157,6 +159,7 @@ def check_run_folder(config: JobConfig, run_id: str, fingerprint: str) -> int:
             that version serves. Another ``output.run_id`` is needed.
     """
     store = IndexStore(config.output.index_url, storage_options=config.output.storage_options)
+    store.check_commit(allow_unsafe=config.output.allow_unsafe_commit)
     # read before run_version, which then reads (or rules out) every version up to it
     latest = store.latest_version() or 0
     owner = store.run_version(run_id)
@@ -250,4 +253,5 @@ class _IngestJob(beam.PTransform):
             min_recall_at_k=validation.min_recall_at_k,
             max_rejected_fraction=validation.max_rejected_fraction,
             input_fingerprint=self.fingerprint, safe_config=config.model_dump_safe(),
-            folder_checked_through=checked, storage_options=out.storage_options)
+            folder_checked_through=checked, storage_options=out.storage_options,
+            allow_unsafe_commit=out.allow_unsafe_commit)

@@ -269,9 +269,11 @@ class _PublishFn(beam.DoFn):
                  rows_planned: int, k: int, min_recall_at_k: float,
                  max_rejected_fraction: float, input_fingerprint: str | None,
                  safe_config: Mapping[str, Any] | None, folder_checked_through: int,
-                 storage_options: Mapping[str, Any] | None) -> None:
+                 storage_options: Mapping[str, Any] | None,
+                 allow_unsafe_commit: bool = False) -> None:
         super().__init__()
         self._index_url = index_url
+        self._allow_unsafe_commit = allow_unsafe_commit
         self._folder_checked_through = folder_checked_through
         self._run_id = run_id
         self._dim = dim
@@ -322,7 +324,8 @@ class _PublishFn(beam.DoFn):
             try:
                 manifest = store.commit(metas, dim=self._dim, codecs=self._codecs,
                                         run_id=self._run_id,
-                                        input_fingerprint=self._fingerprint)
+                                        input_fingerprint=self._fingerprint,
+                                        allow_unsafe_commit=self._allow_unsafe_commit)
                 version = manifest.version
             except SemqError as exc:
                 error = exc
@@ -380,6 +383,8 @@ class PublishIndex(beam.PTransform):
         folder_checked_through: versions up to this one are known not to use the run folder;
             before committing, only later ones are read to check it (``EncodeShards``).
         storage_options: fsspec options for writing.
+        allow_unsafe_commit: commit on storage without a create-if-absent write
+            (``IndexStore.check_commit``).
     """
 
     def __init__(self, index_url: str, *, run_id: str, dim: int | None, codecs: Sequence[str],
@@ -389,7 +394,8 @@ class PublishIndex(beam.PTransform):
                  input_fingerprint: str | None = None,
                  safe_config: Mapping[str, Any] | None = None,
                  folder_checked_through: int = 0,
-                 storage_options: Mapping[str, Any] | None = None) -> None:
+                 storage_options: Mapping[str, Any] | None = None,
+                 allow_unsafe_commit: bool = False) -> None:
         super().__init__()
         level_codecs(codecs)            # a typed error now, not on a worker at run time
         self._fn = _PublishFn(index_url, run_id=run_id, dim=dim, codecs=codecs,
@@ -397,7 +403,8 @@ class PublishIndex(beam.PTransform):
                               max_rejected_fraction=max_rejected_fraction,
                               input_fingerprint=input_fingerprint, safe_config=safe_config,
                               folder_checked_through=folder_checked_through,
-                              storage_options=storage_options)
+                              storage_options=storage_options,
+                              allow_unsafe_commit=allow_unsafe_commit)
         self._totals = totals
         self._dead_letters = dead_letters
         self._neighbors = neighbors
