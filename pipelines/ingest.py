@@ -41,6 +41,7 @@ if __name__ == "__main__":
     tune_allocator()
 
 import argparse
+import difflib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -82,6 +83,10 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     mode = direct.direct_running_mode or "in_memory"
     pinned = direct_options(mode, direct.direct_num_workers or 2)
     return PipelineOptions(list(beam_args), **pinned.get_all_options(drop_default=True))
+
+
+#: The job's own command-line options (everything else goes to Beam).
+JOB_OPTIONS = ("--config", "--index-url")
 
 
 def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -126,10 +131,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     redact_log_records()
     args, beam_args = _parse(argv)
     unknown = unknown_options(beam_args)
-    if unknown:
-        print(f"ingest: unknown option(s) {', '.join(unknown)}: neither a job option "
-              f"(--config, --index-url) nor a Beam pipeline option", file=sys.stderr)
+    # A near-miss of the job's own options is a typo that would publish somewhere else
+    # ("--index_url-x" left the config's index in place); anything else may be read by a
+    # PipelineOptions class of the user's own, which this process never imported.
+    typos = [flag for flag in unknown
+             if difflib.get_close_matches(flag.replace("_", "-"), JOB_OPTIONS, cutoff=0.75)]
+    if typos:
+        print(f"ingest: unknown option(s) {', '.join(typos)}: did you mean one of "
+              f"{', '.join(JOB_OPTIONS)}?", file=sys.stderr)
         return 2
+    if unknown:
+        print(f"ingest: warning: option(s) {', '.join(unknown)} are neither job options nor "
+              f"options of Beam's own classes; passed on to the pipeline as they are (for "
+              f"PipelineOptions classes of your own)", file=sys.stderr)
     try:
         config = load_config(args.config)
         if args.index_url:

@@ -3,7 +3,9 @@
 The job runs as a user runs it (``python -m pipelines.ingest``, a subprocess each) on one
 input with a fixed run id: in-process, in two worker processes, on Beam's portable runner
 (``--runner=PortableRunner --job_endpoint=embed --environment_type=LOOPBACK``: a job service
-speaking the protocol Dataflow, Flink and Spark speak), with one and two BLAS threads and
+speaking the protocol Dataflow, Flink and Spark speak), on that protocol end to end (a job
+service in a process of its own, an EXTERNAL pool of two SDK workers, the package staged with
+``--setup_file``, as a Flink or Spark cluster runs it), with one and two BLAS threads and
 other OpenBLAS kernels. Every run must publish identical shard files and a manifest with the
 same digest.
 """
@@ -11,8 +13,11 @@ same digest.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,11 +37,65 @@ RUNS = [
                            "--direct_num_workers=2"]),
     ("portable-runner", {"OPENBLAS_CORETYPE": "Haswell"},
      ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]),
+    ("job-service-external-pool", {}, ["--runner=PortableRunner",
+                                       "--job_endpoint=localhost:{job_port}",
+                                       "--environment_type=EXTERNAL",
+                                       "--environment_config=localhost:{pool_port}",
+                                       "--sdk_worker_parallelism=2",
+                                       f"--setup_file={ROOT / 'pyproject.toml'}"]),
 ]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
-def published(tmp_path_factory) -> dict[str, tuple[str, dict[str, bytes]]]:
+def portable_services(tmp_path_factory) -> Iterator[dict[str, int]]:
+    """A Beam job service (``local_job_service_main``) and an SDK worker pool
+    (``worker_pool_main``: starts SDK worker processes on request, as an EXTERNAL environment
+    of a Flink or Spark cluster does), each a process of its own on loopback."""
+    pytest.importorskip("build", reason="--setup_file needs the 'build' package "
+                        "(pip install -e '.[dev]')")
+    ports = {"job_port": _free_port(), "pool_port": _free_port()}
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    staging = tmp_path_factory.mktemp("staging")
+    services = [
+        subprocess.Popen([sys.executable, "-m",
+                          "apache_beam.runners.portability.local_job_service_main",
+                          "--port", str(ports["job_port"]), "--staging_dir", str(staging)],
+                         env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                          "--service_port", str(ports["pool_port"])], env=env, cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for port in ports.values():
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, f"no Beam service on port {port}"
+                    assert all(s.poll() is None for s in services), "a Beam service exited"
+                    time.sleep(0.1)
+        yield ports
+    finally:
+        for service in services:
+            service.terminate()
+            try:
+                service.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                service.kill()
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, portable_services
+              ) -> dict[str, tuple[str, dict[str, bytes]]]:
     base = tmp_path_factory.mktemp("job-determinism")
     write_sample_embeddings(str(base / "input"), rows=2500, dim=384, seed=7, files=2)
     out = {}
@@ -52,6 +111,7 @@ def published(tmp_path_factory) -> dict[str, tuple[str, dict[str, bytes]]]:
                            "max_rejected_fraction": 0.0}}))
         path = [p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), **env_changes)
+        beam_args = [arg.format(**portable_services) for arg in beam_args]
         proc = subprocess.run([sys.executable, "-m", "pipelines.ingest", "--config", str(config),
                                *beam_args], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=600, check=False)
