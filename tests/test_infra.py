@@ -187,7 +187,7 @@ def test_dockerfile_launcher_and_worker_targets():
     assert boot_image == f"apache/beam_python{python}_sdk:${{BEAM_VERSION}}"
     text = DOCKERFILE.read_text(encoding="utf-8")
     (beam_version,) = re.findall(r"^ARG BEAM_VERSION=(\S+)$", text, flags=re.MULTILINE)
-    assert '"apache-beam==${BEAM_VERSION}"' in text
+    assert '"apache-beam[gcp]==${BEAM_VERSION}"' in text
     major_minor = ".".join(beam_version.split(".")[:2])
     runners = (INFRA / "RUNNERS.md").read_text(encoding="utf-8")
     assert f"apache-beam {major_minor}" in runners, "Dockerfile and RUNNERS.md disagree on Beam"
