@@ -13,8 +13,9 @@ Each trial prints its counts (a table) and the JSON goes to ``--out``:
   error" must stay 0. (Shards are covered byte for byte by the manifest's file SHA-256; a
   manifest's own bytes only by its content digest.)
 * **forgery**: manifests rewritten by a writer that recomputes the digest: shard paths that
-  leave the prefix must be refused; a dropped shard is accepted (the digest is integrity, not
-  authenticity: no signed versions yet), and counted as such.
+  leave the prefix must be refused; a dropped shard is accepted by a reader without a key
+  (the digest is integrity, not authenticity) and must be refused by one with the
+  publisher's public key (signed versions).
 * **concurrent publishers**: per store, rounds of four writers committing the same version at
   once; every round must have exactly one winner and three ``VersionConflictError``.
   S3, GCS and Azure are moto's server, fake-gcs-server and Azurite on loopback (as in the
@@ -165,6 +166,21 @@ def forgery(seed: int, work: Path) -> list[dict[str, Any]]:
             outcome = f"refused ({type(exc).__name__})"
         rows.append({"forgery": name, "outcome": outcome})
         shutil.rmtree(root)
+    # the same drop on a signed index, read with the publisher's public key
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    root = work / "forgery-signed"
+    build_index(str(root), x, codecs=["semq4"], rows_per_shard=200, signing_key=key)
+    _forge(root, list(Index.open(str(root)).shards)[1:])
+    try:
+        Index.open(str(root), 2, public_key=key.public_key())
+        outcome = "accepted, verify ok"
+    except SemqError as exc:
+        outcome = f"refused ({type(exc).__name__})"
+    rows.append({"forgery": "a shard dropped, signed index read with its public key",
+                 "outcome": outcome})
+    shutil.rmtree(root)
     return rows
 
 
@@ -377,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     write_results(args.out, {}, results)
     bad = (results["corruption"]["bad"] + results["kills"]["bad"]
            + sum(r.get("bad", 0) for r in results["publishers"])
-           + sum(r["outcome"].startswith("accepted") and "path" in r["forgery"]
+           + sum(r["outcome"].startswith("accepted")
+                 and ("path" in r["forgery"] or "signed" in r["forgery"])
                  for r in results["forgery"]))
     print(f"\n{'FAIL' if bad else 'PASS'}: {bad} bad outcome(s); JSON: {args.out}")
     return 1 if bad else 0

@@ -46,7 +46,7 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
                 run_id: str | None = None, parent_version: int | None | str = "latest",
                 input_fingerprint: str | None = None,
                 storage_options: Mapping[str, Any] | None = None,
-                allow_unsafe_commit: bool = False) -> Manifest:
+                allow_unsafe_commit: bool = False, signing_key: Any = None) -> Manifest:
     """Encode ``x`` into shards under ``url`` and commit a new version.
 
     Args:
@@ -60,6 +60,8 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
             (``RunFolderInUseError``): its files must not change.
         allow_unsafe_commit: publish on storage without a create-if-absent write
             (``IndexStore.check_commit``; refused otherwise, before anything is written).
+        signing_key: an Ed25519 private key (``format.signing.load_private_key``): the
+            version is signed (``Index.open(..., public_key=...)`` then checks it).
     Returns:
         The committed manifest.
     """
@@ -82,4 +84,4 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
             shards.append(write_shard(f, ids=ids[start:stop], levels=levels, path=path))
     return store.commit(shards, dim=x.shape[1], codecs=list(codecs), run_id=run_id,
                         parent_version=parent_version, input_fingerprint=input_fingerprint,
-                        allow_unsafe_commit=allow_unsafe_commit)
+                        allow_unsafe_commit=allow_unsafe_commit, signing_key=signing_key)

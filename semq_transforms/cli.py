@@ -45,7 +45,21 @@ def _open(args: argparse.Namespace, url: str | None = None, version: int | None 
     if version is None:
         version = getattr(args, "version", None)   # diff has no --version: its own two
     return Index.open(url or args.url, version,
-                      storage_options=_storage_options(args.storage_options))
+                      storage_options=_storage_options(args.storage_options),
+                      public_key=_public_key(args.public_key))
+
+
+def _public_key(path: str | None) -> Any:
+    """The Ed25519 public key in the PEM file at ``path`` (None: no signature required)."""
+    if path is None:
+        return None
+    from semq_transforms.format.signing import load_public_key
+
+    try:
+        with open(path, "rb") as f:
+            return load_public_key(f.read(64 << 10))
+    except OSError as exc:
+        raise SystemExit(_fail(f"--public-key {path}: {exc.strerror or exc}")) from None
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
@@ -167,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fsspec storage options as a JSON object (credentials are better "
                             "left to the environment, e.g. AWS_* variables)")
         p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--public-key", default=None, metavar="PEM",
+                       help="Ed25519 public key file: open only versions signed by its "
+                            "private key (an unsigned or re-signed manifest is refused)")
         p.set_defaults(func=func)
         return p
 

@@ -338,9 +338,17 @@ class OutputConfig(_Model):
     allow_unsafe_commit: bool = Field(False, description="publish on storage without a "
                                       "create-if-absent write (not local, s3, gs, az), where "
                                       "two concurrent publishers can overwrite each other")
+    signing_key_file: str | None = Field(None, description="Ed25519 private key (PEM file on "
+                                         "the launcher) that signs each published version; "
+                                         "readers check it with the public key")
 
     _url = field_validator("index_url")(_check_url)
     _storage = field_validator("storage_options")(_resolve_storage_options)
+
+    @field_validator("signing_key_file")
+    @classmethod
+    def _key_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _check_url(value, info)
 
     @field_validator("run_id")
     @classmethod

@@ -131,17 +131,21 @@ class Index:
     @classmethod
     def open(cls, url: str, version: int | None = None, *,
              storage_options: dict[str, Any] | None = None,
-             cache_bytes: int = DEFAULT_CACHE_BYTES, verify_shards: bool = True) -> Index:
+             cache_bytes: int = DEFAULT_CACHE_BYTES, verify_shards: bool = True,
+             public_key: Any = None) -> Index:
         """Open ``version`` (default: the latest) of the index at ``url``.
 
         ``cache_bytes`` bounds the shard codes kept in memory between calls; shards are read
         (and, with ``verify_shards``, checked against their digests) on first use.
+        ``public_key`` (Ed25519, ``format.signing.load_public_key``): open only a version
+        whose manifest carries a valid signature by the matching private key (signed
+        versions); an unsigned or re-signed manifest is an ``IntegrityError``.
 
         Raises:
             IndexNotFoundError: no index, or no such version, at ``url``.
             FormatError: the manifest is malformed or of a newer major format version.
         """
-        store = IndexStore(url, storage_options=storage_options)
+        store = IndexStore(url, storage_options=storage_options, public_key=public_key)
         return cls(store, store.read_manifest(version), cache_bytes=cache_bytes,
                    verify_shards=verify_shards)
 

@@ -26,5 +26,6 @@ def test_reliability_script_runs_and_counts(tmp_path):
         "local": 2, "memory": 2}
     forged = {r["forgery"]: r["outcome"] for r in results["forgery"]}
     assert all(outcome.startswith("refused") for name, outcome in forged.items()
-               if name.startswith("shard path"))
+               if name.startswith("shard path") or "signed" in name)
+    assert forged["a shard dropped"] == "accepted, verify ok"      # without a key
     assert results["kills"]["trials"] == 2 and results["kills"]["bad"] == 0

@@ -58,6 +58,12 @@ from semq_transforms.format.manifest import (
     check_run_id,
 )
 from semq_transforms.format.meta import ShardMeta
+from semq_transforms.format.signing import (
+    SIGNATURE_BYTES,
+    check_signature,
+    sign,
+    signature_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +106,9 @@ class IndexStore:
             prefix``, ``gs://...`` or any other fsspec URL.
         storage_options: passed to fsspec to build the filesystem (credentials, endpoint);
             kept in memory only, never written or logged.
+        public_key: an Ed25519 public key (:func:`~semq_transforms.format.signing.
+            load_public_key`): every manifest read must carry its valid signature
+            (signed versions, ``signing.py``); None reads unsigned and signed alike.
 
     Paths given to the methods are relative to the prefix (``runs/r1/shard-00000.semq``) and
     are checked: no leading ``/``, no ``..``, no ``:``.
@@ -108,7 +117,8 @@ class IndexStore:
     shard_path = staticmethod(shard_path)
     manifest_path = staticmethod(manifest_path)
 
-    def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None,
+                 public_key: Any = None) -> None:
         if not isinstance(url, str) or not url:
             raise FormatError(f"url must be a non-empty string, got {url!r}")
         try:
@@ -116,6 +126,7 @@ class IndexStore:
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
         self.fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        self.public_key = public_key
         self.root = root.rstrip("/") or "/"
         self.url = redact_url(url.rstrip("/") or url)
 
@@ -256,11 +267,21 @@ class IndexStore:
                 f"version {version} not found at {self.url}; available versions: "
                 f"{_describe_versions(available)}") from None
         source = self.url_of(rel_path)
+        if self.public_key is not None:
+            self._check_signature(rel_path, version, data, source)
         manifest = Manifest.from_bytes(data, source=source, max_bytes=MAX_MANIFEST_BYTES)
         if manifest.version != version:
             raise FormatError(f"manifest {source}: holds version {manifest.version}, its file "
                               f"name says {version}")
         return manifest
+
+    def _check_signature(self, rel_path: str, version: int, data: bytes, source: str) -> None:
+        try:
+            signature: bytes | None = self.read_bytes(signature_path(rel_path, data),
+                                                      SIGNATURE_BYTES + 1)
+        except (FileNotFoundError, FormatError):
+            signature = None
+        check_signature(self.public_key, version, data, signature, source)
 
     def run_version(self, run_id: str, *, after: int = 0) -> Manifest | None:
         """The manifest of the newest committed version above ``after`` that uses the run
@@ -415,7 +436,7 @@ class IndexStore:
     def commit(self, shards: Iterable[ShardMeta], *, dim: int, codecs: Sequence[str],
                run_id: str, parent_version: int | None | Literal["latest"] = "latest",
                input_fingerprint: str | None = None,
-               allow_unsafe_commit: bool = False) -> Manifest:
+               allow_unsafe_commit: bool = False, signing_key: Any = None) -> Manifest:
         """Commit a new version listing ``shards``; return its manifest.
 
         Args:
@@ -427,6 +448,8 @@ class IndexStore:
             input_fingerprint: caller's identifier of the input data, stored as given.
             allow_unsafe_commit: commit on a backend without a create-if-absent write
                 (:meth:`check_commit`), where two writers of one version can both succeed.
+            signing_key: an Ed25519 private key (``signing.load_private_key``): the
+                manifest's signature is written beside it first (signed versions).
 
         The new version is ``parent + 1``. Steps: validate the shard metadata; check that
         every shard file exists with ``file_bytes`` bytes (one listing per run folder); create
@@ -466,8 +489,12 @@ class IndexStore:
         manifest = Manifest.new(version=version, dim=dim, codecs=codecs, shards=shards,
                                 run_id=run_id, parent_version=parent,
                                 input_fingerprint=input_fingerprint)
+        data = manifest.to_bytes()
+        if signing_key is not None:     # first: a visible signed version has its signature
+            with self.open_write(signature_path(manifest_path(version), data)) as f:
+                f.write(sign(signing_key, version, data))
         try:
-            self.create_exclusive(manifest_path(version), manifest.to_bytes(),
+            self.create_exclusive(manifest_path(version), data,
                                   allow_unsafe=allow_unsafe_commit)
         except VersionConflictError as exc:
             raise VersionConflictError(

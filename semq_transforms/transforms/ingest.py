@@ -39,7 +39,7 @@ import apache_beam as beam
 
 from semq_transforms.codecs import max_abs_value
 from semq_transforms.config import JobConfig, config_digest
-from semq_transforms.errors import NothingToPublishError
+from semq_transforms.errors import ConfigError, NothingToPublishError
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.store import IndexStore
 from semq_transforms.sample_data import ensure_sample_data
@@ -183,6 +183,17 @@ def check_run_folder(config: JobConfig, run_id: str, fingerprint: str) -> int:
                "from the input and config)")
 
 
+def _read_key(path: str | None) -> bytes | None:
+    """The PEM bytes of ``output.signing_key_file`` (None: versions are not signed)."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read(64 << 10)
+    except OSError as exc:
+        raise ConfigError(f"output.signing_key_file {path}: {exc.strerror or exc}") from None
+
+
 class _IngestJob(beam.PTransform):
     """The whole job on a PBegin; its output is a PCollection of one report dict. Built by
     :meth:`JobConfig.create_transform`; planning (and, for ``input.generate_sample``, writing
@@ -254,4 +265,5 @@ class _IngestJob(beam.PTransform):
             max_rejected_fraction=validation.max_rejected_fraction,
             input_fingerprint=self.fingerprint, safe_config=config.model_dump_safe(),
             folder_checked_through=checked, storage_options=out.storage_options,
-            allow_unsafe_commit=out.allow_unsafe_commit)
+            allow_unsafe_commit=out.allow_unsafe_commit,
+            signing_key_pem=_read_key(out.signing_key_file))

@@ -30,6 +30,7 @@ from semq_transforms.eval import knn_intersection_measure
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import level_codecs
+from semq_transforms.format.signing import load_private_key
 from semq_transforms.format.store import IndexStore
 from semq_transforms.transforms._worker import exit_with_parent
 from semq_transforms.transforms.encode import ShardNeighbors
@@ -270,10 +271,12 @@ class _PublishFn(beam.DoFn):
                  max_rejected_fraction: float, input_fingerprint: str | None,
                  safe_config: Mapping[str, Any] | None, folder_checked_through: int,
                  storage_options: Mapping[str, Any] | None,
-                 allow_unsafe_commit: bool = False) -> None:
+                 allow_unsafe_commit: bool = False, signing_key_pem: bytes | None = None
+                 ) -> None:
         super().__init__()
         self._index_url = index_url
         self._allow_unsafe_commit = allow_unsafe_commit
+        self._signing_key_pem = signing_key_pem
         self._folder_checked_through = folder_checked_through
         self._run_id = run_id
         self._dim = dim
@@ -290,6 +293,8 @@ class _PublishFn(beam.DoFn):
 
     def setup(self) -> None:
         exit_with_parent()
+        self._signing_key = (None if self._signing_key_pem is None
+                             else load_private_key(self._signing_key_pem))
 
     def process(self, metas: list[ShardMeta], totals: Mapping[str, int], dead_letters: int,
                 neighbors: ShardNeighbors | None, sample: tuple) -> Any:
@@ -325,7 +330,8 @@ class _PublishFn(beam.DoFn):
                 manifest = store.commit(metas, dim=self._dim, codecs=self._codecs,
                                         run_id=self._run_id,
                                         input_fingerprint=self._fingerprint,
-                                        allow_unsafe_commit=self._allow_unsafe_commit)
+                                        allow_unsafe_commit=self._allow_unsafe_commit,
+                                        signing_key=self._signing_key)
                 version = manifest.version
             except SemqError as exc:
                 error = exc
@@ -385,6 +391,9 @@ class PublishIndex(beam.PTransform):
         storage_options: fsspec options for writing.
         allow_unsafe_commit: commit on storage without a create-if-absent write
             (``IndexStore.check_commit``).
+        signing_key_pem: an Ed25519 private key as PEM bytes: each committed version is
+            signed (``format/signing.py``). It travels with the pipeline to the worker that
+            commits, as storage options do.
     """
 
     def __init__(self, index_url: str, *, run_id: str, dim: int | None, codecs: Sequence[str],
@@ -395,16 +404,20 @@ class PublishIndex(beam.PTransform):
                  safe_config: Mapping[str, Any] | None = None,
                  folder_checked_through: int = 0,
                  storage_options: Mapping[str, Any] | None = None,
-                 allow_unsafe_commit: bool = False) -> None:
+                 allow_unsafe_commit: bool = False,
+                 signing_key_pem: bytes | None = None) -> None:
         super().__init__()
         level_codecs(codecs)            # a typed error now, not on a worker at run time
+        if signing_key_pem is not None:
+            load_private_key(signing_key_pem)   # likewise
         self._fn = _PublishFn(index_url, run_id=run_id, dim=dim, codecs=codecs,
                               rows_planned=rows_planned, k=k, min_recall_at_k=min_recall_at_k,
                               max_rejected_fraction=max_rejected_fraction,
                               input_fingerprint=input_fingerprint, safe_config=safe_config,
                               folder_checked_through=folder_checked_through,
                               storage_options=storage_options,
-                              allow_unsafe_commit=allow_unsafe_commit)
+                              allow_unsafe_commit=allow_unsafe_commit,
+                              signing_key_pem=signing_key_pem)
         self._totals = totals
         self._dead_letters = dead_letters
         self._neighbors = neighbors
