@@ -35,6 +35,7 @@ from _common import REPO, write_results
 # isort: split
 import argparse
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -345,10 +346,11 @@ def kills(trials: int, seed: int, work: Path) -> dict[str, Any]:
         rerun = _run(config, env, []).wait()
         latest = Index.open(str(index))
         report = index / "runs" / latest.manifest.run_id / "report.json"
-        if rerun != 0 or not report.is_file() or not latest.verify().ok:
+        reported = json.loads(report.read_text()).get("version") if report.is_file() else None
+        if rerun != 0 or reported != latest.version or not latest.verify().ok:
             counts["BAD: the rerun did not complete the run"] += 1
         else:
-            counts["rerun completed (exit 0, report in place)"] += 1
+            counts["rerun completed (exit 0, the latest version reported)"] += 1
     return {"trials": trials, "job_seconds": round(duration, 2), "outcomes": dict(counts),
             "bad": sum(v for k, v in counts.items() if k.startswith("BAD"))}
 

@@ -14,6 +14,8 @@ __all__ = ["REDACTED", "check_url_credentials", "redact_log_records", "redact_te
 REDACTED = "***"
 #: A URL inside text: a scheme, ``://``, then up to white space, a quote or a bracket (less
 #: the punctuation that ends a sentence or precedes a message: ``url: error``).
+#: The user info of any ``scheme://user:password@`` in text, whatever its characters.
+_USERINFO = re.compile(r"(?<=://)(?!\*\*\*@)[^\s/@]+@")
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]*[^\s'\"<>()\[\]{}:;,.]")
 
 
@@ -21,16 +23,24 @@ _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]*[^\s'\"
 #: filesystems, whose errors then quote the secret (botocore's "Invalid bucket name").
 NO_URL_CREDENTIALS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "file", "local",
                       "memory")
+_AZURE_SCHEMES = ("az", "abfs", "abfss")
 
 
 def check_url_credentials(url: str) -> None:
-    """Raise ValueError (its message redacted) if ``url`` puts user info (``key:secret@``)
-    in a URL whose scheme takes none (:data:`NO_URL_CREDENTIALS`). ``http(s)`` user info is
-    allowed (basic auth), and redacted wherever it is printed."""
-    scheme = url.partition("://")[0]
-    if scheme.lower() in NO_URL_CREDENTIALS and redact_url(url) != url:   # user info found
-        raise ValueError(f"{redact_url(url)}: {scheme}:// URLs take no credentials; pass them "
-                         f"in storage_options or (better) the environment")
+    """Raise ValueError (its message redacted) if ``url`` (or any part of a chained URL,
+    ``simplecache::s3://...``) puts user info (``key:secret@``) in a URL whose scheme takes
+    none (:data:`NO_URL_CREDENTIALS`). ``http(s)`` user info is allowed (basic auth), and
+    redacted wherever it is printed; so is Azure's ``abfs://container@account...`` form."""
+    for part in url.split("::"):
+        scheme, sep, rest = part.partition("://")
+        scheme = scheme.lower()
+        if not sep or scheme not in NO_URL_CREDENTIALS or redact_url(part) == part:
+            continue
+        userinfo = rest.partition("/")[0].rpartition("@")[0] or rest
+        if scheme in _AZURE_SCHEMES and ":" not in userinfo:
+            continue                      # abfs://<container>@<account>.dfs.core.windows.net
+        raise ValueError(f"{redact_text(url)}: {scheme}:// URLs take no credentials; pass "
+                         f"them in storage_options or (better) the environment")
 
 
 def redact_url(url: str) -> str:
@@ -68,16 +78,18 @@ def redact_text(text: str) -> str:
     >>> redact_text("404, url='http://u:pw@host/x'")
     "404, url='http://***@host/x'"
     """
-    return _URL_IN_TEXT.sub(lambda match: redact_url(match[0]), text)
+    text = _URL_IN_TEXT.sub(lambda match: redact_url(match[0]), text)
+    # user info with characters that end a URL in the pattern above (``)``, ``'``)
+    return _USERINFO.sub(f"{REDACTED}@", text)
 
 
 def _redacted_record(factory, *args, **kwargs) -> logging.LogRecord:
     record = factory(*args, **kwargs)
     try:
         message = record.getMessage()
-    except Exception:  # noqa: BLE001  (a malformed log call: the handler reports it)
-        return record
-    record.msg, record.args = redact_text(message), None
+    except Exception:  # noqa: BLE001  (a malformed log call: keep what it said, redacted)
+        message = f"{record.msg} (log arguments that do not fit it: {record.args!r})"
+    record.msg, record.args = redact_text(str(message)), None
     if record.exc_info and record.exc_info[0] is not None:
         record.exc_text = redact_text("".join(traceback.format_exception(*record.exc_info)))
         record.exc_info = None

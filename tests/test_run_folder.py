@@ -348,9 +348,10 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.parametrize("output", [{}, {"run_id": "nightly"}], ids=["derived", "fixed"])
 def test_a_run_killed_between_commit_and_report_is_completed_by_a_rerun(tmp_path, capsys,
                                                                          output):
-    """The job dies right after its commit (version 1 committed, no report). A rerun
-    completes the missing report from the copy the run wrote before committing and has
-    nothing else to do: exit 0, version 1 unchanged, its report in place. (The rerun said
+    """The job dies right after its commit (version 1 committed, no report of it: only an
+    earlier failed attempt's). A rerun completes the report from the copy the run wrote
+    before committing and has nothing else to do: exit 0, version 1 unchanged, its report in
+    place. (The rerun said
     "nothing to publish" and left no report for good; with a fixed run id it exited 2,
     claiming the input changed.)"""
     import subprocess
@@ -371,6 +372,9 @@ def test_a_run_killed_between_commit_and_report_is_completed_by_a_rerun(tmp_path
     assert not (run_folder / "report.json").exists()
     assert (run_folder / "report.pending.json").exists()
     manifest = (index / "manifests" / "v00000001.manifest.arrow").read_bytes()
+    # what an earlier attempt of the run that failed (and published nothing) left there
+    (run_folder / "report.json").write_text(json.dumps(
+        {"run_id": run_folder.name, "version": None, "gate": {"passed": False}}))
 
     assert run_cli(tmp_path, data) == 0
     assert "unchanged since version 1; nothing to publish" in capsys.readouterr().out

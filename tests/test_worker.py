@@ -82,6 +82,11 @@ def test_workers_exit_when_the_launcher_is_killed(tmp_path):
     finally:
         if launcher.poll() is None:
             launcher.kill()
+        for path in tmp_path.glob("started-*"):        # never leave a worker behind
+            try:
+                os.kill(int(path.name.rsplit("-", 1)[1]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 _STARTS_A_WATCHED_CHILD = """

@@ -1,7 +1,9 @@
 """Worker-process hygiene: an SDK worker that writes to the index exits with its job.
 
-Beam's local multi-process runner and its portable worker pool start SDK workers as child
-processes (``python -m apache_beam.runners.worker.sdk_worker_main``). When the process that
+Beam's local multi-process runner starts SDK workers as child processes (``python -m
+apache_beam.runners.worker.sdk_worker_main``, through ``sh -c``), and so do the SDK containers
+of Dataflow, Flink and Spark (their boot program). Beam's own ``worker_pool_main`` starts
+workers with ``python -c``: those are not watched (the pool, not the job, owns them). When the process that
 started them is killed, a worker in the middle of a long step (encoding a shard) only
 notices at its next message to the runner, and may write a shard or a report first: files
 of a run that no longer exists, racing a rerun of the same run. The DoFns that write call
@@ -11,7 +13,10 @@ launcher itself, in-process runners, threads) it does nothing.
 
 The parent is the process that started the worker: Beam starts it through ``sh -c``, so the
 shells in between are looked through (on Linux, from ``/proc``) and the first process that
-is not a shell is watched; a killed process that is not yet reaped (a zombie) counts as gone.
+is not a shell is watched, by pid and start time (a reused pid is another process); a killed
+process that is not yet reaped (a zombie) counts as gone. A starter that died before the
+first bundle's ``setup`` is not noticed (the shell has been re-parented by then); Beam's
+harness ends such a worker at its next message to the runner.
 """
 
 from __future__ import annotations
@@ -67,34 +72,37 @@ def watch_starter() -> None:
 _SHELLS = frozenset({"sh", "bash", "dash"})
 
 
-def _stat(pid: int) -> tuple[str, str, int] | None:
-    """``(name, state, parent pid)`` of ``pid`` from ``/proc`` (None: no such process, or
-    no ``/proc``)."""
+def _stat(pid: int) -> tuple[str, str, int, int] | None:
+    """``(name, state, parent pid, start time)`` of ``pid`` from ``/proc`` (None: no such
+    process, or no ``/proc``)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
             text = f.read()
     except OSError:
         return None
     name = text[text.find("(") + 1:text.rfind(")")]
-    state, ppid = text[text.rfind(")") + 2:].split()[:2]
-    return name, state, int(ppid)
+    fields = text[text.rfind(")") + 2:].split()    # fields 3.. of proc(5)
+    return name, fields[0], int(fields[1]), int(fields[19])
 
 
-def _starter() -> int:
-    """The pid of the process that started this one, looking through shells."""
+def _starter() -> tuple[int, int | None]:
+    """The pid of the process that started this one (shells looked through) and its start
+    time (None without ``/proc``)."""
     pid = os.getppid()
     for _ in range(4):
         stat = _stat(pid)
         if stat is None or stat[0] not in _SHELLS:
             break
         pid = stat[2]
-    return pid
+    stat = _stat(pid)
+    return pid, None if stat is None else stat[3]
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not); without ``/proc``, whether it is still this
-    process's parent."""
-    if os.path.isdir("/proc/self"):
-        stat = _stat(pid)
-        return stat is not None and stat[1] not in ("Z", "X")
-    return os.getppid() == pid
+def _alive(starter: tuple[int, int | None]) -> bool:
+    """Whether the starter still runs (not a zombie, not a new process with its pid);
+    without ``/proc``, whether it is still this process's parent."""
+    pid, started = starter
+    if started is None:
+        return os.getppid() == pid
+    stat = _stat(pid)
+    return stat is not None and stat[1] not in ("Z", "X") and stat[3] == started

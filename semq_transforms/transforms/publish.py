@@ -190,11 +190,21 @@ def _write_json(store: IndexStore, rel_path: str, report: Mapping[str, Any]) -> 
 def _committed_by_this_run(manifest: Manifest, metas: Sequence[ShardMeta], run_id: str,
                            fingerprint: str | None) -> bool:
     """Whether ``manifest`` is the commit of exactly these shards by this run (a retried
-    publish step finds its own commit): same run id and input fingerprint, the same shard
-    files (paths and SHA-256)."""
+    publish step finds its own commit): same run id and input fingerprint, the very shard
+    metadata (paths, digests, sizes, validation)."""
     return (manifest.run_id == run_id and manifest.input_fingerprint == fingerprint
-            and [(s.path, s.file_sha256) for s in manifest.shards]
-            == [(m.path, m.file_sha256) for m in metas])
+            and list(manifest.shards) == list(metas))
+
+
+def _report_version(store: IndexStore, run_id: str) -> int | None:
+    """The version the run's ``report.json`` says it published (None: no such report, or
+    one of a run that published nothing)."""
+    try:
+        report = json.loads(store.read_bytes(report_path(run_id), MAX_REPORT_BYTES))
+    except (FileNotFoundError, FormatError, ValueError):
+        return None
+    version = report.get("version") if isinstance(report, dict) else None
+    return version if type(version) is int else None
 
 
 def complete_report(store: IndexStore, manifest: Manifest) -> bool:
@@ -202,21 +212,27 @@ def complete_report(store: IndexStore, manifest: Manifest) -> bool:
     its commit and its report: ``runs/<run_id>/report.json`` (and ``.md``) are written from
     the pending copy the run wrote before committing, with the version filled in.
 
-    Returns whether the run's ``report.json`` exists afterwards (False: no report and no
-    pending copy of one that matches ``manifest``).
+    Returns whether the run's ``report.json`` reports ``manifest``'s version afterwards
+    (False: no pending copy that matches ``manifest``: its run id, input fingerprint and
+    shard files).
     """
     run_id = manifest.run_id
-    if store.exists(report_path(run_id)):
+    if _report_version(store, run_id) == manifest.version:
         return True
+    # (a report.json of another outcome, e.g. of an earlier attempt that failed, is replaced)
     pending_path = report_path(run_id, PENDING_SUFFIX)
     try:
         pending = json.loads(store.read_bytes(pending_path, MAX_REPORT_BYTES))
     except (FileNotFoundError, FormatError, ValueError):
         return False
-    shards = (pending.get("validation") or {}).get("shards") or []
-    if (not isinstance(pending, dict) or pending.get("run_id") != run_id
+    if not isinstance(pending, dict) or not isinstance(pending.get("validation"), dict):
+        return False
+    shards = pending["validation"].get("shards")
+    listed = [(s.path, s.file_bytes) for s in manifest.shards]
+    if (pending.get("run_id") != run_id
             or pending.get("input_fingerprint") != manifest.input_fingerprint
-            or [s.get("path") for s in shards] != [s.path for s in manifest.shards]):
+            or not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards)
+            or [(s.get("path"), s.get("file_bytes")) for s in shards] != listed):
         return False
     pending["version"] = manifest.version
     pending["gate"] = {"passed": True, "problems": []}
@@ -320,6 +336,10 @@ class _PublishFn(beam.DoFn):
             return self._report(metas, totals, dead_letters, rows_encoded, recall,
                                 len(sample[0]), problems, version)
 
+        if owner is not None and problems:
+            # the same shards under a gate that fails (another config with this run id):
+            # not this run's commit, whatever the files say
+            raise store.run_folder_in_use(self._run_id, owner.version)
         version = owner.version if owner is not None else None
         error = None
         if owner is None and not problems:
@@ -336,7 +356,8 @@ class _PublishFn(beam.DoFn):
             except SemqError as exc:
                 error = exc
                 problems.append(f"commit failed: {exc}")
-        write_report(store, report(version))
+        if owner is None or _report_version(store, self._run_id) != owner.version:
+            write_report(store, report(version))     # (a replay keeps the first report)
         store.remove(report_path(self._run_id, PENDING_SUFFIX))
         if error is not None:
             raise error
