@@ -21,13 +21,13 @@ _LAUNCHER = """
 import os, sys, time
 import apache_beam as beam
 from semq_transforms.transforms import direct_options
-from semq_transforms.transforms._worker import exit_with_parent, in_sdk_worker_process
+from semq_transforms.transforms._worker import worker_setup, in_sdk_worker_process
 
 folder = sys.argv[1]
 
 class SlowWriter(beam.DoFn):
     def setup(self):
-        exit_with_parent()
+        worker_setup()
 
     def process(self, n):
         with open(os.path.join(folder, f"started-{n}-{os.getpid()}"), "w") as f:
@@ -138,3 +138,36 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
+
+
+_LOGS_A_SIGNED_URL = """
+import logging
+import apache_beam as beam
+from semq_transforms.transforms import direct_options
+from semq_transforms.transforms._worker import worker_setup
+
+class Logs(beam.DoFn):
+    def setup(self):
+        worker_setup()
+
+    def process(self, n):          # as a storage library would, on the worker
+        logging.getLogger("some.library").warning(
+            "GET %s failed", f"https://host/x.parquet?X-Amz-Signature=TOKEN{n}W")
+        yield n
+
+with beam.Pipeline(options=direct_options("multi_processing", 2)) as p:
+    _ = p | beam.Create([0, 1]) | beam.Reshuffle() | beam.ParDo(Logs())
+"""
+
+
+def test_worker_log_lines_reach_the_launcher_redacted(tmp_path):
+    """Beam forwards a worker's log records to the launcher, which prints them: with
+    worker_setup the token is masked in the worker, before it is sent."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)}
+    done = subprocess.run([sys.executable, "-c", _LOGS_A_SIGNED_URL], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "GET https://host/x.parquet?*** failed" in output
+    assert "TOKEN0W" not in output and "TOKEN1W" not in output

@@ -1,15 +1,20 @@
-"""Worker-process hygiene: an SDK worker that writes to the index exits with its job.
+"""Worker-process hygiene: an SDK worker exits with its job and logs no secret.
 
 Beam's local multi-process runner starts SDK workers as child processes (``python -m
-apache_beam.runners.worker.sdk_worker_main``, through ``sh -c``), and so do the SDK containers
-of Dataflow, Flink and Spark (their boot program). Beam's own ``worker_pool_main`` starts
-workers with ``python -c``: those are not watched (the pool, not the job, owns them). When the process that
-started them is killed, a worker in the middle of a long step (encoding a shard) only
-notices at its next message to the runner, and may write a shard or a report first: files
-of a run that no longer exists, racing a rerun of the same run. The DoFns that write call
-:func:`exit_with_parent` in ``setup``: in such a worker a daemon thread polls the parent
-process and ends this one when the parent is gone. Elsewhere (the
-launcher itself, in-process runners, threads) it does nothing.
+apache_beam.runners.worker.sdk_worker_main``, through ``sh -c``), and so do the SDK
+containers of Dataflow, Flink and Spark (their boot program). Beam's own ``worker_pool_main``
+starts workers with ``python -c``: those are left alone (the pool, not the job, owns them).
+
+* When the process that started a worker is killed, a worker in the middle of a long step
+  (encoding a shard) only notices at its next message to the runner, and may write a shard
+  or a report first: files of a run that no longer exists, racing a rerun of the same run.
+* A storage library's log line on a worker quotes URLs as given (a signed URL's token), and
+  Beam forwards worker logs to the launcher.
+
+The job's DoFns call :func:`worker_setup` in ``setup``: in such a worker a daemon thread polls
+the parent process and ends this one when the parent is gone, and every log record of the
+process is redacted. Elsewhere (the launcher itself, in-process runners, threads) it does
+nothing.
 
 The parent is the process that started the worker: Beam starts it through ``sh -c``, so the
 shells in between are looked through (on Linux, from ``/proc``) and the first process that
@@ -25,6 +30,8 @@ import os
 import sys
 import threading
 import time
+
+from semq_transforms._urls import redact_log_records
 
 #: The module a Beam SDK worker process runs as ``__main__``.
 SDK_WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"
@@ -43,11 +50,14 @@ def in_sdk_worker_process() -> bool:
     return getattr(spec, "name", None) == SDK_WORKER_MAIN
 
 
-def exit_with_parent() -> None:
-    """In an SDK worker process, start (once) the watch that exits the process when the
-    process that started it dies (:func:`watch_starter`); a no-op anywhere else."""
+def worker_setup() -> None:
+    """In an SDK worker process (a no-op anywhere else): start, once, the watch that exits
+    the process when the process that started it dies (:func:`watch_starter`), and redact
+    every log record of the process (``_urls.redact_log_records``: a storage library's log
+    line on a worker quotes URLs as given, and Beam forwards worker logs to the launcher)."""
     if in_sdk_worker_process():
         watch_starter()
+        redact_log_records()
 
 
 def watch_starter() -> None:

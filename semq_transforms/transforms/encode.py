@@ -58,7 +58,7 @@ from semq_transforms.format.shard import (
 )
 from semq_transforms.format.store import IndexStore
 from semq_transforms.index import DEFAULT_RERANK_FACTOR, check_count
-from semq_transforms.transforms._worker import exit_with_parent
+from semq_transforms.transforms._worker import worker_setup
 from semq_transforms.transforms.planning import ShardRows, splitmix64
 from semq_transforms.transforms.read import (
     COUNTS,
@@ -232,7 +232,7 @@ class _EncodeShardFn(beam.DoFn):
         self._rows_encoded = Metrics.counter(METRICS_NAMESPACE, "rows_encoded")
 
     def setup(self) -> None:
-        exit_with_parent()
+        worker_setup()
         self._store = IndexStore(self._index_url, storage_options=self._storage_options)
         self._folder_checked = False
 

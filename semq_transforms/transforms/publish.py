@@ -32,7 +32,7 @@ from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import level_codecs
 from semq_transforms.format.signing import load_private_key
 from semq_transforms.format.store import IndexStore
-from semq_transforms.transforms._worker import exit_with_parent
+from semq_transforms.transforms._worker import worker_setup
 from semq_transforms.transforms.encode import ShardNeighbors
 from semq_transforms.transforms.read import METRICS_NAMESPACE
 from semq_transforms.transforms.sources import REJECT_REASONS, Batch
@@ -308,7 +308,7 @@ class _PublishFn(beam.DoFn):
         self._gate_failed = Metrics.counter(METRICS_NAMESPACE, "gate_failed")
 
     def setup(self) -> None:
-        exit_with_parent()
+        worker_setup()
         self._signing_key = (None if self._signing_key_pem is None
                              else load_private_key(self._signing_key_pem))
 

@@ -51,6 +51,7 @@ from apache_beam.metrics import Metrics
 from semq_transforms._urls import redact_url
 from semq_transforms.codecs.base import MAX_ABS_VALUE
 from semq_transforms.transforms import _coders  # noqa: F401 - registers the element coders
+from semq_transforms.transforms._worker import worker_setup
 from semq_transforms.transforms.planning import (
     READS_PER_SPLIT,
     FileOffsets,
@@ -112,6 +113,7 @@ class _ReadSplitFn(beam.DoFn):
                                     for reason in REJECT_REASONS}
 
     def setup(self) -> None:
+        worker_setup()
         self._filesystem: Any = None
 
     def process(self, split: Split) -> Iterator[Any]:
@@ -236,6 +238,7 @@ class _IdBucketsFn(beam.DoFn):
         self._buckets = buckets
 
     def setup(self) -> None:
+        worker_setup()
         self._filesystem: Any = None
 
     def process(self, split: Split) -> Iterator[tuple[int, tuple]]:
@@ -290,6 +293,7 @@ class _ReadShardFn(beam.DoFn):
         self._shards_read = counter("shards_read")
 
     def setup(self) -> None:
+        worker_setup()
         self._filesystem: Any = None
 
     def process(self, item: tuple[int, Mapping[str, Any]]) -> Iterator[Any]:
