@@ -539,12 +539,11 @@ class IndexStore:
 
     def _read_hint(self) -> int | None:
         try:
-            with self.open_read(LATEST_HINT) as f:
-                text = f.read(_HINT_MAX_BYTES + 1)
-        except (OSError, FormatError):  # missing, unreadable or not a file: the hint is optional
+            text = self.read_bytes(LATEST_HINT, _HINT_MAX_BYTES)
+        except (OSError, FormatError):  # missing, unreadable, too long or not a file: optional
             return None
         try:
-            value = int(text.decode("ascii").strip()) if len(text) <= _HINT_MAX_BYTES else 0
+            value = int(text.decode("ascii").strip())
         except (UnicodeDecodeError, ValueError):
             value = 0
         return value if 1 <= value < 2**63 - 1 else None

@@ -51,11 +51,10 @@ from semq_transforms.transforms.encode import (
 )
 from semq_transforms.transforms.planning import sample_splits
 from semq_transforms.transforms.publish import (
-    MAX_REPORT_BYTES,
     PublishIndex,
     ReadTotals,
     complete_report,
-    report_path,
+    read_report,
 )
 from semq_transforms.transforms.read import ReadEmbeddings, ReadShards, WriteDeadLetters
 from semq_transforms.transforms.sources import filesystem_for
@@ -120,10 +119,11 @@ def run_id_for(config: JobConfig, fingerprint: str) -> str:
 def _published_config_digest(store: IndexStore, manifest: Manifest) -> str | None:
     """The config digest of the run that published ``manifest``, from the safe config in its
     report (None when the report is missing, unreadable or not that version's)."""
+    report = read_report(store, manifest.run_id)
+    if (report is None or report.get("version") != manifest.version
+            or report.get("run_id") != manifest.run_id):
+        return None
     try:
-        report = json.loads(store.read_bytes(report_path(manifest.run_id), MAX_REPORT_BYTES))
-        if report.get("version") != manifest.version or report.get("run_id") != manifest.run_id:
-            return None
         return config_digest(dict(report["config"]))
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None

@@ -38,7 +38,7 @@ from semq_transforms.transforms.read import METRICS_NAMESPACE
 from semq_transforms.transforms.sources import REJECT_REASONS, Batch
 
 __all__ = ["PublishIndex", "ReadTotals", "complete_report", "failure_report", "gate_problems",
-           "report_markdown", "report_path", "validation_notes", "write_report"]
+           "read_report", "report_markdown", "report_path", "validation_notes", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -196,14 +196,21 @@ def _committed_by_this_run(manifest: Manifest, metas: Sequence[ShardMeta], run_i
             and list(manifest.shards) == list(metas))
 
 
+def read_report(store: IndexStore, run_id: str, suffix: str = "json") -> dict | None:
+    """The run's report (``suffix`` ``"json"``, or :data:`PENDING_SUFFIX` for the copy a
+    run writes before it commits) as a dict; None when it is missing, unreadable, over
+    :data:`MAX_REPORT_BYTES` or not a JSON object."""
+    try:
+        report = json.loads(store.read_bytes(report_path(run_id, suffix), MAX_REPORT_BYTES))
+    except (FileNotFoundError, FormatError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
 def _report_version(store: IndexStore, run_id: str) -> int | None:
     """The version the run's ``report.json`` says it published (None: no such report, or
     one of a run that published nothing)."""
-    try:
-        report = json.loads(store.read_bytes(report_path(run_id), MAX_REPORT_BYTES))
-    except (FileNotFoundError, FormatError, ValueError):
-        return None
-    version = report.get("version") if isinstance(report, dict) else None
+    version = (read_report(store, run_id) or {}).get("version")
     return version if type(version) is int else None
 
 
@@ -220,12 +227,8 @@ def complete_report(store: IndexStore, manifest: Manifest) -> bool:
     if _report_version(store, run_id) == manifest.version:
         return True
     # (a report.json of another outcome, e.g. of an earlier attempt that failed, is replaced)
-    pending_path = report_path(run_id, PENDING_SUFFIX)
-    try:
-        pending = json.loads(store.read_bytes(pending_path, MAX_REPORT_BYTES))
-    except (FileNotFoundError, FormatError, ValueError):
-        return False
-    if not isinstance(pending, dict) or not isinstance(pending.get("validation"), dict):
+    pending = read_report(store, run_id, PENDING_SUFFIX)
+    if pending is None or not isinstance(pending.get("validation"), dict):
         return False
     shards = pending["validation"].get("shards")
     listed = [(s.path, s.file_bytes) for s in manifest.shards]
@@ -237,7 +240,7 @@ def complete_report(store: IndexStore, manifest: Manifest) -> bool:
     pending["version"] = manifest.version
     pending["gate"] = {"passed": True, "problems": []}
     write_report(store, pending)
-    store.remove(pending_path)
+    store.remove(report_path(run_id, PENDING_SUFFIX))
     logger.info("%s: completed the report of run %s (version %d) from its pending copy",
                 store.url, run_id, manifest.version)
     return True
