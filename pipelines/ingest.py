@@ -108,6 +108,13 @@ def unknown_options(beam_args: Sequence[str]) -> list[str]:
     return sorted(f for f in flags if f.lstrip("-").replace("-", "_") in names)
 
 
+def job_runs_here(result: Any) -> bool:
+    """False when ``pipeline.run()`` only described the job for a service that runs it later
+    (DataflowRunner with ``--template_location``, as a Flex Template launch does): its
+    result holds no job to wait for, and no report exists yet."""
+    return getattr(result, "has_job", True) is not False
+
+
 def _report_failure(config: JobConfig, job: Any, error: str) -> None:
     """Write the report of a run that failed before its gate, unless its run folder is a
     published version's (then its report is that version's, and stays)."""
@@ -153,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_id = job.run_id
         pipeline = beam.Pipeline(options=options)
         _ = pipeline | "Ingest" >> job  # checks the run folder before anything is written
+        store = IndexStore(config.output.index_url,
+                           storage_options=config.output.storage_options)
+        report_url = store.url_of(report_path(run_id))
     except NothingToPublishError as exc:
         # Same config, same input: the latest version already holds this run's result.
         print(f"run {exc.run_id}: input and config unchanged since version {exc.version}; "
@@ -166,8 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{redact_text(str(exc))}", file=sys.stderr)
         return 2
     try:
-        pipeline.run().wait_until_finish()
-        store = IndexStore(config.output.index_url, storage_options=config.output.storage_options)
+        result = pipeline.run()
+        if not job_runs_here(result):
+            # The service runs the job later and the pipeline writes its report then.
+            print(f"run {run_id}: job described for the runner, which runs it; report: "
+                  f"{report_url}")
+            return 0
+        result.wait_until_finish()
         with store.open_read(report_path(run_id)) as f:
             report: dict[str, Any] = json.loads(f.read())
     except Exception as exc:  # noqa: BLE001 - any pipeline failure means "could not run"
@@ -184,7 +199,6 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"compression {report['bytes']['compression_ratio'] or 0:.2f}x")
     for note in report["validation"].get("notes", ()):
         print(f"note: {note}")
-    report_url = store.url_of(report_path(run_id))
     if gate["passed"]:
         print(f"published version {report['version']} of {store.url} (report: {report_url})")
         return 0

@@ -39,7 +39,7 @@ from semq_transforms.format.shard import (
     search_levels,
     verify_shard,
 )
-from semq_transforms.format.store import IndexStore
+from semq_transforms.format.store import IndexStore, read_at_most
 
 #: Bytes of shard codes kept in memory per open index (least recently used shards are dropped
 #: beyond it; a shard larger than the budget is still read, used, then dropped).
@@ -358,7 +358,7 @@ class Index:
         limit = min(meta.file_bytes, DEFAULT_MAX_BYTES)
         try:
             with self._store.open_read(meta.path) as f:
-                data = f.read(limit + 1)            # bounded: never the whole of a huge file
+                data = read_at_most(f, limit + 1)   # never the whole of a huge file
         except FormatError as exc:                  # not a regular file
             return [ShardProblem(meta.path, str(exc))]
         except OSError as exc:

@@ -22,8 +22,9 @@ from semq_transforms.errors import (
     InvalidInputError,
     RunFolderInUseError,
 )
+from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.meta import LevelMeta
-from semq_transforms.format.store import IndexStore
+from semq_transforms.format.store import IndexStore, manifest_path
 from semq_transforms.index import Index
 from tests.conftest import make_anisotropic
 
@@ -167,6 +168,29 @@ def test_verify_reads_no_more_than_the_manifest_lists(root):
     assert [p.path for p in reports[0].problems] == [index.shards[0].path]
     assert "over" in reports[0].problems[0].problem
     assert peak < HUGE // 8
+
+
+def test_verify_of_a_manifest_claiming_a_huge_shard_allocates_no_such_buffer(root):
+    """A manifest (digest recomputed) that lists 3 GiB for a 25 KB shard: verify reports the
+    size and allocates nothing near 3 GiB (one read of the listed size would)."""
+    index = Index.open(str(root))
+    shard0 = index.shards[0]
+    claimed = 3 << 30
+    m = index.manifest
+    forged = Manifest.new(version=m.version, dim=m.dim, codecs=m.codecs, run_id=m.run_id,
+                          shards=[dataclasses.replace(shard0, file_bytes=claimed),
+                                  *index.shards[1:]])
+    (root / manifest_path(m.version)).write_bytes(forged.to_bytes())
+    tampered = Index.open(str(root), m.version)
+    tracemalloc.start()
+    try:
+        problems = tampered.verify().problems
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [p.path for p in problems] == [shard0.path]
+    assert f"file_bytes is {shard0.file_bytes}, the manifest says {claimed}" in problems[0].problem
+    assert peak < HUGE
 
 
 def test_restore_checks_the_level_before_reading_anything(root, tmp_path):

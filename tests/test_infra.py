@@ -10,12 +10,14 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 import tomllib
 from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
+from apache_beam.runners.runner import PipelineRunner
 
 from semq_transforms.config import load_config
 
@@ -235,6 +237,101 @@ def assert_config_in_image(config: str) -> None:
                 assert repo_file.is_file(), f"{config}: {repo_file} does not exist"
                 return
     pytest.fail(f"{config} is not copied into the image (WORKDIR {workdir()})")
+
+
+# --- Dataflow Flex Template ------------------------------------------------------------------
+
+FLEX_DIR = INFRA / "flex-template"
+FLEX_LAUNCHER = "/opt/google/dataflow/python_template_launcher"
+
+
+def flex_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for rest in instructions(stage("flex-template"), "ENV"):
+        env.update(dict(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=(\S+)", rest)))
+    return env
+
+
+def test_flex_template_target_runs_main_py_and_stays_a_worker():
+    """One image for the launcher VM and the workers: the worker target (Beam's boot as
+    entrypoint, none overridden) plus the launcher program, and FLEX_TEMPLATE_PYTHON_PY_FILE
+    naming the copied infra/flex-template/main.py."""
+    flex = stage("flex-template")
+    assert flex["from"] == "worker"
+    assert not instructions(flex, "ENTRYPOINT") and not instructions(flex, "USER")
+    launcher_copy, main_copy = (split_args(c) for c in instructions(flex, "COPY"))
+    assert launcher_copy == (["--from=flex_launcher"], [FLEX_LAUNCHER, FLEX_LAUNCHER])
+    assert stage("flex_launcher")["from"] == "${FLEX_LAUNCHER_IMAGE}"
+    # The launcher base has no default image: scratch fails the build at the COPY above.
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert re.findall(r"^ARG FLEX_LAUNCHER_IMAGE=(\S+)$", text, flags=re.MULTILINE) == ["scratch"]
+    assert main_copy[1] == ["infra/flex-template/main.py", "/template/main.py"]
+    assert flex_env() == {"FLEX_TEMPLATE_PYTHON_PY_FILE": "/template/main.py"}
+    assert dockerfile_stages()[-1]["name"] == "launcher", "flex-template is not the default"
+
+
+def test_flex_template_parameters_are_job_options():
+    """Every metadata parameter, passed as the launcher passes it (--name=value), sets the
+    job's option of that name; required ones are the parser's required ones, and each regex
+    accepts the help text's example and refuses a value of the wrong kind."""
+    from pipelines.ingest import _parse
+
+    metadata = json.loads((FLEX_DIR / "metadata.json").read_text(encoding="utf-8"))
+    assert metadata["name"] and metadata["description"]
+    params = {p["name"]: p for p in metadata["parameters"]}
+    assert set(params) == {"config", "index_url"}
+    examples = {"config": "/app/configs/s3.yaml", "index_url": "gs://bucket/indexes/minilm"}
+    wrong = {"config": "configs/s3.yaml", "index_url": "/local/index"}
+    argv = [f"--{name}={value}" for name, value in examples.items()]
+    args, beam_args = _parse(argv)
+    assert beam_args == [] and vars(args) == examples
+    with pytest.raises(SystemExit):      # config is required, index_url is not
+        _parse(["--index_url=gs://b/i"])
+    assert [n for n, p in params.items() if not p["isOptional"]] == ["config"]
+    for name, param in params.items():
+        assert param["label"] and param["helpText"]
+        (regex,) = param["regexes"]
+        assert re.fullmatch(regex, examples[name]), (name, regex)
+        assert not re.fullmatch(regex, wrong[name]), (name, regex)
+    assert_config_in_image(str(PurePosixPath(examples["config"]).relative_to(workdir())))
+
+
+def test_flex_template_main_runs_the_job(tmp_path):
+    """main.py, run as the launcher runs it (python FILE --config=... --index_url=...) from
+    another directory, publishes the job's index."""
+    from semq_transforms.index import Index
+
+    index_url = str(tmp_path / "index")
+    done = subprocess.run(
+        [sys.executable, str(FLEX_DIR / "main.py"), f"--config={ROOT / 'configs/local.yaml'}",
+         f"--index_url={index_url}"],
+        check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "published version 1" in done.stdout
+    assert Index.open(index_url).manifest.rows == 20_000
+
+
+def test_a_template_launch_describes_the_job_and_exits_0(tmp_path, capsys):
+    """A runner that only describes the job (DataflowRunner given --template_location, as a
+    Flex Template launch does) returns a result with no job: the job says so and exits 0,
+    without waiting and without writing a failure report in the index."""
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
+
+    from pipelines.ingest import job_runs_here, main
+
+    data = yaml.safe_load((ROOT / "configs" / "local.yaml").read_text(encoding="utf-8"))
+    data["input"]["url"] = str(tmp_path / "sample" / "*.parquet")
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    index = tmp_path / "index"
+    assert main(["--config", str(config_file), "--index-url", str(index),
+                 f"--runner={__name__}.DescribingRunner"]) == 0
+    out = capsys.readouterr().out
+    assert "job described for the runner, which runs it; report: " in out
+    assert not index.exists() or not [p for p in index.rglob("*") if p.is_file()]
+    assert DescribingRunner.described == 1
+    assert not job_runs_here(DataflowPipelineResult(None, None, None))
 
 
 # --- Kubernetes CronJob -----------------------------------------------------------------------
@@ -528,3 +625,18 @@ def test_the_lock_outlives_a_killed_wrapper_while_its_job_runs(fake, tmp_path):
         time.sleep(0.02)
     assert result.returncode == 0, result.stderr
     assert len(calls()) == 2
+
+
+class DescribingRunner(PipelineRunner):
+    """A runner that does what DataflowRunner does with --template_location: turns the
+    pipeline into its portable description and returns Dataflow's result for a job that the
+    service, not this process, will run."""
+
+    described = 0
+
+    def run_pipeline(self, pipeline, options):
+        from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
+
+        assert pipeline.to_runner_api().components.transforms
+        DescribingRunner.described += 1
+        return DataflowPipelineResult(None, None, options)

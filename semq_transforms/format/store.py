@@ -186,7 +186,7 @@ class IndexStore:
         bytes are read, in blocks; a longer file is a FormatError. Raises like
         :meth:`open_read`."""
         with self.open_read(rel_path) as f:
-            data = _read_at_most(f, limit + 1)
+            data = read_at_most(f, limit + 1)
         if len(data) > limit:
             raise FormatError(f"{self.url_of(rel_path)} is over the {limit}-byte limit")
         return data
@@ -557,9 +557,9 @@ class IndexStore:
                            "readers are unaffected", self.url, version, LATEST_HINT, exc)
 
 
-def _read_at_most(f: IO[bytes], limit: int, block: int = 1 << 20) -> bytes:
+def read_at_most(f: IO[bytes], limit: int, block: int = 1 << 20) -> bytes:
     """Up to ``limit`` bytes of ``f``, in blocks: ``f.read(limit)`` would allocate ``limit``
-    bytes up front, whatever the file's size."""
+    bytes up front, whatever the file's size (a manifest may claim any size)."""
     parts = []
     got = 0
     while got < limit and (part := f.read(min(block, limit - got))):
