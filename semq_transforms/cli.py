@@ -1,25 +1,37 @@
-"""``semq-index``: inspect, verify, search, restore, diff and list versions of an index.
+"""semq-index: list the versions of an index, inspect, verify, search, restore and diff them.
 
-Exit codes: 0 ok, 1 a check failed (``verify`` found problems), 2 could not run (bad
-arguments, no index at the URL, unreadable or malformed files). ``--json`` prints one JSON
-document on stdout; errors always go to stderr.
+Exit codes: 0 ok, 1 a check failed (verify found problems, a version's manifest is
+unreadable), 2 could not run (bad arguments, no index at the URL, unreadable or malformed
+files), 141 the output's reader went away (a pipe into head closed early). --json prints one
+JSON document on stdout; errors go to stderr and name the URL they concern.
+
+Nothing here imports Apache Beam (its import logs warnings a reader of an index cannot act
+on): run reports are read here, not through ``semq_transforms.transforms.publish``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from semq_transforms import __version__
-from semq_transforms._urls import redact_log_records, redact_text
+from semq_transforms._urls import redact_log_records, redact_text, redact_url
 from semq_transforms.errors import SemqError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
+#: Exit code when stdout is a pipe closed by its reader (128 + SIGPIPE, as a shell reports
+#: a command killed by the signal).
+EXIT_BROKEN_PIPE = 141
+#: Largest run report read (as ``transforms.publish.MAX_REPORT_BYTES``).
+MAX_REPORT_BYTES = 64 << 20
+#: Column names ``restore`` writes when the version's run report does not name them: the
+#: ingestion job's defaults (``input.id_column``, ``input.vector_column``).
+DEFAULT_ID_COLUMN, DEFAULT_VECTOR_COLUMN = "id", "embedding"
 
 
 def _storage_options(text: str | None) -> dict[str, Any] | None:
@@ -37,6 +49,13 @@ def _storage_options(text: str | None) -> dict[str, Any] | None:
 def _fail(message: str) -> int:
     print(f"semq-index: error: {redact_text(message)}", file=sys.stderr)
     return EXIT_CANNOT_RUN
+
+
+def _store(args: argparse.Namespace):
+    from semq_transforms.format.store import IndexStore
+
+    return IndexStore(args.url, storage_options=_storage_options(args.storage_options),
+                      public_key=_public_key(args.public_key))
 
 
 def _open(args: argparse.Namespace, url: str | None = None, version: int | None = None):
@@ -62,20 +81,88 @@ def _public_key(path: str | None) -> Any:
         raise SystemExit(_fail(f"--public-key {path}: {exc.strerror or exc}")) from None
 
 
+def _no_index(store) -> str:
+    """Why there is no index at ``store``'s URL (no folder, or no manifest in it)."""
+    if not store.fs.exists(store.root):
+        return f"no index at {store.url}: it does not exist"
+    return f"no index at {store.url}: no manifest under {store.url_of('manifests')}/"
+
+
+class _OutputClosed(Exception):
+    """The reader of stdout went away (a pipe closed early: ``| head -1``)."""
+
+
 def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
-    print(json.dumps(payload, indent=2, sort_keys=True, default=str) if args.json else text)
+    try:
+        print(json.dumps(payload, indent=2, sort_keys=True, default=str) if args.json else text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise _OutputClosed from None
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows as text columns, left-aligned text and right-aligned numbers."""
+    cells = [list(header)] + [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows)
+               and any(row[i] is not None for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) if num else c.ljust(w)
+                               for c, w, num in zip(row, widths, numeric)).rstrip()
+                     for row in cells)
+
+
+def _run_report(store, manifest) -> dict[str, Any] | None:
+    """The report (``runs/<run_id>/report.json``) of the job run that published
+    ``manifest``, or None: no report (an index built with ``build_index``), unreadable, or
+    of another attempt of that run (its ``version`` is not the manifest's)."""
+    try:
+        report = json.loads(store.read_bytes(f"runs/{manifest.run_id}/report.json",
+                                             MAX_REPORT_BYTES))
+    except (OSError, SemqError, ValueError, RecursionError):
+        return None
+    if not isinstance(report, dict) or report.get("version") != manifest.version or type(
+            report.get("version")) is not int:
+        return None
+    return report
+
+
+def _recall(report: dict[str, Any] | None) -> tuple[float | None, int | None]:
+    """(recall@k, k) of a run report's validation, each None when not there."""
+    validation = (report or {}).get("validation")
+    if not isinstance(validation, dict):
+        return None, None
+    recall, k = validation.get("recall_at_k"), validation.get("k")
+    ok = type(recall) in (int, float) and math.isfinite(recall) and 0 <= recall <= 1
+    return (float(recall) if ok else None), (k if type(k) is int else None)
 
 
 # -- commands -----------------------------------------------------------------------------------
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    from semq_transforms.format.store import IndexStore
-
-    versions = IndexStore(args.url, storage_options=_storage_options(args.storage_options)
-                          ).versions()
-    _emit(args, {"url": args.url, "versions": versions},
-          "\n".join(str(v) for v in versions) or "(no versions)")
-    return EXIT_OK
+    store = _store(args)
+    numbers = store.versions()
+    if not numbers:
+        return _fail(_no_index(store))
+    versions = []
+    for number in numbers:
+        try:
+            manifest = store.read_manifest(number)
+        except SemqError as exc:
+            versions.append({"version": number, "error": str(exc)})
+            continue
+        recall, k = _recall(_run_report(store, manifest))
+        versions.append({"version": number, "created_at": manifest.created_at,
+                         "rows": manifest.rows, "shards": len(manifest.shards),
+                         "run_id": manifest.run_id, "recall_at_k": recall, "k": k})
+    rows = [[v["version"], v["created_at"][:19] + "Z", v["rows"], v["shards"], v["run_id"],
+             None if v["recall_at_k"] is None else f"{v['recall_at_k']:.4f} (k={v['k']})"]
+            if "error" not in v else [v["version"], "unreadable:", v["error"]]
+            for v in versions]
+    good = [r for r in rows if len(r) == 6]
+    text = _table(["version", "created", "rows", "shards", "run", "recall@k"], good)
+    text += "".join(f"\n{r[0]}  {r[1]} {r[2]}" for r in rows if len(r) != 6)
+    _emit(args, {"url": store.url, "versions": versions}, text)
+    return EXIT_CHECK_FAILED if len(good) < len(rows) else EXIT_OK
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -107,48 +194,81 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    try:
-        queries = np.load(args.queries, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        return _fail(f"cannot read queries {args.queries!r}: {exc}")
-    if queries.ndim == 1:
-        queries = queries[None, :]
-    index = _open(args)
+    from semq_transforms._queries import load_queries, parse_ids, restored_queries
+    from semq_transforms.codecs import check_vectors
+
+    if args.query_ids is not None:
+        if args.query_column is not None:
+            return _fail("--query-column is for --queries files, not --query-ids")
+        index = _open(args)
+        labels: list[Any] = parse_ids(args.query_ids, index.id_type)
+        queries = restored_queries(index, labels)
+        name = f"vectors of --query-ids in {index.url}"
+    else:
+        queries = load_queries(args.queries, column=args.query_column)
+        labels = list(range(queries.shape[0]))
+        name = f"queries {redact_url(args.queries)}"
+        index = _open(args)
+    queries = check_vectors(queries, name, dim=index.dim)
     scores, ids = index.search(queries, args.k, rerank=args.rerank,
                                deterministic=args.deterministic)
     results = [[{"id": i.item() if hasattr(i, "item") else i, "score": float(s)}
                 for i, s in zip(row_ids, row_scores)]
                for row_ids, row_scores in zip(ids, scores)]
     text = "\n".join(f"query {q}: " + ", ".join(f"{r['id']} ({r['score']:.4f})" for r in row)
-                     for q, row in enumerate(results))
+                     for q, row in zip(labels, results))
     _emit(args, {"url": index.url, "version": index.version, "k": args.k,
-                 "results": results}, text)
+                 "queries": labels, "results": results}, text)
     return EXIT_OK
+
+
+def _column_names(args: argparse.Namespace, index) -> tuple[str, str]:
+    """(id column, vector column) for ``restore``: the options, else the input columns of
+    the job run that published the version (its report's config), else the job's defaults."""
+    source = (_run_report(_store(args), index.manifest) or {}).get("config")
+    source = source.get("input") if isinstance(source, dict) else None
+    source = source if isinstance(source, dict) else {}
+
+    def name(given: str | None, key: str, default: str) -> str:
+        if given is not None:
+            return given
+        value = source.get(key)
+        return value if isinstance(value, str) and 0 < len(value) <= 256 else default
+
+    return (name(args.id_column, "id_column", DEFAULT_ID_COLUMN),
+            name(args.vector_column, "vector_column", DEFAULT_VECTOR_COLUMN))
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     index = _open(args)
+    id_column, vector_column = _column_names(args, index)
+    if not id_column or not vector_column or id_column == vector_column:
+        return _fail(f"--id-column and --vector-column must be two different non-empty names, "
+                     f"got {id_column!r} and {vector_column!r}")
     rows = index.export_parquet(args.out, level=args.level,
-                                storage_options=_storage_options(args.out_storage_options))
-    _emit(args, {"url": index.url, "version": index.version, "out": args.out, "rows": rows},
-          f"wrote {rows} restored vectors to {args.out}")
+                                storage_options=_storage_options(args.out_storage_options),
+                                id_column=id_column, vector_column=vector_column)
+    out = redact_url(args.out)
+    _emit(args, {"url": index.url, "version": index.version, "out": out, "rows": rows,
+                 "id_column": id_column, "vector_column": vector_column},
+          f"wrote {rows} restored vectors to {out} (columns {id_column}, {vector_column})")
     return EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from semq_transforms.format.store import IndexStore
-
     if args.base is None or args.other is None:
-        versions = IndexStore(args.url, storage_options=_storage_options(args.storage_options)
-                              ).versions()
+        store = _store(args)
+        versions = store.versions()
+        if not versions:
+            return _fail(_no_index(store))
         if args.other is None and args.other_url is None:
-            args.other = versions[-1] if versions else None
+            args.other = versions[-1]
         if args.base is None:
             earlier = [v for v in versions if args.other_url or args.other is None
                        or v < args.other]
             args.base = earlier[-1] if earlier else None
         if args.base is None or (args.other is None and args.other_url is None):
-            return _fail(f"{args.url} needs two versions to diff; it has {versions}")
+            return _fail(f"{store.url} needs two versions to diff; it has {versions}")
     base = _open(args, version=args.base)
     other = _open(args, url=args.other_url or args.url, version=args.other)
     report = base.diff(other, k=args.k, sample_queries=args.sample_queries)
@@ -166,10 +286,12 @@ def cmd_diff(args: argparse.Namespace) -> int:
 # -- parser -------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="semq-index", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="semq-index", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n")[1])
     parser.add_argument("--version-info", action="version",
                         version=f"semq-transforms {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do; semq-index COMMAND --help lists its options")
 
     def command(name: str, func, help_text: str, *, version: bool = True):
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -180,48 +302,98 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--storage-options", default=None, metavar="JSON",
                        help="fsspec storage options as a JSON object (credentials are better "
                             "left to the environment, e.g. AWS_* variables)")
-        p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--json", action="store_true", help="print one JSON document")
         p.add_argument("--public-key", default=None, metavar="PEM",
                        help="Ed25519 public key file: open only versions signed by its "
                             "private key (an unsigned or re-signed manifest is refused)")
         p.set_defaults(func=func)
         return p
 
-    command("versions", cmd_versions, "list the committed versions", version=False)
+    command("versions", cmd_versions, "list the committed versions: created, rows, shards, "
+                                      "run, validation recall (from the run's report)",
+            version=False)
     command("inspect", cmd_inspect, "show the manifest: rows, codecs, shards")
     command("verify", cmd_verify, "check every shard against its digests and the manifest "
                                   "(exit 1 if anything is wrong)")
-    p = command("search", cmd_search, "search with float queries from a .npy file")
-    p.add_argument("--queries", required=True, help=".npy file, float32 [nq, d] or [d]")
+    p = command("search", cmd_search, "search with float query vectors from a file, or with "
+                                      "the stored vectors of some ids")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--queries", metavar="FILE",
+                      help="query vectors: .npy (float [nq, d] or [d]), or .parquet, .arrow, "
+                           ".feather with a list-of-float column")
+    what.add_argument("--query-ids", action="append", metavar="ID[,ID...]",
+                      help="query with the vectors of these ids, restored from the index: "
+                           "ints or strings, as the index's ids (repeatable)")
+    p.add_argument("--query-column", default=None, metavar="NAME",
+                   help="the vector column of a Parquet or Arrow queries file (default: its "
+                        "only list-of-float column)")
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
-    p.add_argument("--rerank", type=int, default=None,
+    p.add_argument("--rerank", type=int, default=None, metavar="N",
                    help="candidates re-scored per query and shard (default 10*k)")
     p.add_argument("--deterministic", action="store_true",
                    help="exact scores: the same results on every machine (about 2x slower)")
-    p = command("restore", cmd_restore, "write restored vectors to Parquet")
-    p.add_argument("--out", required=True, help="destination Parquet URL")
-    p.add_argument("--level", type=int, default=-1, help="code level (default: the finest)")
-    p.add_argument("--out-storage-options", default=None, metavar="JSON")
+    p = command("restore", cmd_restore, "write the restored vectors to a Parquet file")
+    p.add_argument("--out", required=True, metavar="URL",
+                   help="destination Parquet file (a path or any fsspec URL)")
+    p.add_argument("--level", type=int, default=-1,
+                   help="code level to restore from (default -1: the finest)")
+    p.add_argument("--id-column", default=None, metavar="NAME",
+                   help="name of the id column written (default: the input's, from the report "
+                        f"of the run that built the version; else {DEFAULT_ID_COLUMN})")
+    p.add_argument("--vector-column", default=None, metavar="NAME",
+                   help="name of the vector column written (default: the input's, from the "
+                        f"report of the run that built the version; else "
+                        f"{DEFAULT_VECTOR_COLUMN})")
+    p.add_argument("--out-storage-options", default=None, metavar="JSON",
+                   help="fsspec storage options of --out as a JSON object")
     p = command("diff", cmd_diff, "compare two versions (ids, vector drift, neighbors)",
                 version=False)
     p.add_argument("--base", type=int, default=None, help="base version (default: latest-1)")
     p.add_argument("--other", type=int, default=None, help="other version (default: latest)")
-    p.add_argument("--other-url", default=None, help="compare with another index instead")
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--sample-queries", type=int, default=100)
+    p.add_argument("--other-url", default=None, metavar="URL",
+                   help="compare with another index instead")
+    p.add_argument("-k", type=int, default=10,
+                   help="neighbors compared per sample query (default 10)")
+    p.add_argument("--sample-queries", type=int, default=100,
+                   help="queries drawn from the base version's vectors to compare neighbors "
+                        "(default 100; 0 skips the comparison)")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _named_url(args: argparse.Namespace, message: str) -> str:
+    """``message``, prefixed with the index URL unless it names one of the URLs at hand."""
+    urls = [getattr(args, name, None) for name in ("url", "other_url", "queries", "out")]
+    if any(u and (u in message or redact_url(u) in message) for u in urls):
+        return message
+    return f"{args.url}: {message}"
+
+
+def _run(argv: Sequence[str] | None) -> int:
     redact_log_records()       # a library's log line may quote a URL with its credentials
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except _OutputClosed:
+        raise
     except SemqError as exc:
-        return _fail(str(exc))
+        return _fail(_named_url(args, str(exc)))
     except Exception as exc:  # noqa: BLE001 - storage libraries raise their own types
-        return _fail(f"{type(exc).__name__}: {exc}")
+        return _fail(_named_url(args, f"{type(exc).__name__}: {exc}"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``semq-index`` with ``argv`` (default: the process arguments); the exit code."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()      # a closed pipe shows here, not at interpreter exit
+    except (_OutputClosed, BrokenPipeError):    # BrokenPipeError: from --help, the flush
+        try:                        # the exit's own flush of what is left: into /dev/null
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

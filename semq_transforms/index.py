@@ -52,6 +52,10 @@ SCORE_BUDGET = 1 << 24
 DEFAULT_RERANK_FACTOR = 10
 #: Most ``queries x k`` entries one search returns (its padded result arrays: ~800 MB).
 MAX_RESULT_ENTRIES = 1 << 26
+#: Rows per row group of :meth:`Index.export_parquet` (whatever the shard sizes): it divides
+#: every round ``rows_per_shard`` of 1000 rows or more, so re-ingesting an export reads each
+#: row once (groups that straddle shard boundaries are read by both shards).
+EXPORT_ROW_GROUP_ROWS = 1000
 
 
 @dataclass(frozen=True)
@@ -315,25 +319,41 @@ class Index:
         return pa.Table.from_batches(batches)
 
     def export_parquet(self, dest: str, *, level: int = -1,
-                       storage_options: dict[str, Any] | None = None) -> int:
-        """Write all restored vectors to a Parquet file at ``dest`` (any fsspec URL), one
-        row group per shard, streaming shard by shard. Returns the number of rows written.
+                       storage_options: dict[str, Any] | None = None,
+                       id_column: str = "id", vector_column: str = "vector",
+                       row_group_rows: int = EXPORT_ROW_GROUP_ROWS) -> int:
+        """Write all restored vectors to a Parquet file at ``dest`` (any fsspec URL):
+        ``id_column`` (int64 or string) and ``vector_column`` (fixed_size_list<float32>[d]),
+        streaming shard by shard, in row groups of ``row_group_rows`` rows (the last one
+        fewer). Returns the number of rows written.
 
         If reading a shard fails midway, the partial file is removed before the error
         propagates (a file at ``dest`` is always a complete export)."""
         import fsspec
         import pyarrow.parquet as pq
 
+        row_group_rows = check_count(row_group_rows, "row_group_rows", minimum=1)
+        if id_column == vector_column:
+            raise InvalidInputError(f"id_column and vector_column are both {id_column!r}")
+        names = (id_column, vector_column)
         batches = self.restore(level=level)
         written = 0
-        schema = _empty_table(self.dim, self.id_type).schema
+        schema = _empty_table(self.dim, self.id_type, names).schema
         fs, path = fsspec.core.url_to_fs(dest, **(storage_options or {}))
         fs.makedirs(fs._parent(path), exist_ok=True)   # as fsspec.open does for writing
         try:
             with fs.open(path, "wb") as f, pq.ParquetWriter(f, schema) as writer:
+                pending: list[pa.RecordBatch] = []      # fewer than row_group_rows rows
                 for ids, vectors in batches:
-                    writer.write_batch(_as_batch(ids, vectors, self.dim))
+                    table = pa.Table.from_batches(
+                        [*pending, _as_batch(ids, vectors, self.dim, names)], schema)
+                    full = table.num_rows - table.num_rows % row_group_rows
+                    if full:
+                        writer.write_table(table.slice(0, full), row_group_size=row_group_rows)
+                    pending = table.slice(full).to_batches()
                     written += len(ids)
+                if pending:
+                    writer.write_table(pa.Table.from_batches(pending, schema))
         except BaseException:
             if fs.exists(path):
                 fs.rm(path)
@@ -502,17 +522,19 @@ def _pad_results(scores: np.ndarray, ids: np.ndarray | None, nq: int, k: int,
     return out_scores, out_ids
 
 
-def _as_batch(ids: np.ndarray, vectors: np.ndarray, dim: int) -> pa.RecordBatch:
+def _as_batch(ids: np.ndarray, vectors: np.ndarray, dim: int,
+              names: tuple[str, str] = ("id", "vector")) -> pa.RecordBatch:
     id_array = pa.array(ids.tolist(), type=pa.string()) if ids.dtype == object else pa.array(
         ids, type=pa.int64())
     values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), type=pa.float32())
     return pa.RecordBatch.from_arrays(
-        [id_array, pa.FixedSizeListArray.from_arrays(values, dim)], names=["id", "vector"])
+        [id_array, pa.FixedSizeListArray.from_arrays(values, dim)], names=list(names))
 
 
-def _empty_table(dim: int, id_type: str) -> pa.Table:
-    schema = pa.schema([("id", pa.string() if id_type == "string" else pa.int64()),
-                        ("vector", pa.list_(pa.float32(), dim))])
+def _empty_table(dim: int, id_type: str,
+                 names: tuple[str, str] = ("id", "vector")) -> pa.Table:
+    schema = pa.schema([(names[0], pa.string() if id_type == "string" else pa.int64()),
+                        (names[1], pa.list_(pa.float32(), dim))])
     return schema.empty_table()
 
 
