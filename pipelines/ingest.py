@@ -1,6 +1,7 @@
 """The ingestion job: read embeddings, cut and encode shards, validate, publish.
 
-    python -m pipelines.ingest --config configs/local.yaml [--index-url URL] [beam options]
+    python -m pipelines.ingest --config configs/local.yaml [--index-url URL] [--dry-run]
+                               [beam options]
 
 The job is :meth:`JobConfig.create_transform` (see :mod:`semq_transforms.transforms.ingest`):
 each shard of ``encode.rows_per_shard`` global positions is read, checked, encoded and
@@ -17,15 +18,29 @@ published from the same input fingerprint and the same config, the job does noth
 ``output.run_id`` reused on changed input or config) exits 2 before anything is written: pick
 another ``output.run_id``.
 
+Before any row is read, the job checks what it can from metadata and exits 2 with one line
+naming the file or URL: a file whose metadata fixes a vector width (``fixed_size_list``, NPY)
+other than ``input.dim`` ("got 384, expected 768"), an output location that does not exist or
+cannot be written (local: the nearest existing folder is a writable directory; object stores:
+the bucket exists and a probe object ``runs/<run_id>/.write-probe`` can be written and
+deleted). ``--dry-run`` (or ``--plan-only``) makes these checks, prints the plan (files, rows,
+shards, dimension, codecs, run id, output) and exits 0 without running the job
+(:mod:`semq_transforms.transforms.preflight`).
+
 Without ``--runner`` the job runs locally on the pinned offline runner
 (``semq_transforms.transforms.direct_options``); other Beam options are passed through.
+
+On a local runner, with stderr a terminal, the job shows its progress there (shards written
+of planned, rows/s, time left: :mod:`semq_transforms.transforms.progress`); ``--quiet`` turns
+it off. At the end it prints a summary (sizes, recall, wall time) and where ``report.md`` is.
 
 Run as a program, the job first sets glibc's allocator up for shard-sized arrays
 (:mod:`semq_transforms.allocator`; ``SEMQ_MALLOC_TUNING=0`` leaves it alone).
 
-Exit codes: 0 published (or nothing new to publish), 1 the gate failed (nothing published;
-the report says why), 2 the job could not run (bad config, unreadable input, a run folder in
-use by a published version, pipeline error).
+Exit codes: 0 published (or nothing new to publish; a dry run whose checks pass), 1 the gate
+failed (nothing published; the report says why), 2 the job could not run (bad config,
+unreadable input, a vector width other than ``input.dim``, an output location that cannot be
+written, a run folder in use by a published version, pipeline error).
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ if __name__ == "__main__":
     tune_allocator()
 
 import argparse
+import contextlib
 import difflib
 import json
 from collections.abc import Sequence
@@ -53,7 +69,10 @@ from semq_transforms._urls import redact_log_records, redact_text
 from semq_transforms.config import JobConfig, load_config
 from semq_transforms.errors import NothingToPublishError, SemqError
 from semq_transforms.format.store import IndexStore
+from semq_transforms.report.units import human_bytes, human_count, human_seconds
 from semq_transforms.transforms.ingest import input_fingerprint, make_read, run_id_for
+from semq_transforms.transforms.planning import plan_shards
+from semq_transforms.transforms.progress import runs_locally, show_progress
 from semq_transforms.transforms.publish import failure_report, report_path, write_report
 from semq_transforms.transforms.runners import direct_options
 
@@ -86,7 +105,7 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
 
 
 #: The job's own command-line options (everything else goes to Beam).
-JOB_OPTIONS = ("--config", "--index-url")
+JOB_OPTIONS = ("--config", "--index-url", "--dry-run", "--plan-only", "--quiet")
 
 
 def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -95,6 +114,16 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--config", required=True, help="job config YAML (path or URL)")
     parser.add_argument("--index-url", "--index_url", dest="index_url",
                         help="override output.index_url")
+    # (--dry_run is also a Beam test option that does nothing on the local runner: taken
+    # here, so no spelling of a dry run ever runs the job)
+    parser.add_argument("--dry-run", "--dry_run", "--plan-only", "--plan_only",
+                        dest="dry_run", action="store_true",
+                        help="plan the input and check the schema and the output location, "
+                             "print the plan and exit 0 without running the job (nothing is "
+                             "written but a probe object on object stores, deleted again)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="show no progress on stderr (shown only when stderr is a "
+                             "terminal and the runner is local)")
     return parser.parse_known_args(argv)
 
 
@@ -129,7 +158,41 @@ def _report_failure(config: JobConfig, job: Any, error: str) -> None:
         print(f"ingest: no report written: {type(exc).__name__}: {redact_text(str(exc))}",
               file=sys.stderr)
     else:
-        print(f"ingest: report: {store.url_of(report_path(job.run_id))}", file=sys.stderr)
+        print(f"ingest: report: {_report_location(store, job.run_id)}", file=sys.stderr)
+
+
+def _report_location(store: IndexStore, run_id: str) -> str:
+    """Where the run's ``report.md`` is, as people open it: a path for a local index, else
+    its URL (credentials redacted)."""
+    return redact_text(store.url_of(report_path(run_id, "md")).removeprefix("file://"))
+
+
+def _progress(args: argparse.Namespace, options: PipelineOptions, config: JobConfig,
+              job: Any) -> contextlib.AbstractContextManager:
+    """The progress display of this run on stderr: only when stderr is a terminal, the
+    runner local and ``--quiet`` not given (else a context that shows nothing)."""
+    if args.quiet or not sys.stderr.isatty() or not runs_locally(options):
+        return contextlib.nullcontext()
+    plan = job.read.plan
+    shards = len(plan_shards(plan.splits, config.encode.rows_per_shard))
+    return show_progress(sys.stderr, shards=shards, rows=plan.total_rows)
+
+
+def _summary(run_id: str, report: dict[str, Any]) -> str:
+    """The run's summary line: rows, shards, recall, sizes, wall time."""
+    counts, b, v = report["counts"], report["bytes"], report["validation"]
+    recall, timing = v["recall_at_k"], report.get("timing")
+    line = (f"run {run_id}: read {human_count(counts['rows_read'])} rows, encoded "
+            f"{human_count(counts['rows_encoded'])} in {counts['shards']} shards, rejected "
+            f"{human_count(counts['dead_letters'])}; recall@{v['k']} "
+            f"{'n/a' if recall is None else f'{recall:.4f}'}; {human_bytes(b['out'])} "
+            f"written for {human_bytes(b['float32'])} of float32, compression "
+            f"{b['compression_ratio'] or 0:.2f}x")
+    if timing:
+        speed = timing.get("rows_per_second")
+        line += (f"; {human_seconds(timing['wall_seconds'])}"
+                 + (f", {human_count(speed)} rows/s" if speed else ""))
+    return line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,12 +220,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = config.with_index_url(args.index_url)
         options = pipeline_options(beam_args)
         job = config.create_transform()
+        if args.dry_run:
+            for line in job.plan_only():
+                print(line)
+            return 0
         run_id = job.run_id
         pipeline = beam.Pipeline(options=options)
         _ = pipeline | "Ingest" >> job  # checks the run folder before anything is written
         store = IndexStore(config.output.index_url,
                            storage_options=config.output.storage_options)
-        report_url = store.url_of(report_path(run_id))
+        report_url = _report_location(store, run_id)
     except NothingToPublishError as exc:
         # Same config, same input: the latest version already holds this run's result.
         print(f"run {exc.run_id}: input and config unchanged since version {exc.version}; "
@@ -176,13 +243,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{redact_text(str(exc))}", file=sys.stderr)
         return 2
     try:
-        result = pipeline.run()
-        if not job_runs_here(result):
-            # The service runs the job later and the pipeline writes its report then.
-            print(f"run {run_id}: job described for the runner, which runs it; report: "
-                  f"{report_url}")
-            return 0
-        result.wait_until_finish()
+        with _progress(args, options, config, job):
+            result = pipeline.run()
+            if not job_runs_here(result):
+                # The service runs the job later and the pipeline writes its report then.
+                print(f"run {run_id}: job described for the runner, which runs it; report: "
+                      f"{report_url}")
+                return 0
+            result.wait_until_finish()
         with store.open_read(report_path(run_id)) as f:
             report: dict[str, Any] = json.loads(f.read())
     except Exception as exc:  # noqa: BLE001 - any pipeline failure means "could not run"
@@ -190,13 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ingest: the pipeline failed: {error}", file=sys.stderr)
         _report_failure(config, job, error)
         return 2
-    counts, gate = report["counts"], report["gate"]
-    recall = report["validation"]["recall_at_k"]
-    print(f"run {run_id}: read {counts['rows_read']} rows, encoded {counts['rows_encoded']} "
-          f"in {counts['shards']} shards, rejected {counts['dead_letters']}; "
-          f"recall@{report['validation']['k']} "
-          f"{'n/a' if recall is None else f'{recall:.4f}'}; "
-          f"compression {report['bytes']['compression_ratio'] or 0:.2f}x")
+    gate = report["gate"]
+    print(_summary(run_id, report))
     for note in report["validation"].get("notes", ()):
         print(f"note: {note}")
     if gate["passed"]:

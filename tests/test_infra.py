@@ -284,7 +284,9 @@ def test_flex_template_parameters_are_job_options():
     wrong = {"config": "configs/s3.yaml", "index_url": "/local/index"}
     argv = [f"--{name}={value}" for name, value in examples.items()]
     args, beam_args = _parse(argv)
-    assert beam_args == [] and vars(args) == examples
+    assert beam_args == [] and {k: v for k, v in vars(args).items() if k in examples} == examples
+    # the job's flags that are not template parameters (--dry-run, --quiet) stay off
+    assert not any(v for k, v in vars(args).items() if k not in examples)
     with pytest.raises(SystemExit):      # config is required, index_url is not
         _parse(["--index_url=gs://b/i"])
     assert [n for n, p in params.items() if not p["isOptional"]] == ["config"]

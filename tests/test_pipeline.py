@@ -116,6 +116,11 @@ def test_dead_letters_reconcile(published):
     assert sorted(dead.column("reason").to_pylist()) == sorted(
         ["non_finite", "wrong_dimension", "zero_vector"])
     assert sorted(dead.column("id").to_pylist()) == [str(i) for i in BAD_IDS[1:4]]
+    # each says what was wrong with its row
+    assert {d["reason"]: d["detail"] for d in dead.to_pylist()} == {
+        "non_finite": "vector element 0 is nan",
+        "wrong_dimension": f"got {DIM - 1}, expected {DIM}",
+        "zero_vector": "every element is 0 (zero vectors have no direction to encode)"}
     assert counts["rows_read"] == counts["rows_planned"] == ROWS + 5
     assert counts["rows_read"] == counts["rows_encoded"] + dead.num_rows
     assert counts["dead_letters"] == counts["rows_rejected"] == 3
@@ -288,7 +293,8 @@ def test_unreachable_storage_is_exit_2_with_a_message(input_dir, tmp_path, capsy
     config_file = tmp_path / "job.yaml"
     config_file.write_text(yaml.safe_dump(data))
     assert main(["--config", str(config_file)]) == 2
-    assert "ingest: " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "ingest: output s3://bucket/idx: cannot reach the bucket 'bucket'" in err, err
 
 
 def test_command_line_local_config(tmp_path):
@@ -422,7 +428,8 @@ def test_credentials_in_input_urls_reach_no_output(tmp_path, http_folder, capsys
     source = f"{base}/a.parquet?***"
     [dead_file] = (tmp_path / "idx").glob("runs/*/dead_letters.parquet")
     assert pq.read_table(dead_file).to_pylist() == [
-        {"id": "3", "source": source, "row": 3, "reason": "zero_vector", "detail": None},
+        {"id": "3", "source": source, "row": 3, "reason": "zero_vector",
+         "detail": "every element is 0 (zero vectors have no direction to encode)"},
         {"id": "10", "source": source, "row": 40, "reason": "duplicate_id",
          "detail": f"first occurrence: {source} row 10"}]
     for name, message in (("missing.parquet", "no input files match"),
@@ -742,8 +749,11 @@ def test_no_row_with_a_vector_and_no_dim_rejects_every_row(tmp_path, capsys, vec
     assert report["dim"] is None
     assert report["counts"]["rows_read"] == 3 == report["counts"]["dead_letters"]
     dead = pq.read_table(report_file.parent / "dead_letters.parquet").to_pylist()
+    details = {"null_vector": "the vector is null", "wrong_dimension":
+               "got 0; no width is known (no row has a vector to take it from)"}
     assert dead == [{"id": str(i + 1), "source": f"file://{folder}/a.parquet", "row": i,
-                     "reason": reason, "detail": None} for i, reason in enumerate(reasons)]
+                     "reason": reason, "detail": details[reason]}
+                    for i, reason in enumerate(reasons)]
     assert IndexStore(str(tmp_path / "idx")).versions() == []
 
 

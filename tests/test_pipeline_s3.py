@@ -260,3 +260,48 @@ def test_unset_credential_variable_exits_2_naming_it(s3_job, tmp_path, capsys, m
     assert SECRET_KEY not in err
     store = IndexStore(s3_job["url"], storage_options=s3_job["options"])
     assert store.versions() == [] and not store.fs.exists(f"{store.root}/runs")
+
+
+def test_a_missing_output_bucket_stops_the_job_before_it_runs(s3_job, tmp_path, capsys):
+    """Before: every shard was read and encoded, then the first write failed with a 50-line
+    traceback naming no bucket, and no report. Now one line naming the index URL and the
+    bucket, exit 2, before the pipeline runs; a dry run stops the same way."""
+    data = json.loads(json.dumps(s3_job["data"]))
+    data["output"]["index_url"] = "s3://semq-no-such-bucket/index"
+    config_file = write_yaml(tmp_path, data)
+    for flag in ([], ["--dry-run"]):
+        assert main(["--config", config_file, *flag]) == 2
+        out, err = capsys.readouterr()
+        assert [line for line in err.splitlines() if line.startswith("ingest:")] == [
+            ("ingest: output s3://semq-no-such-bucket/index: the bucket 'semq-no-such-bucket' "
+             "does not exist; create it, or fix output.index_url")]
+        assert "Traceback" not in err and not out
+        for value in (SECRET_KEY, ACCESS_KEY):
+            assert value not in err
+
+
+def test_dry_run_on_s3_probes_the_bucket_and_leaves_it_as_it_was(s3_job, tmp_path, capsys):
+    """The dry run checks the bucket (it exists) and writes and deletes a probe object under
+    the run folder: afterwards the bucket holds exactly the objects it held before."""
+    job, fs, bucket = s3_job, s3_job["fs"], s3_job["bucket"]
+    before = {path: fs.info(path)["ETag"] for path in fs.find(bucket)}
+    assert main(["--config", write_yaml(tmp_path, job["data"]), "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert {path: fs.info(path)["ETag"] for path in fs.find(bucket)} == before
+    run_id = re.search(r"^dry run of run (\S+):", out, re.MULTILINE).group(1)
+    assert (f"nothing written but a probe object, deleted again "
+            f"({job['url']}/runs/{run_id}/.write-probe)") in out
+    assert f"input: s3://{bucket}/input/*.parquet: 3 file(s), parquet, {ROWS + 4} rows" in out
+    assert f"s3://{bucket}/input/part-00000.parquet: 1000 rows, vectors fixed_size_list " \
+           f"of {DIM}" in out
+    assert (f"s3://{bucket}/input/part-00002.parquet: 4 rows, vectors variable-length "
+            f"lists") in out
+    assert f"dimension: {DIM} (input.dim;" in out and "1 file(s) of variable-length" in out
+    assert "shards: 5 of up to 500 rows" in out and "codecs: semq2, semq8" in out
+    assert f"output: {job['url']} (bucket '{bucket}' exists); run folder " \
+           f"{job['url']}/runs/{run_id}/" in out
+    for value in (SECRET_KEY, ACCESS_KEY):
+        assert value not in out and value not in err
+    # the real run then publishes under the run id the dry run printed
+    assert main(["--config", write_yaml(tmp_path, job["data"])]) == 0
+    assert run_id_from(capsys.readouterr().out) == run_id

@@ -362,8 +362,19 @@ def test_every_reject_reason_and_reconciliation(tmp_path):
     assert [d for d in rejected if d["reason"] == "id_too_long"] == [
         {"id": "\u00e9" * 8193, "source": plan.files[0], "row": 13, "reason": "id_too_long",
          "detail": "the id is 16386 UTF-8 bytes; a shard stores at most 16384"}]
-    assert all("detail" not in d for d in rejected
-               if d["reason"] not in ("out_of_range", "id_too_long"))
+    # every dead letter says what was wrong with its row
+    assert {d["row"]: d["detail"] for d in rejected} == {
+        1: "the id is null",
+        2: "the vector is null",
+        3: "got 3, expected 4",
+        4: "vector element 1 is nan",
+        5: "vector element 1 is nan",                  # a null element reads as nan
+        6: "every element is 0 (zero vectors have no direction to encode)",
+        7: "vector element 0 is inf",
+        9: "the id is null",
+        10: "got 5, expected 4",
+        12: "vector element 2 is -1e+17; the codecs encode magnitudes up to 1e+16",
+        13: "the id is 16386 UTF-8 bytes; a shard stores at most 16384"}
     # Zero vectors are kept when not rejected.
     kept = read_all(plan.splits, dim=4, reject_zero_vectors=False)
     assert "a6" in accepted(kept)[0].tolist()
@@ -392,6 +403,7 @@ def test_fixed_size_nulls_overflow_and_wrong_dim(tmp_path):
     assert [(d["id"], d["reason"]) for d in batch.rejected] == [(2, "non_finite")]
     wrong = read_split(plan_splits([url])[0], dim=DIM + 1)
     assert wrong.accepted == 0 and {d["reason"] for d in wrong.rejected} == {"wrong_dimension"}
+    assert {d["detail"] for d in wrong.rejected} == {f"got {DIM}, expected {DIM + 1}"}
     assert wrong.vectors.shape == (0, DIM + 1)
 
 
@@ -423,8 +435,10 @@ def test_values_beyond_the_codecs_limit_are_rejected_at_read_time(tmp_path, fmt)
          "detail": "vector element 3 is 70000; the codecs encode magnitudes up to 65504"},
         {"id": 4, "source": url, "row": 4, "reason": "out_of_range",
          "detail": "vector element 5 is -1e+12; the codecs encode magnitudes up to 65504"},
-        {"id": 5, "source": url, "row": 5, "reason": "non_finite"},
-        {"id": 6, "source": url, "row": 6, "reason": "non_finite"}]
+        {"id": 5, "source": url, "row": 5, "reason": "non_finite",
+         "detail": "vector element 0 is nan"},
+        {"id": 6, "source": url, "row": 6, "reason": "non_finite",
+         "detail": "vector element 2 is inf"}]             # 1e40 is beyond float32
     # the default is every codec's limit (1e16): only the non-finite rows go
     assert max_abs_value(["semq4", "int8"]) == MAX_ABS_VALUE
     assert [d["row"] for d in read_split(split).rejected] == [5, 6]
@@ -443,7 +457,7 @@ def test_string_ids_longer_than_a_shard_stores_are_rejected(tmp_path):
     assert [(d["row"], d["reason"], d.get("detail")) for d in batch.rejected] == [
         (1, "id_too_long", "the id is 16385 UTF-8 bytes; a shard stores at most 16384"),
         (3, "id_too_long", "the id is 16386 UTF-8 bytes; a shard stores at most 16384"),
-        (4, "null_id", None)]
+        (4, "null_id", "the id is null")]
 
 
 def test_find_duplicate_ids(tmp_path):

@@ -35,6 +35,15 @@ def zero_rows(n: int, dim: int) -> np.ndarray:
     return np.broadcast_to(np.zeros((1, dim), np.float32), (n, dim))
 
 
+def vector_lengths(column: pa.Array) -> int | np.ndarray:
+    """The length of each vector of a list column: the width of a ``fixed_size_list``, else
+    int64 ``[n]`` (null rows' entries are meaningless): what a ``wrong_dimension`` dead letter
+    says it got."""
+    if pa.types.is_fixed_size_list(column.type):
+        return int(column.type.list_size)
+    return np.diff(column.offsets.to_numpy().astype(np.int64, copy=False))
+
+
 def vectors_from_arrow(column: pa.Array, dim: int | None
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """``(vectors float32 [n, dim], null bool [n], right_length bool [n], dim)`` from a list

@@ -8,6 +8,7 @@ global position, encode and write each shard, and measure retrieval on a query s
                                                        queries=queries, k=10)
     encoded.metas       # PCollection[ShardMeta]
     encoded.neighbors   # PCollection[ShardNeighbors]: per shard exact and compressed top-k
+    encoded.shard_bytes # PCollection[ShardBytes]: per shard bytes of codes, params, ids, other
 
 **Shards.** Shard ``n`` holds the accepted rows whose global input position is in
 ``[n * rows_per_shard, (n + 1) * rows_per_shard)``, in position order. Rejected rows leave
@@ -31,6 +32,10 @@ read task (a run of shards sharing a row group, else one shard) in one DoFn call
 encoded as soon as it is read, so no shard's rows outlive its step (the ingestion job uses
 it).
 
+**Progress.** Each written shard is also recorded for a launcher that shows progress
+(:func:`~semq_transforms.transforms.progress.record_shard`: nothing unless the launcher asked
+for it); no shard byte depends on it.
+
 Counters (namespace ``semq``): ``shards_written``, ``bytes_out``, ``rows_encoded``.
 """
 
@@ -48,6 +53,7 @@ from apache_beam.metrics import Metrics
 
 from semq_transforms.errors import IntegrityError
 from semq_transforms.eval import exact_knn, knn_intersection_measure, merge_topk
+from semq_transforms.format.layout import shard_bytes
 from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import (
     EncodedLevel,
@@ -60,6 +66,7 @@ from semq_transforms.format.store import IndexStore
 from semq_transforms.index import DEFAULT_RERANK_FACTOR, check_count
 from semq_transforms.transforms._worker import worker_setup
 from semq_transforms.transforms.planning import ShardRows, splitmix64
+from semq_transforms.transforms.progress import record_shard
 from semq_transforms.transforms.read import (
     COUNTS,
     DEAD_LETTERS,
@@ -77,6 +84,7 @@ __all__ = ["DEFAULT_RERANK_FACTOR", "CutShards", "EncodeShards", "MergeNeighbors
 _SCORE_BUDGET = 1 << 22
 NEIGHBORS = "neighbors"
 METAS = "metas"
+SHARD_BYTES = "shard_bytes"
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,7 +222,8 @@ def check_written(store: IndexStore, meta: ShardMeta) -> None:
 
 
 class _EncodeShardFn(beam.DoFn):
-    """ShardRows -> ShardMeta (main) and ShardNeighbors (``neighbors`` output)."""
+    """ShardRows -> ShardMeta (main), ShardNeighbors (``neighbors`` output) and ShardBytes
+    (``shard_bytes`` output)."""
 
     def __init__(self, index_url: str, *, run_id: str, codecs: Sequence[str], k: int,
                  rerank: int, folder_checked_through: int,
@@ -255,10 +264,12 @@ class _EncodeShardFn(beam.DoFn):
         with self._store.open_write(path) as f:
             meta = write_shard(f, ids=shard.ids, levels=levels, path=path)
         check_written(self._store, meta)
+        yield beam.pvalue.TaggedOutput(SHARD_BYTES, shard_bytes(meta, shard.ids, levels))
         meta = dataclasses.replace(meta, validation=validation)
         self._shards_written.inc()
         self._bytes_out.inc(meta.file_bytes)
         self._rows_encoded.inc(meta.rows)
+        record_shard(shard.shard_no, meta.rows)
         yield meta
 
     def _neighbors(self, shard: ShardRows, levels: Sequence[EncodedLevel],
@@ -276,8 +287,9 @@ class _EncodeShardFn(beam.DoFn):
 
 
 class EncodeShards(beam.PTransform):
-    """ShardRows -> :class:`ShardMeta` (output ``metas``) and per-shard
-    :class:`ShardNeighbors` (output ``neighbors``, only when ``queries`` is given).
+    """ShardRows -> :class:`ShardMeta` (output ``metas``), per-shard
+    :class:`ShardNeighbors` (output ``neighbors``, only when ``queries`` is given) and
+    per-shard :class:`~semq_transforms.format.layout.ShardBytes` (output ``shard_bytes``).
 
     Args:
         index_url: index prefix; shard ``n`` is written to ``runs/<run_id>/`` + its name.
@@ -311,14 +323,15 @@ class EncodeShards(beam.PTransform):
 
     def expand(self, shards: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return shards | "Encode and write shards" >> beam.ParDo(
-            self._fn, *self.query_inputs()).with_outputs(NEIGHBORS, main=METAS)
+            self._fn, *self.query_inputs()).with_outputs(NEIGHBORS, SHARD_BYTES, main=METAS)
 
     def query_inputs(self) -> list[Any]:
         """The DoFn's side inputs: the query sample, if any."""
         return [beam.pvalue.AsSingleton(self._queries)] if self._queries is not None else []
 
     def encode_fn(self) -> beam.DoFn:
-        """The DoFn: ShardRows -> ShardMeta (main) and ShardNeighbors (``neighbors``)."""
+        """The DoFn: ShardRows -> ShardMeta (main), ShardNeighbors (``neighbors``) and
+        ShardBytes (``shard_bytes``)."""
         return self._fn
 
 
@@ -352,8 +365,8 @@ class _ReadEncodeShardFn(beam.DoFn):
 class ReadEncodeShards(beam.PTransform):
     """``ReadShards | EncodeShards`` with each shard read, encoded and written in one step.
 
-    The outputs and counters are those of the two transforms: ``metas`` (main) and
-    ``neighbors`` as :class:`EncodeShards`, ``dead_letters`` and ``counts`` as
+    The outputs and counters are those of the two transforms: ``metas`` (main),
+    ``neighbors`` and ``shard_bytes`` as :class:`EncodeShards`, ``dead_letters`` and ``counts`` as
     :class:`~semq_transforms.transforms.read.ReadShards`; the shard files are the same bytes.
     What differs is memory: a runner keeps the last element a DoFn processed until the next
     one arrives, so between the two transforms each worker thread holds its previous shard's
@@ -376,7 +389,7 @@ class ReadEncodeShards(beam.PTransform):
         return (self._shards.keyed_tasks(pbegin)
                 | "Read, encode and write shards" >> beam.ParDo(
                     fn, *self._encode.query_inputs()).with_outputs(
-                    NEIGHBORS, DEAD_LETTERS, COUNTS, main=METAS))
+                    NEIGHBORS, SHARD_BYTES, DEAD_LETTERS, COUNTS, main=METAS))
 
 
 # -- merging neighbors ----------------------------------------------------------------------

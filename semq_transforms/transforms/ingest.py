@@ -26,6 +26,12 @@ anything is written), :func:`check_run_folder` raises :class:`~semq_transforms.e
 NothingToPublishError` if the latest version was published from the same input fingerprint
 and config, and :class:`~semq_transforms.errors.RunFolderInUseError` if ``runs/<run_id>/``
 belongs to any other committed version.
+
+The other checks made before any row is read (:mod:`~semq_transforms.transforms.preflight`):
+planning refuses a file whose metadata fixes a vector width other than ``input.dim``
+(``DimensionMismatchError``), and the output location must exist and take a write
+(``OutputLocationError``). :meth:`_IngestJob.plan_only` makes them all and describes the
+plan without running it (the job's ``--dry-run``).
 """
 
 from __future__ import annotations
@@ -33,16 +39,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
 from typing import Any
 
 import apache_beam as beam
 
 from semq_transforms.codecs import max_abs_value
 from semq_transforms.config import JobConfig, config_digest
-from semq_transforms.errors import ConfigError, NothingToPublishError
+from semq_transforms.errors import ConfigError, NothingToPublishError, SemqError
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.store import IndexStore
 from semq_transforms.sample_data import ensure_sample_data
+from semq_transforms.transforms._storage import guard
 from semq_transforms.transforms.encode import (
     EncodeShards,
     MergeNeighbors,
@@ -50,6 +58,14 @@ from semq_transforms.transforms.encode import (
     SampleQueries,
 )
 from semq_transforms.transforms.planning import sample_splits
+from semq_transforms.transforms.preflight import (
+    OutputLocationError,
+    check_dimensions,
+    check_output_location,
+    describe_plan,
+    one_line,
+    probe_output,
+)
 from semq_transforms.transforms.publish import (
     PublishIndex,
     ReadTotals,
@@ -102,7 +118,7 @@ def input_fingerprint(read: ReadEmbeddings, config: JobConfig) -> str:
     fs = filesystem_for(config.input.url, config.input.storage_options)
     files = []
     for path in read.plan.files:
-        info = fs.info(path)
+        info = guard(path, fs.info, path)   # (an error names the file)
         files.append([path, int(info["size"]), change_token(fs, path, info)])
     text = json.dumps(files, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
@@ -141,7 +157,8 @@ def _same_config(store: IndexStore, manifest: Manifest, config: JobConfig) -> bo
     return _published_config_digest(store, manifest) == config_digest(config)
 
 
-def check_run_folder(config: JobConfig, run_id: str, fingerprint: str) -> int:
+def check_run_folder(config: JobConfig, run_id: str, fingerprint: str, *,
+                     complete: bool = True) -> int:
     """Refuse a run that would write into the run folder of a committed version.
 
     Returns, when no committed version of ``config.output.index_url`` uses ``runs/<run_id>/``
@@ -157,16 +174,27 @@ def check_run_folder(config: JobConfig, run_id: str, fingerprint: str) -> int:
         RunFolderInUseError: the folder belongs to a committed version otherwise (the input or
             config changed, or it is not the latest version): writing would overwrite files
             that version serves. Another ``output.run_id`` is needed.
+        OutputLocationError: the index cannot be read (the message names it).
+
+    ``complete=False`` (a dry run) writes nothing: a version committed by this very run whose
+    report is missing is compared without completing the report first (with a fixed
+    ``output.run_id`` it is then called in use where the real run would find nothing new).
     """
     store = IndexStore(config.output.index_url, storage_options=config.output.storage_options)
     store.check_commit(allow_unsafe=config.output.allow_unsafe_commit)
-    # read before run_version, which then reads (or rules out) every version up to it
-    latest = store.latest_version() or 0
-    owner = store.run_version(run_id)
+    try:
+        # read before run_version, which then reads (or rules out) every version up to it
+        latest = store.latest_version() or 0
+        owner = store.run_version(run_id)
+    except SemqError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a storage library's error, naming no URL
+        raise OutputLocationError(f"cannot read the index at {store.url}: "
+                                  f"{one_line(exc)}") from None
     if owner is None:
         return latest
     latest = max(latest, owner.version)  # (one committed since the listing above)
-    if owner.run_id == run_id:
+    if owner.run_id == run_id and complete:
         # this run committed and died before its report: finish the report first (it
         # also holds the config digest the comparison below needs)
         complete_report(store, owner)
@@ -205,6 +233,9 @@ class _IngestJob(beam.PTransform):
         #: The latest version the run-folder check read when the job was built (0 before):
         #: the job's later checks of the folder read only the versions after it.
         self.folder_checked_through = 0
+        #: When the run started (epoch seconds): the report's wall time counts from here,
+        #: planning included. Only the report holds it.
+        self.started_at = time.time()
 
     @property
     def config(self) -> JobConfig:
@@ -212,12 +243,14 @@ class _IngestJob(beam.PTransform):
 
     @functools.cached_property
     def read(self) -> ReadEmbeddings:
-        """The planned input (raises ``InputReadError`` / ``ValueError`` for bad input)."""
+        """The planned input, its schema checked against the config (raises
+        ``InputReadError`` / ``ValueError`` for bad input, ``DimensionMismatchError`` when a
+        file's metadata fixes a vector width other than ``input.dim``)."""
         cfg = self._config.input
         if cfg.generate_sample:
             ensure_sample_data(cfg.url, **({"dim": cfg.dim} if cfg.dim else {}))
         read = make_read(self._config)
-        _ = read.plan
+        check_dimensions(read.plan, dim=cfg.dim, vector_column=cfg.vector_column)
         return read
 
     @functools.cached_property
@@ -233,10 +266,33 @@ class _IngestJob(beam.PTransform):
         it before anything is written. Returns the latest version it checked."""
         return check_run_folder(self._config, self.run_id, self.fingerprint)
 
+    def _store(self) -> IndexStore:
+        out = self._config.output
+        return IndexStore(out.index_url, storage_options=out.storage_options)
+
+    def plan_only(self) -> list[str]:
+        """The dry run: every check the job makes before it runs (the input planned from
+        metadata and its schema checked, the output location, the run folder, a probe
+        write on object stores), then the plan in words (lines to print). Writes nothing
+        but the probe, which it deletes (``input.generate_sample`` still writes the sample
+        input when there is none). Raises as the job would, ``NothingToPublishError``
+        included."""
+        read, run_id, store = self.read, self.run_id, self._store()
+        where = check_output_location(store, run_id)
+        latest = check_run_folder(self._config, run_id, self.fingerprint, complete=False)
+        probe = probe_output(store, run_id)
+        return describe_plan(self._config, read.plan, run_id=run_id, latest=latest,
+                             output=where, probe=probe, store=store)
+
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         config, out, validation = self._config, self._config.output, self._config.validation
-        read, run_id = self.read, self.run_id
-        checked = self.check_run_folder()  # raises before any shard or report is written
+        read, run_id, store = self.read, self.run_id, self._store()
+        # raise before any shard or report is written: the output location first (writing
+        # nothing), the run folder, then a probe write (never into a published version's
+        # folder)
+        check_output_location(store, run_id)
+        checked = self.check_run_folder()
+        probe_output(store, run_id)
         self.folder_checked_through = checked
         index_url = out.index_url.rstrip("/")
         splits, head_rows = sample_splits(read.plan.splits, queries=validation.sample_queries,
@@ -266,4 +322,5 @@ class _IngestJob(beam.PTransform):
             input_fingerprint=self.fingerprint, safe_config=config.model_dump_safe(),
             folder_checked_through=checked, storage_options=out.storage_options,
             allow_unsafe_commit=out.allow_unsafe_commit,
-            signing_key_pem=_read_key(out.signing_key_file))
+            signing_key_pem=_read_key(out.signing_key_file),
+            shard_bytes=encoded.shard_bytes, started_at=self.started_at)

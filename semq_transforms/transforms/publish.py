@@ -4,8 +4,10 @@ One final DoFn receives the list of written :class:`ShardMeta` (``beam.combiners
 metadata only, a few hundred bytes per shard) and, as side inputs, the read totals, the
 dead-letter count and the merged top-k of the query sample. It evaluates the gate
 (:func:`gate_problems`), calls ``IndexStore.commit`` only if the gate passes, and always
-writes ``runs/<run_id>/report.json`` and ``report.md`` under the index (counts, bytes,
-compression, recall per shard and overall, the verdict and the *redacted* config).
+writes ``runs/<run_id>/report.json``, ``report.md`` and ``report.svg`` under the index
+(counts, bytes and their split into codes per level, params, ids and other, compression,
+recall per shard and overall, the verdict, the run's wall time and the *redacted* config).
+The Markdown and the plot are rendered by :mod:`semq_transforms.report`.
 
     published = metas | "Publish" >> PublishIndex(index_url, run_id=..., dim=..., ...)
     # PCollection of one dict: the report
@@ -18,6 +20,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,11 +30,15 @@ from apache_beam.metrics import Metrics
 from semq_transforms.config import redact_url
 from semq_transforms.errors import FormatError, SemqError
 from semq_transforms.eval import knn_intersection_measure
+from semq_transforms.format.layout import ShardBytes
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import level_codecs
 from semq_transforms.format.signing import load_private_key
 from semq_transforms.format.store import IndexStore
+from semq_transforms.report.figures import byte_split, run_timing, shard_split
+from semq_transforms.report.markdown import report_markdown
+from semq_transforms.report.plot import report_svg
 from semq_transforms.transforms._worker import worker_setup
 from semq_transforms.transforms.encode import ShardNeighbors
 from semq_transforms.transforms.read import METRICS_NAMESPACE
@@ -165,18 +172,24 @@ def failure_report(*, run_id: str, index_url: str, input_fingerprint: str | None
 def _report(*, run_id: str, index_url: str, version: int | None,
             input_fingerprint: str | None, counts: dict | None, bytes_: dict | None,
             validation: dict | None, problems: list[str], codecs: Sequence[str],
-            dim: int | None, safe_config: Mapping[str, Any]) -> dict[str, Any]:
+            dim: int | None, safe_config: Mapping[str, Any],
+            timing: dict | None = None) -> dict[str, Any]:
     """A report dict (every report has these keys; passed = a version was committed)."""
     return {"run_id": run_id, "index_url": redact_url(index_url), "version": version,
             "input_fingerprint": input_fingerprint, "counts": counts, "bytes": bytes_,
             "validation": validation,
             "gate": {"passed": version is not None, "problems": problems},
-            "codecs": list(codecs), "dim": dim, "config": dict(safe_config)}
+            "codecs": list(codecs), "dim": dim, "timing": timing, "config": dict(safe_config)}
 
 
 def write_report(store: IndexStore, report: Mapping[str, Any]) -> None:
-    """``report`` as ``runs/<run_id>/report.json`` and ``report.md`` (the Markdown first: a
-    run whose ``report.json`` exists is reported in full)."""
+    """``report`` as ``runs/<run_id>/report.json``, ``report.md`` and (when it lists
+    shards) the plot ``report.svg`` that ``report.md`` shows (JSON last: a run whose
+    ``report.json`` exists is reported in full)."""
+    svg = report_svg(report)
+    if svg is not None:
+        with store.open_write(report_path(report["run_id"], "svg")) as f:
+            f.write(svg.encode("utf-8"))
     with store.open_write(report_path(report["run_id"], "md")) as f:
         f.write(report_markdown(report).encode("utf-8"))
     _write_json(store, report_path(report["run_id"], "json"), report)
@@ -246,42 +259,6 @@ def complete_report(store: IndexStore, manifest: Manifest) -> bool:
     return True
 
 
-def report_markdown(report: Mapping[str, Any]) -> str:
-    """A short human-readable rendering of a report dict."""
-    counts, gate = report["counts"], report["gate"]
-    lines = [f"# Ingestion run `{report['run_id']}`", "",
-             f"**Verdict: {'PUBLISHED version ' + str(report['version']) if gate['passed'] else 'NOT PUBLISHED'}**",
-             ""]
-    for problem in gate["problems"]:
-        lines.append(f"* {problem}")
-    if gate["problems"]:
-        lines.append("")
-    if counts is None:          # the run failed before its gate: nothing was counted
-        return "\n".join(lines + ["Config (redacted):", "", "```json", json.dumps(
-            report["config"], indent=2, sort_keys=True), "```", ""])
-    lines += ["| count | value |", "|---|---:|"]
-    lines += [f"| {key} | {value} |" for key, value in counts.items()]
-    b = report["bytes"]
-    ratio = b["compression_ratio"]
-    lines += ["", f"Bytes read {b['read']}, float32 bytes {b['float32']}, written {b['out']}, "
-                  f"compression ratio {ratio:.2f}" if ratio else
-              f"Bytes read {b['read']}, written {b['out']}", ""]
-    v = report["validation"]
-    overall = v["recall_at_k"]
-    lines.append(f"recall@{v['k']} on {v['queries']} sampled queries: "
-                 f"{'n/a' if overall is None else f'{overall:.4f}'} "
-                 f"(min {v['min_recall_at_k']})")
-    lines += [f"* note: {note}" for note in v.get("notes", ())]
-    lines += ["", "| shard | rows | bytes | recall@k |", "|---|---:|---:|---:|"]
-    for shard in v["shards"]:
-        r = shard["recall_at_k"]
-        lines.append(f"| {shard['path']} | {shard['rows']} | {shard['file_bytes']} | "
-                     f"{'n/a' if r is None else f'{r:.4f}'} |")
-    lines += ["", "Config (redacted):", "", "```json",
-              json.dumps(report["config"], indent=2, sort_keys=True), "```", ""]
-    return "\n".join(lines)
-
-
 class _PublishFn(beam.DoFn):
     """[ShardMeta] + side inputs -> the report dict; commits only if the gate passes."""
 
@@ -290,10 +267,11 @@ class _PublishFn(beam.DoFn):
                  max_rejected_fraction: float, input_fingerprint: str | None,
                  safe_config: Mapping[str, Any] | None, folder_checked_through: int,
                  storage_options: Mapping[str, Any] | None,
-                 allow_unsafe_commit: bool = False, signing_key_pem: bytes | None = None
-                 ) -> None:
+                 allow_unsafe_commit: bool = False, signing_key_pem: bytes | None = None,
+                 started_at: float | None = None) -> None:
         super().__init__()
         self._index_url = index_url
+        self._started_at = started_at
         self._allow_unsafe_commit = allow_unsafe_commit
         self._signing_key_pem = signing_key_pem
         self._folder_checked_through = folder_checked_through
@@ -316,8 +294,11 @@ class _PublishFn(beam.DoFn):
                              else load_private_key(self._signing_key_pem))
 
     def process(self, metas: list[ShardMeta], totals: Mapping[str, int], dead_letters: int,
-                neighbors: ShardNeighbors | None, sample: tuple) -> Any:
+                neighbors: ShardNeighbors | None, sample: tuple,
+                shard_bytes: Sequence[ShardBytes] | None = None) -> Any:
+        finished_at = time.time()      # the report's wall time ends here, before the commit
         metas = sorted(metas, key=lambda m: m.path)
+        splits = None if shard_bytes is None else {b.path: b for b in shard_bytes}
         store = IndexStore(self._index_url, storage_options=self._storage_options)
         # A version that uses this run folder: this run's own commit, when the runner
         # retries the bundle after it (every distributed runner may), else a version
@@ -337,7 +318,7 @@ class _PublishFn(beam.DoFn):
 
         def report(version: int | None) -> dict[str, Any]:
             return self._report(metas, totals, dead_letters, rows_encoded, recall,
-                                len(sample[0]), problems, version)
+                                len(sample[0]), problems, version, splits, finished_at)
 
         if owner is not None and problems:
             # the same shards under a gate that fails (another config with this run id):
@@ -370,11 +351,20 @@ class _PublishFn(beam.DoFn):
 
     def _report(self, metas: Sequence[ShardMeta], totals: Mapping[str, int],
                 dead_letters: int, rows_encoded: int, recall: float | None, queries: int,
-                problems: list[str], version: int | None) -> dict[str, Any]:
+                problems: list[str], version: int | None,
+                splits: Mapping[str, ShardBytes] | None, finished_at: float
+                ) -> dict[str, Any]:
         bytes_out = sum(m.file_bytes for m in metas)
         # dim is None only when no input row has a vector (then none was encoded)
         float_bytes = rows_encoded * self._dim * 4 if rows_encoded else 0
         key = f"recall_at_{self._k}"
+
+        def shard(m: ShardMeta) -> dict[str, Any]:
+            return {"path": m.path, "rows": m.rows, "file_bytes": m.file_bytes,
+                    "compression_ratio": m.rows * m.dim * 4 / m.file_bytes,
+                    "bytes": shard_split(None if splits is None else splits.get(m.path)),
+                    "recall_at_k": m.validation.get(key)}
+
         return _report(
             run_id=self._run_id, index_url=self._index_url, version=version,
             input_fingerprint=self._fingerprint,
@@ -382,17 +372,18 @@ class _PublishFn(beam.DoFn):
                     "dead_letters": dead_letters, "rows_encoded": rows_encoded,
                     "shards": len(metas)},
             bytes_={"read": totals["bytes_read"], "float32": float_bytes, "out": bytes_out,
-                    "compression_ratio": float_bytes / bytes_out if bytes_out else None},
+                    "compression_ratio": float_bytes / bytes_out if bytes_out else None,
+                    **byte_split(metas, splits, dim=self._dim)},
             validation={
                 "k": self._k, "queries": queries, "recall_at_k": recall,
                 "notes": validation_notes(k=self._k, rows_encoded=rows_encoded, recall=recall,
                                           shard_rows=[m.rows for m in metas]),
                 "min_recall_at_k": self._min_recall,
                 "max_rejected_fraction": self._max_rejected,
-                "shards": [{"path": m.path, "rows": m.rows, "file_bytes": m.file_bytes,
-                            "recall_at_k": m.validation.get(key)} for m in metas]},
+                "shards": [shard(m) for m in metas]},
             problems=problems, codecs=self._codecs, dim=self._dim,
-            safe_config=self._safe_config)
+            safe_config=self._safe_config,
+            timing=run_timing(self._started_at, finished_at, rows=totals["rows_read"]))
 
 
 class PublishIndex(beam.PTransform):
@@ -405,6 +396,12 @@ class PublishIndex(beam.PTransform):
         dead_letters: PCollection of dead-letter dicts (counted here).
         neighbors: singleton PCollection from ``MergeNeighbors`` (None when no shards).
         sample: singleton PCollection from ``SampleQueries``.
+        shard_bytes: optional PCollection of :class:`ShardBytes`, one per shard (the
+            ``shard_bytes`` output of ``EncodeShards``): the report splits the published
+            bytes into codes, params, ids and other (without it: codes only).
+        started_at: when the run started (``time.time()`` on the launcher): the report
+            gives the wall time from then to the publish step, and rows read per second.
+            Only the report holds it (no shard or manifest byte depends on it).
         rows_planned: total input rows of the read plan.
         k, min_recall_at_k, max_rejected_fraction: the gate (``ValidationConfig``).
         input_fingerprint: stored in the manifest.
@@ -429,7 +426,9 @@ class PublishIndex(beam.PTransform):
                  folder_checked_through: int = 0,
                  storage_options: Mapping[str, Any] | None = None,
                  allow_unsafe_commit: bool = False,
-                 signing_key_pem: bytes | None = None) -> None:
+                 signing_key_pem: bytes | None = None,
+                 shard_bytes: beam.PCollection | None = None,
+                 started_at: float | None = None) -> None:
         super().__init__()
         level_codecs(codecs)            # a typed error now, not on a worker at run time
         if signing_key_pem is not None:
@@ -441,8 +440,9 @@ class PublishIndex(beam.PTransform):
                               folder_checked_through=folder_checked_through,
                               storage_options=storage_options,
                               allow_unsafe_commit=allow_unsafe_commit,
-                              signing_key_pem=signing_key_pem)
+                              signing_key_pem=signing_key_pem, started_at=started_at)
         self._totals = totals
+        self._shard_bytes = shard_bytes
         self._dead_letters = dead_letters
         self._neighbors = neighbors
         self._sample = sample
@@ -456,4 +456,6 @@ class PublishIndex(beam.PTransform):
                     self._fn, beam.pvalue.AsSingleton(self._totals),
                     beam.pvalue.AsSingleton(dead_letter_count),
                     beam.pvalue.AsSingleton(self._neighbors),
-                    beam.pvalue.AsSingleton(self._sample)))
+                    beam.pvalue.AsSingleton(self._sample),
+                    None if self._shard_bytes is None
+                    else beam.pvalue.AsList(self._shard_bytes)))

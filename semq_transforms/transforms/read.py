@@ -17,7 +17,7 @@ rejected row on the ``dead_letters`` output.
 
     read = pipeline | "Read embeddings" >> ReadEmbeddings("s3://bucket/emb/*.parquet", dim=384)
     read.batches        # PCollection[Batch]
-    read.dead_letters   # PCollection[dict]: {"id", "source", "row", "reason"}
+    read.dead_letters   # PCollection[dict]: {"id", "source", "row", "reason", "detail"}
     read.dead_letters | "Write dead letters" >> WriteDeadLetters("s3://bucket/run/dead.parquet")
 
 ``ReadShards`` is the same input cut into shards of global positions, each read (and checked)
@@ -27,7 +27,7 @@ job uses, so vectors never travel between workers.
 
     shards = pipeline | "Read shards" >> ReadShards(read, rows_per_shard=65_536)
     shards.shards        # PCollection[ShardRows], one per shard with accepted rows
-    shards.dead_letters  # as above, plus "duplicate_id" with a "detail"
+    shards.dead_letters  # as above, plus "duplicate_id" (detail: the first occurrence)
     shards.counts        # one dict of counts per shard
 
 Counters (namespace ``semq``): ``rows_read``, ``rows_accepted``, ``rows_rejected``,

@@ -57,6 +57,7 @@ from semq_transforms.transforms import _ipc_footer
 from semq_transforms.transforms._columns import (
     ids_from_arrow,
     most_common,
+    vector_lengths,
     vectors_from_arrow,
     zero_rows,
 )
@@ -87,7 +88,10 @@ UTF-8 bytes, which a shard cannot store (``detail`` gives its length).
 ``max_abs_value``, see :attr:`~semq_transforms.codecs.base.Codec.max_abs_value`); its dead
 letter's ``detail`` names the vector element and its value. ``duplicate_id`` is decided by a
 global step over all ids (see :mod:`semq_transforms.transforms.planning`), not by
-:func:`iter_split`."""
+:func:`iter_split`. Every dead letter has a ``detail``: ``wrong_dimension`` "got 384, expected
+768"; ``non_finite`` the first such element, "vector element 17 is nan" (a null element
+reads as nan, a float64 value beyond float32's range as inf); ``duplicate_id`` the first
+occurrence's file and row; the others say what was found ("the id is null")."""
 
 _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow",
                ".feather": "arrow", ".ipc": "arrow", ".npy": "npy"}
@@ -139,8 +143,8 @@ class Batch:
         vectors: float32 ``[n, d]``, the accepted rows' vectors (C order).
         positions: int64 ``[n]``, global positions of the accepted rows (ascending).
         rejected: one dead letter per rejected row: ``{"id", "source", "row", "reason"}``
-            (``id`` None when unknown, ``row`` the row number within the file), plus
-            ``"detail"`` for reasons that have one (``id_too_long``, ``out_of_range``).
+            (``id`` None when unknown, ``row`` the row number within the file) and
+            ``"detail"`` (what was wrong with the row, see :data:`REJECT_REASONS`).
         bytes_read: bytes read from storage to produce this batch (metadata included).
     """
 
@@ -167,13 +171,16 @@ class Batch:
 @dataclass(frozen=True)
 class InputPlan:
     """What :func:`plan_inputs` found: the files, their splits, the vector width and the total
-    number of input rows (the global positions are ``0 .. total_rows - 1``)."""
+    number of input rows (the global positions are ``0 .. total_rows - 1``). ``widths``: the
+    vector width each file's metadata fixes, in ``files`` order (None: variable-length
+    lists, checked row by row)."""
 
     files: tuple[str, ...]
     splits: tuple[Split, ...]
     dim: int | None
     total_rows: int
     formats: tuple[str, ...] = ()
+    widths: tuple[int | None, ...] = ()
 
 
 # -- finding and planning -------------------------------------------------------------------
@@ -345,7 +352,8 @@ def plan_inputs(url_or_glob: str, *, format: InputFormat = "auto",
         _check_ids_file(ids_url, total_rows, storage_options, fs)
     if dim is None:
         dim = _resolve_dim(splits, widths, vector_column, storage_options, fs)
-    return InputPlan(tuple(files), tuple(splits), dim, total_rows, formats)
+    return InputPlan(tuple(files), tuple(splits), dim, total_rows, formats,
+                     tuple(widths[f] for f in files))
 
 
 def _resolve_dim(splits: Sequence[Split], file_widths: Mapping[str, int | None],
@@ -567,6 +575,17 @@ def _out_of_range_detail(vector: np.ndarray, limit: float) -> str:
             f"magnitudes up to {limit:g}")
 
 
+#: The ``detail`` of the reasons that need no more than their row to say.
+_DETAILS = {"null_id": "the id is null", "null_vector": "the vector is null",
+            "zero_vector": "every element is 0 (zero vectors have no direction to encode)"}
+
+
+def _non_finite_detail(vector: np.ndarray) -> str:
+    """Names the first NaN or +/-Inf element of float32 ``vector`` ``[d]``."""
+    column = int(np.flatnonzero(~np.isfinite(vector))[0])
+    return f"vector element {column} is {float(vector[column])}"
+
+
 def _id_bytes(ids: np.ndarray, id_null: np.ndarray) -> np.ndarray | None:
     """int64 ``[n]``: the UTF-8 length of each string id in object ``ids`` ``[n]`` that may be
     longer than :data:`MAX_ID_BYTES` (0 elsewhere); None for integer ids or when none can be
@@ -585,13 +604,14 @@ def _id_bytes(ids: np.ndarray, id_null: np.ndarray) -> np.ndarray | None:
 
 def _make_batch(*, source: str, row_start: int, global_row_offset: int, ids: np.ndarray,
                 id_null: np.ndarray, vectors: np.ndarray, vector_null: np.ndarray,
-                right_length: np.ndarray, reject_zero_vectors: bool,
+                right_length: np.ndarray, lengths: int | np.ndarray, reject_zero_vectors: bool,
                 max_abs_value: float, bytes_read: int) -> Batch:
     """Validate rows and split them into accepted vectors and dead letters (``source``, the
-    file, is stored redacted: dead letters are written out).
+    file, is stored redacted: dead letters are written out), each with a ``detail``.
 
     ``ids`` ``[n]`` (int64 or object str), ``id_null``/``vector_null``/``right_length`` bool
-    ``[n]``, ``vectors`` float32 ``[n, d]``."""
+    ``[n]``, ``vectors`` float32 ``[n, d]``, ``lengths`` the length of each row's vector as
+    read (one int for all, or int ``[n]``)."""
     n = vectors.shape[0]
     source = redact_url(source)
     reason = np.zeros(n, np.int8)  # 0: accepted, k: REJECT_REASONS[k - 1]
@@ -621,9 +641,18 @@ def _make_batch(*, source: str, row_start: int, global_row_offset: int, ids: np.
                   "source": source, "row": row_start + int(i), "reason": name}
         if name == "out_of_range":
             letter["detail"] = _out_of_range_detail(vectors[i], max_abs_value)
+        elif name == "non_finite":
+            letter["detail"] = _non_finite_detail(vectors[i])
+        elif name == "wrong_dimension":
+            got = int(lengths if isinstance(lengths, int) else lengths[i])
+            letter["detail"] = (f"got {got}, expected {vectors.shape[1]}" if vectors.shape[1]
+                                else f"got {got}; no width is known (no row has a vector "
+                                     f"to take it from)")
         elif name == "id_too_long":
             letter["detail"] = (f"the id is {int(id_bytes[i])} UTF-8 bytes; a shard stores "
                                 f"at most {MAX_ID_BYTES}")
+        else:
+            letter["detail"] = _DETAILS[name]
         return letter
 
     rejected = tuple(dead_letter(i) for i in np.flatnonzero(~ok))
@@ -679,7 +708,7 @@ def _npy_batches(split: Split, *, ids_url: str | None, dim: int | None, batch_ro
         yield _make_batch(source=split.url, row_start=start, global_row_offset=global_start,
                           ids=ids, id_null=np.zeros(n, bool), vectors=values,
                           vector_null=np.zeros(n, bool), right_length=right_length,
-                          reject_zero_vectors=reject_zero_vectors,
+                          lengths=width, reject_zero_vectors=reject_zero_vectors,
                           max_abs_value=max_abs_value, bytes_read=bytes_read)
 
 
@@ -745,6 +774,7 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
                               global_row_offset=global_start, ids=ids, id_null=id_null,
                               vectors=vectors, vector_null=vector_null,
                               right_length=right_length,
+                              lengths=vector_lengths(chunk.vectors),
                               reject_zero_vectors=reject_zero_vectors,
                               max_abs_value=max_abs_value, bytes_read=chunk.bytes_read)
 
@@ -877,8 +907,9 @@ DEAD_LETTER_SCHEMA = pa.schema([
     pa.field("row", pa.int64(), nullable=False),   # row number within the source file
     pa.field("reason", pa.string(), nullable=False),  # one of REJECT_REASONS
     pa.field("detail", pa.string()),    # more about the reason (duplicate_id: the first row;
-                                        # id_too_long: its length; out_of_range: the
-                                        # element and its value)
+                                        # id_too_long: its length; out_of_range, non_finite:
+                                        # the element and its value; wrong_dimension: "got
+                                        # 384, expected 768"; see REJECT_REASONS)
 ])
 
 

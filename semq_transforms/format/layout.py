@@ -1,0 +1,85 @@
+"""Where the bytes of a written ``.semq`` shard file go: codes per level, params, ids, other.
+
+    meta = write_shard(f, ids=ids, levels=levels, path=path)
+    split = shard_bytes(meta, ids, levels)       # ShardBytes(codes=(..), params=.., ...)
+
+The split is computed from what the writer was given (no byte of the file is read again),
+following the layout ``write_shard`` produces (FORMAT.md):
+
+* ``codes``: each level's code column, ``rows * code_bytes`` (its fixed-size binary values);
+* ``params``: each level's params as stored, base64 text in the header, which the Arrow IPC
+  file holds twice (in its schema message and again in its footer);
+* ``ids``: the id column's values: 8 bytes per int64 id; for string ids their UTF-8 bytes
+  plus the int32 offsets (``rows + 1`` per record batch);
+* ``other``: the rest: the header's other fields (both copies), Arrow message metadata,
+  the footer, magic bytes and buffer padding.
+
+``codes + params + ids + other == meta.file_bytes``. Pure Python; no Beam.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from semq_transforms.format.meta import ShardMeta
+from semq_transforms.format.shard import MAX_BATCH_ROWS
+
+__all__ = ["HEADER_COPIES", "ShardBytes", "shard_bytes"]
+
+#: Copies of the schema metadata (the header, params included) in an Arrow IPC file: the
+#: stream's schema message and the footer's schema.
+HEADER_COPIES = 2
+
+
+@dataclass(frozen=True)
+class ShardBytes:
+    """The byte split of one shard file (all sizes in bytes).
+
+    Attributes:
+        path: the shard's path relative to the index root (as in its ShardMeta).
+        codes: bytes of codes of each level, scan level first.
+        params: bytes of every level's params as stored (both header copies).
+        ids: bytes of the id column's values and offsets.
+        other: everything else (header fields, Arrow metadata, footer, padding).
+    """
+
+    path: str
+    codes: tuple[int, ...]
+    params: int
+    ids: int
+    other: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "codes", tuple(self.codes))
+
+    @property
+    def file_bytes(self) -> int:
+        """The file's size: the sum of the parts."""
+        return sum(self.codes) + self.params + self.ids + self.other
+
+
+def _base64_len(n: int) -> int:
+    return 4 * math.ceil(n / 3)
+
+
+def _id_bytes(meta: ShardMeta, ids: Any, batch_rows: int) -> int:
+    if meta.id_type == "int64":
+        return 8 * meta.rows
+    batches = math.ceil(meta.rows / batch_rows)
+    return 4 * (meta.rows + batches) + sum(len(str(i).encode("utf-8")) for i in ids)
+
+
+def shard_bytes(meta: ShardMeta, ids: Any, levels: Sequence[Any]) -> ShardBytes:
+    """The :class:`ShardBytes` of the shard ``write_shard`` wrote from ``ids`` and ``levels``
+    (EncodedLevels) and described as ``meta``."""
+    codes = tuple(int(lv.codes.shape[0]) * int(lv.codes.shape[1]) for lv in levels)
+    params = HEADER_COPIES * sum(_base64_len(len(lv.params.to_bytes())) for lv in levels)
+    id_bytes = _id_bytes(meta, ids, MAX_BATCH_ROWS)
+    other = meta.file_bytes - sum(codes) - params - id_bytes
+    if other < 0:
+        raise ValueError(f"shard {meta.path}: codes, params and ids add up to more than its "
+                         f"{meta.file_bytes} bytes (the file layout is not the one assumed)")
+    return ShardBytes(meta.path, codes, params, id_bytes, other)
