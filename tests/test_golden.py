@@ -78,3 +78,28 @@ def test_refit_reproduces_stored_params(golden):
     assert params.to_bytes() == stored["params"].tobytes(), (
         f"{spec}: fitting the stored input gives other params "
         f"(digest {params.digest()[:16]}). {REGENERATE}")
+
+
+#: Fixtures of semq params as 0.3 wrote them (float32 axes; float16 since 0.4): still read.
+V03 = sorted((GOLDEN / "v0.3").glob("semq*.npz"))
+
+
+@pytest.mark.parametrize("path", V03, ids=[p.stem for p in V03])
+def test_params_written_by_0_3_still_encode_decode_and_score(path):
+    with np.load(path, allow_pickle=False) as data:
+        stored = {name: data[name] for name in data.files}
+    params = CodecParams.from_bytes(stored["params"].tobytes())
+    assert params["basis"].dtype == np.float32
+    codec = get_codec(path.stem)
+    codec.check_params(params)
+    assert np.array_equal(codec.encode(stored["x"], params), stored["codes"])
+    np.testing.assert_allclose(codec.decode(stored["codes"], params), stored["decoded"],
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(codec.score(stored["queries"], stored["codes"], params),
+                               stored["scores"], rtol=1e-6, atol=1e-6)
+
+
+def test_fitted_semq_axes_are_half_precision():
+    x = np.load(GOLDEN / "semq4.npz", allow_pickle=False)["x"]
+    assert len(V03) == 8
+    assert get_codec("semq4").fit(x)["basis"].dtype == np.float16

@@ -131,7 +131,7 @@ def test_missing_array_lookup_names_what_exists(fitted):
     {"codec": "f16", "dim": 0},
     {"codec": "f16", "dim": True},
     {"codec": "f16", "dim": 4.0},
-    {"codec": "f16", "dim": 4, "arrays": {"a": np.zeros(2, np.float16)}},
+    {"codec": "f16", "dim": 4, "arrays": {"a": np.zeros(2, np.complex64)}},
     {"codec": "f16", "dim": 4, "arrays": {"a": np.zeros(2, bool)}},
     {"codec": "f16", "dim": 4, "arrays": {"a": np.array([None])}},
 ])

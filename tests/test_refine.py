@@ -126,7 +126,10 @@ def test_a_shard_of_a_few_rows_fits_bounded_tables(rows, specs):
     # rows whose symbols do not fit any scale fall back to the base cells (scale index 0,
     # restored with the refinement's own scales): never notably worse than the base
     base_error = np.linalg.norm(scan.codec.decode(scan.codes, scan.params) - x)
-    assert np.linalg.norm(restored - x) <= 1.01 * base_error + 1e-6
+    # (a shard of a row or two is restored almost exactly by both levels: what is left is
+    # the float16 basis' rounding, ~2**-12 of the rows' norm, which can differ between them)
+    floor = 2.0 ** -10 * np.linalg.norm(x)
+    assert np.linalg.norm(restored - x) <= 1.01 * base_error + floor
 
 
 def test_deterministic_and_independent_of_batching(fitted):

@@ -30,19 +30,34 @@ OUTPUT_CHANGED = ("If only the machine differs from the one that wrote the shard
                   "format version only if the layout changed).")
 
 
-@pytest.fixture(scope="module")
-def golden():
-    assert SHARD.is_file() and EXPECTED.is_file(), f"golden shard missing. {REGENERATE}"
-    with np.load(EXPECTED, allow_pickle=False) as data:
+#: The same shard as 0.3 wrote it (float32 semq axes): still read, verified and re-written.
+V03 = SHARD.parent / "v0.3" / SHARD.name
+
+
+def _load(shard, expected):
+    assert shard.is_file() and expected.is_file(), f"golden shard missing. {REGENERATE}"
+    with np.load(expected, allow_pickle=False) as data:
         stored = {name: data[name] for name in data.files}
-    return SHARD.read_bytes(), stored
+    return shard, shard.read_bytes(), stored
+
+
+@pytest.fixture(scope="module")
+def current():
+    return _load(SHARD, EXPECTED)
+
+
+@pytest.fixture(scope="module", params=["current", "v0.3"])
+def golden(request):
+    if request.param == "current":
+        return _load(SHARD, EXPECTED)
+    return _load(V03, V03.with_name(EXPECTED.name))
 
 
 def test_golden_shard_reads_and_verifies(golden):
-    raw, stored = golden
-    check = verify_shard(str(SHARD))
+    path, raw, stored = golden
+    check = verify_shard(str(path))
     assert check.ok, f"{check.problems}. {REGENERATE}"
-    shard = read_shard(str(SHARD))
+    shard = read_shard(str(path))
     assert shard.header["version"] == "1.0" and shard.codecs == SPECS
     assert (shard.rows, shard.dim, shard.id_type) == (*stored["x"].shape, "int64")
     assert shard.file_sha256 == str(stored["file_sha256"])
@@ -53,8 +68,8 @@ def test_golden_shard_reads_and_verifies(golden):
 
 
 def test_golden_shard_contents(golden):
-    _, stored = golden
-    shard = read_shard(str(SHARD))
+    path, _, stored = golden
+    shard = read_shard(str(path))
     for i, level in enumerate(shard.levels):
         spec = level.codec.spec
         assert level.params.to_bytes() == stored[f"params_{i}"].tobytes(), (
@@ -70,7 +85,7 @@ def test_golden_shard_contents(golden):
 
 
 def test_rewriting_the_golden_content_gives_identical_bytes(golden):
-    raw, _ = golden
+    _, raw, _ = golden
     shard = read_shard(io.BytesIO(raw))
     out = io.BytesIO()
     meta = write_shard(out, ids=shard.ids, levels=shard.levels, path=REL_PATH,
@@ -82,8 +97,8 @@ def test_rewriting_the_golden_content_gives_identical_bytes(golden):
         f"file digests of re-written shards will differ. {REGENERATE}")
 
 
-def test_encoding_the_golden_input_reproduces_the_file(golden):
-    raw, stored = golden
+def test_encoding_the_golden_input_reproduces_the_file(current):
+    _, raw, stored = current
     out = io.BytesIO()
     write_shard(out, ids=stored["ids"], levels=encode_levels(stored["x"], SPECS), path=REL_PATH,
                 stats=golden_stats(stored["x"]))

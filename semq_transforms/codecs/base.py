@@ -296,8 +296,9 @@ class Codec(ABC):
 
     # -- checks ---------------------------------------------------------------------------
 
-    def param_shapes(self, dim: int) -> Mapping[str, tuple[np.dtype, tuple[int, ...] | None]]:
-        """Expected params arrays: name -> (dtype, shape or None for 'checked by the codec')."""
+    def param_shapes(self, dim: int) -> Mapping[str, tuple[Any, tuple[int, ...] | None]]:
+        """Expected params arrays: name -> (dtype, or a tuple of the dtypes accepted, and shape
+        or None for 'checked by the codec')."""
         return {}
 
     def check_params(self, params: CodecParams) -> None:
@@ -312,9 +313,10 @@ class Codec(ABC):
                               f"got {sorted(params.arrays)}")
         for name, (dtype, shape) in expected.items():
             arr = params.arrays[name]
-            if arr.dtype != np.dtype(dtype).newbyteorder("<"):
+            accepted = dtype if isinstance(dtype, tuple) else (dtype,)
+            if arr.dtype not in [np.dtype(t).newbyteorder("<") for t in accepted]:
                 raise ParamsError(f"{self.spec} params array {name!r} has dtype {arr.dtype}, "
-                                  f"expected {np.dtype(dtype)}")
+                                  f"expected {' or '.join(str(np.dtype(t)) for t in accepted)}")
             if shape is not None and arr.shape != shape:
                 raise ParamsError(f"{self.spec} params array {name!r} has shape {arr.shape}, "
                                   f"expected {shape} for dim {params.dim}")

@@ -36,8 +36,8 @@ MAX_HEADER_BYTES = 1 << 20
 #: Largest single array a reader accepts (a 16384 x 16384 float32 rotation is 1 GiB).
 MAX_ARRAY_BYTES = 1 << 30
 #: dtypes an array may have; all stored little-endian.
-ALLOWED_DTYPES = {"<f4": np.float32, "<f8": np.float64, "|u1": np.uint8, "<u2": np.uint16,
-                  "<i4": np.int32, "<i8": np.int64}
+ALLOWED_DTYPES = {"<f2": np.float16, "<f4": np.float32, "<f8": np.float64, "|u1": np.uint8,
+                  "<u2": np.uint16, "<i4": np.int32, "<i8": np.int64}
 
 _HEADER = struct.Struct("<8sI")  # magic, header length
 

@@ -72,6 +72,7 @@ from semq_transforms.codecs.semq import (
     _pca,
     check_unit_columns,
     grid_ints,
+    half_basis,
     query_energy,
     query_frame,
     unit_directions,
@@ -145,7 +146,7 @@ class SemqrCodec(BitsCodec):
     # -- params -----------------------------------------------------------------------------
 
     def param_shapes(self, dim: int):
-        return {"extra_basis": (np.float32, None), "step": (np.float32, None),
+        return {"extra_basis": ((np.float16, np.float32), None), "step": (np.float32, None),
                 "table_lo": (np.int32, None), "table_size": (np.int32, None),
                 "lengths": (np.uint8, None), "base_digest": (np.uint8, (32,))}
 
@@ -200,7 +201,8 @@ class SemqrCodec(BitsCodec):
         sample = strided_sample(x, FIT_ROWS)
         base_codes = strided_sample(base.codes, FIT_ROWS)      # the same rows
         payload = self.bits * d
-        basis = np.concatenate([bp["basis"], axes[:, rest].astype(np.float32)], axis=1)
+        basis = np.concatenate([bp["basis"].astype(np.float32),
+                                half_basis(axes[:, rest]).astype(np.float32)], axis=1)
         geometry = _Geometry.of(bp, basis)
         _, _, cells, residual = geometry.residual(sample, base_codes)   # [n, kb + len(rest)]
         w = np.concatenate([weight[base_axes], weight[rest]])
@@ -221,7 +223,7 @@ class SemqrCodec(BitsCodec):
         _, symbols = _choose_scales(residual / step, tables, lo, size, book, payload)
         lo, size, lengths = _fit_tables(tables, symbols, count)
         return CodecParams(codec=self.spec, dim=d, arrays={
-            "extra_basis": axes[:, rest[keep[kb:]]].astype(np.float32),
+            "extra_basis": half_basis(axes[:, rest[keep[kb:]]]),
             "step": step,
             "table_lo": lo.astype(np.int32),
             "table_size": size.astype(np.int32),
@@ -249,7 +251,8 @@ class SemqrCodec(BitsCodec):
         if params["table_lo"].shape[0] != count:
             raise ParamsError(f"{self.spec} params have {params['table_lo'].shape[0]} tables; "
                               f"the base's cells and the extra axes need {count}")
-        basis = np.concatenate([bp["basis"], params["extra_basis"]], axis=1)
+        basis = np.concatenate([bp["basis"], params["extra_basis"]],
+                               axis=1).astype(np.float32)
         return _State(
             dim=params.dim, geometry=_Geometry.of(bp, basis),
             step=params["step"].astype(np.float64), first_table=first_table,

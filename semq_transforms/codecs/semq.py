@@ -133,7 +133,8 @@ class SemqCodec(BitsCodec):
     # -- params -----------------------------------------------------------------------------
 
     def param_shapes(self, dim: int):
-        return {"mean": (np.float32, (dim,)), "basis": (np.float32, None),
+        # basis: float16 since 0.4.0 (half_basis); float32 in shards written before
+        return {"mean": (np.float32, (dim,)), "basis": ((np.float16, np.float32), None),
                 "step": (np.float32, None), "width": (np.uint8, None)}
 
     def _check_params_values(self, params: CodecParams) -> None:
@@ -166,7 +167,7 @@ class SemqCodec(BitsCodec):
         kept = order[width[order] > 0]
         return CodecParams(codec=self.spec, dim=d, arrays={
             "mean": mean.astype(np.float32),
-            "basis": axes[:, kept].astype(np.float32),
+            "basis": half_basis(axes[:, kept]),
             "step": steps[width[kept], kept].astype(np.float32),
             "width": width[kept].astype(np.uint8),
         })
@@ -174,7 +175,7 @@ class SemqCodec(BitsCodec):
     # -- encode / decode / score ------------------------------------------------------------
 
     def _prepare(self, params: CodecParams) -> _State:
-        step, basis = params["step"], params["basis"]
+        step, basis = params["step"], params["basis"].astype(np.float32)
         levels = np.left_shift(1, params["width"].astype(np.int64)).astype(np.float32)
         return _State(
             dim=params.dim, mean=params["mean"], basis=basis, basis_ints=grid_ints(basis),
@@ -263,6 +264,26 @@ def check_unit_columns(basis: np.ndarray, what: str) -> None:
     # search of each shard): numpy's one-pass sum, not ordered_sum's padded copy
     if basis.size and np.einsum("ij,ij->j", basis, basis, dtype=np.float64).max() > 1.0 + 1e-3:
         raise ParamsError(f"{what} must hold unit vectors (columns of norm 1)")
+
+
+def half_basis(axes: np.ndarray) -> np.ndarray:
+    """Unit-vector columns ``axes`` [d, k] (float64) -> float16, rounded to nearest (ties to
+    even) by exact power-of-two scaling and ``rint``, so the result is the same on every
+    machine whatever its float16 conversion instructions (the final cast is exact).
+
+    Why half precision is enough: a stored axis differs from the fitted one by a relative
+    2**-12 per entry, which moves a row's coordinate on it by ~2**-12 |x| / sqrt(d), far below
+    the finest quantizer step any semq or semqr level uses on that axis (~2**-11 of the axis'
+    range at 12 bits); and every level encodes, decodes and scores with the stored axes, so
+    they agree with each other exactly. Half the bytes of float32: the basis is most of a
+    shard's params.
+    """
+    a = np.asarray(axes, dtype=np.float64)
+    _, exponent = np.frexp(a)
+    # float16 keeps 11 significant bits down to 2**-14, then a fixed spacing of 2**-24
+    exponent = np.maximum(exponent, -13)
+    rounded = np.ldexp(np.rint(np.ldexp(a, 11 - exponent)), exponent - 11)
+    return rounded.astype(np.float16)
 
 
 def grid_ints(basis: np.ndarray) -> np.ndarray:
