@@ -302,7 +302,7 @@ def _job(work: Path, seed: int) -> tuple[Path, Path, dict[str, str]]:
         "output": {"index_url": str(work / "kill-index")},
         "encode": {"codecs": ["semq1", "semq4"], "rows_per_shard": 1000},
         "validation": {"k": 10, "sample_queries": 32, "seed": 1, "min_recall_at_k": 0.5,
-                       "max_rejected_fraction": 0.0}}))
+                       "max_rejected_fraction": 0.0, "min_compression_ratio": 0}}))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     return config, work / "kill-index", env

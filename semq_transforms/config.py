@@ -9,7 +9,7 @@ A job config is a YAML file with five top-level keys (``configs/local.yaml`` and
     output:     {index_url, run_id, storage_options}
     encode:     {codecs, rows_per_shard}                      # optional, defaults: semq4, 100_000
     validation: {k, sample_queries, seed, min_recall_at_k,   # required: it is the publish gate
-                 max_rejected_fraction, reject_zero_vectors}
+                 max_rejected_fraction, min_compression_ratio, reject_zero_vectors}
 
 :func:`load_config` reads a file (a path or any fsspec URL) with a YAML *safe* loader and
 validates it; every problem raises :class:`~semq_transforms.errors.ConfigError` whose message
@@ -389,6 +389,11 @@ class EncodeConfig(_Model):
         return specs
 
 
+#: Default of ``validation.min_compression_ratio``: an index at least this much smaller than
+#: its float32 input (f16 alone gives just under 2x, every other codec more).
+DEFAULT_MIN_COMPRESSION_RATIO = 1.5
+
+
 class ValidationConfig(_Model):
     """The publish gate: recall of the encoded index against exact float search."""
 
@@ -400,6 +405,11 @@ class ValidationConfig(_Model):
     max_rejected_fraction: float = Field(ge=0, le=1, description="fail the run if more than "
                                                                  "this fraction of rows is "
                                                                  "rejected")
+    min_compression_ratio: float = Field(
+        DEFAULT_MIN_COMPRESSION_RATIO, ge=0, allow_inf_nan=False,
+        description="publish only if the index is at least this many times smaller than the "
+                    "float32 vectors it encodes (0 = no check; per-shard params can make small "
+                    "shards bigger than their input)")
     reject_zero_vectors: bool = Field(True, description="reject all-zero vectors (they have "
                                                         "no direction); false = encode them")
 

@@ -297,7 +297,7 @@ def published(tmp_path_factory) -> tuple[Path, dict, np.ndarray]:
                   "id_column": "doc_id"},
         "encode": {"codecs": ["semq4"], "rows_per_shard": 300},
         "validation": {"k": 5, "sample_queries": 32, "min_recall_at_k": 0.01,
-                       "max_rejected_fraction": 0.0}})
+                       "max_rejected_fraction": 0.0, "min_compression_ratio": 0}})
     pipeline = beam.Pipeline(options=direct_options())
     run_id = build_pipeline(pipeline, config)
     pipeline.run().wait_until_finish()

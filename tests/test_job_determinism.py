@@ -108,7 +108,7 @@ def published(tmp_path_factory, portable_services
             "output": {"index_url": str(index), "run_id": "same-run"},
             "encode": {"codecs": ["semq1", "semqr4"], "rows_per_shard": 1000},
             "validation": {"k": 10, "sample_queries": 32, "seed": 1, "min_recall_at_k": 0.5,
-                           "max_rejected_fraction": 0.0}}))
+                           "max_rejected_fraction": 0.0, "min_compression_ratio": 0}}))
         path = [p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), **env_changes)
         beam_args = [arg.format(**portable_services) for arg in beam_args]

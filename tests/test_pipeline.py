@@ -53,8 +53,11 @@ def job(input_dir: Path, index_url: str, **validation) -> dict:
         "input": {"url": f"{input_dir}/*.parquet", "dim": DIM, "batch_rows": 500},
         "output": {"index_url": index_url},
         "encode": {"codecs": ["semq2", "semq8"], "rows_per_shard": 1000},
+        # (shards of a few hundred rows of d = 32 are about as big as their input: the size
+        # gate has a test of its own)
         "validation": {"k": 10, "sample_queries": 64, "seed": 1, "min_recall_at_k": 0.9,
-                       "max_rejected_fraction": 0.01, **validation},
+                       "max_rejected_fraction": 0.01, "min_compression_ratio": 0,
+                       **validation},
     }
 
 
@@ -129,6 +132,31 @@ def test_dead_letters_reconcile(published):
     assert by_reason == {"non_finite": 1, "wrong_dimension": 1, "zero_vector": 1}
     index = Index.open(index_url)
     assert index.manifest.rows == ROWS + 2
+
+
+def test_an_index_bigger_than_min_compression_ratio_allows_is_not_published(input_dir,
+                                                                            tmp_path, capsys):
+    """Shards of 40 rows: each shard's params outweigh its codes, the index is not 1.5x
+    smaller than its float32 input: exit 1 naming the ratio and what to change; with the
+    check off (0) the same job publishes."""
+    index_url = str(tmp_path / "idx")
+    data = job(input_dir, index_url, min_recall_at_k=0.01, max_rejected_fraction=1.0,
+               min_compression_ratio=1.5)
+    data["encode"]["rows_per_shard"] = 40
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(config_file)]) == 1
+    out = capsys.readouterr().out
+    assert "< min_compression_ratio 1.5" in out and "raise encode.rows_per_shard" in out
+    assert IndexStore(index_url).versions() == []
+    [report_file] = Path(index_url).glob("runs/*/report.json")
+    report = json.loads(report_file.read_text())
+    assert report["bytes"]["compression_ratio"] < 1.5
+    assert report["validation"]["min_compression_ratio"] == 1.5
+    data["validation"]["min_compression_ratio"] = 0
+    config_file.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(config_file)]) == 0
+    assert IndexStore(index_url).versions() == [1]
 
 
 def test_gate_failure_publishes_nothing(input_dir, tmp_path, capsys):

@@ -108,7 +108,7 @@ def s3_job(s3_url: str, s3_storage_options: dict[str, Any],
         "output": {"index_url": s3_url, "storage_options": env_storage_options(options)},
         "encode": {"codecs": ["semq2", "semq8"], "rows_per_shard": 500},
         "validation": {"k": K, "sample_queries": 64, "seed": 1, "min_recall_at_k": 0.9,
-                       "max_rejected_fraction": 0.01},
+                       "max_rejected_fraction": 0.01, "min_compression_ratio": 0},
     }
     return {"data": data, "options": options, "fs": fs, "bucket": bucket, "url": s3_url,
             "corpus": corpus, "ids": ids}

@@ -47,7 +47,7 @@ def job_data(url: str, index_url: str, *, dim: int = DIM) -> dict:
             "output": {"index_url": index_url},
             "encode": {"codecs": ["semq2", "semq8"], "rows_per_shard": 200},
             "validation": {"k": 5, "sample_queries": 32, "seed": 1, "min_recall_at_k": 0.5,
-                           "max_rejected_fraction": 0.0}}
+                           "max_rejected_fraction": 0.0, "min_compression_ratio": 0}}
 
 
 def config_file(tmp_path: Path, data: dict, name: str = "job.yaml") -> str:

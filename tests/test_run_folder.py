@@ -45,7 +45,7 @@ def npy_job(input_url: str, index_url: str, **output: Any) -> dict[str, Any]:
         "output": {"index_url": index_url, **output},
         "encode": {"codecs": ["semq4"], "rows_per_shard": 50},
         "validation": {"k": 5, "sample_queries": 32, "seed": 0, "min_recall_at_k": 0.01,
-                       "max_rejected_fraction": 0.0},
+                       "max_rejected_fraction": 0.0, "min_compression_ratio": 0},
     }
 
 

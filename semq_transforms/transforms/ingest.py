@@ -67,6 +67,7 @@ from semq_transforms.transforms.preflight import (
     probe_output,
 )
 from semq_transforms.transforms.publish import (
+    Gate,
     PublishIndex,
     ReadTotals,
     complete_report,
@@ -316,9 +317,10 @@ class _IngestJob(beam.PTransform):
         return encoded.metas | "Validate and publish" >> PublishIndex(
             index_url, run_id=run_id, dim=read.plan.dim, codecs=config.encode.codecs,
             totals=totals, dead_letters=encoded.dead_letters, neighbors=neighbors,
-            sample=sample, rows_planned=read.plan.total_rows, k=validation.k,
-            min_recall_at_k=validation.min_recall_at_k,
-            max_rejected_fraction=validation.max_rejected_fraction,
+            sample=sample, rows_planned=read.plan.total_rows,
+            gate=Gate(k=validation.k, min_recall_at_k=validation.min_recall_at_k,
+                      max_rejected_fraction=validation.max_rejected_fraction,
+                      min_compression_ratio=validation.min_compression_ratio),
             input_fingerprint=self.fingerprint, safe_config=config.model_dump_safe(),
             folder_checked_through=checked, storage_options=out.storage_options,
             allow_unsafe_commit=out.allow_unsafe_commit,

@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -44,7 +45,7 @@ from semq_transforms.transforms.encode import ShardNeighbors
 from semq_transforms.transforms.read import METRICS_NAMESPACE
 from semq_transforms.transforms.sources import REJECT_REASONS, Batch
 
-__all__ = ["PublishIndex", "ReadTotals", "complete_report", "failure_report", "gate_problems",
+__all__ = ["Gate", "PublishIndex", "ReadTotals", "complete_report", "failure_report", "gate_problems",
            "read_report", "report_markdown", "report_path", "validation_notes", "write_report"]
 
 logger = logging.getLogger(__name__)
@@ -102,16 +103,37 @@ class ReadTotals(beam.PTransform):
         return batches | "Sum read totals" >> beam.CombineGlobally(_SumTotalsFn())
 
 
-def gate_problems(*, rows_planned: int, totals: Mapping[str, int], dead_letters: int,
-                  rows_encoded: int, recall: float | None, k: int, min_recall_at_k: float,
-                  max_rejected_fraction: float) -> list[str]:
+@dataclass(frozen=True)
+class Gate:
+    """What a run must reach to be published (``ValidationConfig``'s gate fields).
+
+    Attributes:
+        k: neighbors per query of the recall measure.
+        min_recall_at_k: the overall recall@k of the compressed search must reach this.
+        max_rejected_fraction: at most this fraction of the rows read may be rejected.
+        min_compression_ratio: float32 bytes of the encoded rows over the bytes written must
+            reach this (0: no check; per-shard params make tiny shards bigger than their
+            input).
+    """
+
+    k: int
+    min_recall_at_k: float
+    max_rejected_fraction: float
+    min_compression_ratio: float = 0.0
+
+
+def gate_problems(*, gate: Gate, rows_planned: int, totals: Mapping[str, int],
+                  dead_letters: int, rows_encoded: int, recall: float | None,
+                  float_bytes: int, bytes_out: int) -> list[str]:
     """Why the run must not be published (empty list: publish).
 
     Checks: the rows read are the rows planned; rows read == rows encoded + rows rejected
     (rejected counted from the dead letters, and equal to the readers' own count); the
-    rejected fraction is at most ``max_rejected_fraction``; ``recall`` (overall recall@k of
-    the compressed search on the query sample) is at least ``min_recall_at_k``.
+    rejected fraction, ``recall`` (overall recall@k of the compressed search on the query
+    sample) and the compression ratio ``float_bytes / bytes_out`` against ``gate``.
     """
+    k, min_recall_at_k = gate.k, gate.min_recall_at_k
+    max_rejected_fraction = gate.max_rejected_fraction
     problems = []
     rows_read = totals["rows_read"]
     if rows_read != rows_planned:
@@ -135,6 +157,13 @@ def gate_problems(*, rows_planned: int, totals: Mapping[str, int], dead_letters:
             problems.append(f"recall@{k} could not be measured (no query sample)")
     elif recall < min_recall_at_k:
         problems.append(f"recall@{k} {recall:.4f} < min_recall_at_k {min_recall_at_k}")
+    ratio = float_bytes / bytes_out if bytes_out else None
+    if ratio is not None and rows_encoded and ratio < gate.min_compression_ratio:
+        problems.append(f"compression {ratio:.2f}x < min_compression_ratio "
+                        f"{gate.min_compression_ratio}: {bytes_out} bytes written for "
+                        f"{float_bytes} bytes of float32; per-shard params dominate small "
+                        f"shards (see the report's size table): raise encode.rows_per_shard, "
+                        f"or lower validation.min_compression_ratio to publish anyway")
     return problems
 
 
@@ -263,8 +292,7 @@ class _PublishFn(beam.DoFn):
     """[ShardMeta] + side inputs -> the report dict; commits only if the gate passes."""
 
     def __init__(self, index_url: str, *, run_id: str, dim: int | None, codecs: Sequence[str],
-                 rows_planned: int, k: int, min_recall_at_k: float,
-                 max_rejected_fraction: float, input_fingerprint: str | None,
+                 rows_planned: int, gate: Gate, input_fingerprint: str | None,
                  safe_config: Mapping[str, Any] | None, folder_checked_through: int,
                  storage_options: Mapping[str, Any] | None,
                  allow_unsafe_commit: bool = False, signing_key_pem: bytes | None = None,
@@ -279,9 +307,8 @@ class _PublishFn(beam.DoFn):
         self._dim = dim
         self._codecs = list(codecs)
         self._rows_planned = rows_planned
-        self._k = k
-        self._min_recall = min_recall_at_k
-        self._max_rejected = max_rejected_fraction
+        self._gate = gate
+        self._k = gate.k
         self._fingerprint = input_fingerprint
         self._safe_config = dict(safe_config) if safe_config else {}
         self._storage_options = dict(storage_options) if storage_options else None
@@ -312,9 +339,10 @@ class _PublishFn(beam.DoFn):
         recall = (None if neighbors is None
                   else knn_intersection_measure(neighbors.exact_I, neighbors.approx_I))
         problems = gate_problems(
-            rows_planned=self._rows_planned, totals=totals, dead_letters=dead_letters,
-            rows_encoded=rows_encoded, recall=recall, k=self._k,
-            min_recall_at_k=self._min_recall, max_rejected_fraction=self._max_rejected)
+            gate=self._gate, rows_planned=self._rows_planned, totals=totals,
+            dead_letters=dead_letters, rows_encoded=rows_encoded, recall=recall,
+            float_bytes=rows_encoded * (self._dim or 0) * 4,
+            bytes_out=sum(m.file_bytes for m in metas))
 
         def report(version: int | None) -> dict[str, Any]:
             return self._report(metas, totals, dead_letters, rows_encoded, recall,
@@ -378,8 +406,9 @@ class _PublishFn(beam.DoFn):
                 "k": self._k, "queries": queries, "recall_at_k": recall,
                 "notes": validation_notes(k=self._k, rows_encoded=rows_encoded, recall=recall,
                                           shard_rows=[m.rows for m in metas]),
-                "min_recall_at_k": self._min_recall,
-                "max_rejected_fraction": self._max_rejected,
+                "min_recall_at_k": self._gate.min_recall_at_k,
+                "max_rejected_fraction": self._gate.max_rejected_fraction,
+                "min_compression_ratio": self._gate.min_compression_ratio,
                 "shards": [shard(m) for m in metas]},
             problems=problems, codecs=self._codecs, dim=self._dim,
             safe_config=self._safe_config,
@@ -403,7 +432,7 @@ class PublishIndex(beam.PTransform):
             gives the wall time from then to the publish step, and rows read per second.
             Only the report holds it (no shard or manifest byte depends on it).
         rows_planned: total input rows of the read plan.
-        k, min_recall_at_k, max_rejected_fraction: the gate (``ValidationConfig``).
+        gate: what the run must reach to be published (:class:`Gate`).
         input_fingerprint: stored in the manifest.
         safe_config: the *redacted* config dict (``JobConfig.model_dump_safe()``) for the
             report; never pass ``model_dump()``.
@@ -420,8 +449,7 @@ class PublishIndex(beam.PTransform):
     def __init__(self, index_url: str, *, run_id: str, dim: int | None, codecs: Sequence[str],
                  totals: beam.PCollection, dead_letters: beam.PCollection,
                  neighbors: beam.PCollection, sample: beam.PCollection, rows_planned: int,
-                 k: int, min_recall_at_k: float, max_rejected_fraction: float,
-                 input_fingerprint: str | None = None,
+                 gate: Gate, input_fingerprint: str | None = None,
                  safe_config: Mapping[str, Any] | None = None,
                  folder_checked_through: int = 0,
                  storage_options: Mapping[str, Any] | None = None,
@@ -434,8 +462,7 @@ class PublishIndex(beam.PTransform):
         if signing_key_pem is not None:
             load_private_key(signing_key_pem)   # likewise
         self._fn = _PublishFn(index_url, run_id=run_id, dim=dim, codecs=codecs,
-                              rows_planned=rows_planned, k=k, min_recall_at_k=min_recall_at_k,
-                              max_rejected_fraction=max_rejected_fraction,
+                              rows_planned=rows_planned, gate=gate,
                               input_fingerprint=input_fingerprint, safe_config=safe_config,
                               folder_checked_through=folder_checked_through,
                               storage_options=storage_options,
