@@ -1,4 +1,5 @@
-"""semq-index: list the versions of an index, inspect, verify, search, restore and diff them.
+"""semq-index: list the versions of an index, inspect, verify, search, restore and diff them;
+tune: compare codecs on a sample of your own vectors.
 
 Exit codes: 0 ok, 1 a check failed (verify found problems, a version's manifest is
 unreadable), 2 could not run (bad arguments, no index at the URL, unreadable or malformed
@@ -283,6 +284,68 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from semq_transforms import tune
+    from semq_transforms.codecs import check_vectors
+    from semq_transforms.report.units import human_bytes, human_count
+
+    for name, value in (("--sample", args.sample), ("--queries", args.held_out), ("-k", args.k)):
+        if value < 1:
+            return _fail(f"{name} must be at least 1, got {value}")
+    if args.rerank is not None and args.rerank < 0:
+        return _fail(f"--rerank must be at least 0, got {args.rerank}")
+    if not 0 <= args.target <= 1:
+        return _fail(f"--target is a recall in [0, 1], got {args.target}")
+    try:
+        candidates = tune.parse_candidates(args.codecs)
+    except SemqError as exc:
+        return _fail(str(exc))
+    where = redact_url(args.url)
+    x = check_vectors(tune.load_data(args.url, column=args.column), f"data {where}")
+    corpus, queries = tune.split_sample(x.shape[0], args.sample, args.held_out, args.seed)
+    if corpus.size < args.k:
+        return _fail(f"data {where}: {x.shape[0]} rows leave {corpus.size} corpus rows beside "
+                     f"{queries.size} held-out queries, fewer than -k {args.k}")
+    rerank = min(tune.DEFAULT_RERANK_FACTOR * args.k if args.rerank is None else args.rerank,
+                 corpus.size)
+    rows = tune.evaluate(x[corpus], x[queries], candidates, args.k, rerank=rerank)
+    choice = tune.choose(rows, args.target)
+    if args.plot:
+        try:
+            with open(args.plot, "w", encoding="utf-8") as f:
+                f.write(tune.tune_svg(rows, k=args.k, target=args.target))
+        except OSError as exc:
+            return _fail(f"--plot {args.plot}: {exc.strerror or exc}")
+    k = args.k
+    cells = [[r.name, f"{r.bits_per_dim:.2f}", f"{r.recall_at_k:.4f}",
+              human_bytes(r.params_bytes), f"{r.bits_per_dim_all_in:.2f}",
+              f"{r.fit_encode_seconds:.2f}", "*" if r.pareto else ""] for r in rows]
+    for i in range(1, 6):               # numbers right-aligned
+        width = max(len(c[i]) for c in cells)
+        cells = [c[:i] + [c[i].rjust(width)] + c[i + 1:] for c in cells]
+    lines = [(f"{where}: {human_count(x.shape[0])} rows of dim {x.shape[1]}; corpus "
+              f"{human_count(corpus.size)} rows, {human_count(queries.size)} held-out queries "
+              f"(seed {args.seed}); recall@{k} against exact search, rerank {rerank}"),
+             _table(["candidate", "bits/dim", f"recall@{k}", "params/shard", "all-in bits/dim",
+                     "fit+encode s", "pareto"], cells),
+             (f"pareto *: no other candidate is at most as large and at least as good "
+              f"(bits/dim, recall@{k})"),
+             (f"all-in: codes and params of one shard of {human_count(corpus.size)} rows "
+              f"(params weigh less in larger shards)"),
+             (f"smallest reaching recall@{k} >= {args.target:g}: {choice.name} "
+              f"({choice.bits_per_dim:.2f} bits/dim, recall@{k} {choice.recall_at_k:.4f})"
+              if choice else f"no candidate reaches recall@{k} >= {args.target:g}")]
+    if args.plot:
+        lines.append(f"plot: {args.plot}")
+    _emit(args, {"data": where, "rows": x.shape[0], "dim": x.shape[1],
+                 "corpus_rows": int(corpus.size), "query_rows": int(queries.size),
+                 "seed": args.seed, "k": k, "rerank": rerank, "target": args.target,
+                 "candidates": [r.to_json() for r in rows],
+                 "choice": choice.name if choice else None, "plot": args.plot},
+          "\n".join(lines))
+    return EXIT_OK
+
+
 # -- parser -------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,6 +420,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-queries", type=int, default=100,
                    help="queries drawn from the base version's vectors to compare neighbors "
                         "(default 100; 0 skips the comparison)")
+    p = sub.add_parser("tune", help="fit every codec candidate on a sample of your vectors "
+                                    "and compare recall@k against bits/dim",
+                       description="fit every codec candidate on a seeded sample of your "
+                                   "vectors, search held-out rows of the same file as "
+                                   "queries, and print recall@k against bits/dim (Pareto "
+                                   "front marked, the smallest reaching --target named)")
+    p.add_argument("url", metavar="DATA",
+                   help="vectors: .npy (float [n, d]), or .parquet, .arrow, .feather with a "
+                        "list-of-float column, or a glob of such files")
+    p.add_argument("--column", default=None, metavar="NAME",
+                   help="the vector column of a Parquet or Arrow file (default: its only "
+                        "list-of-float column)")
+    p.add_argument("--sample", type=int, default=20_000, metavar="N",
+                   help="corpus rows fitted and searched (default 20000)")
+    p.add_argument("--queries", type=int, default=500, metavar="M", dest="held_out",
+                   help="other rows held out as queries, never in the corpus (default 500)")
+    p.add_argument("-k", type=int, default=10, help="recall@k cut-off (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    p.add_argument("--codecs", default=None, metavar="LIST",
+                   help="candidates, comma-separated, levels joined by + (default: "
+                        "semq1, semq2, semq4, semq8, int8, int4, binary, semq1+semq4, semq2+semq4, "
+                        "semq1+semqr4, semq2+semqr3)")
+    p.add_argument("--rerank", type=int, default=None, metavar="N",
+                   help="candidates re-scored per query by a pair's last level (default "
+                        "10*k, as search)")
+    p.add_argument("--target", type=float, default=0.95,
+                   help="recall@k to reach: the smallest candidate reaching it is named "
+                        "(default 0.95)")
+    p.add_argument("--plot", default=None, metavar="SVG",
+                   help="also write an SVG scatter of recall@k against bits/dim here")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=cmd_tune)
     return parser
 
 

@@ -22,7 +22,7 @@ from semq_transforms.cli import build_parser, main
 from semq_transforms.index import Index
 from tests.conftest import make_anisotropic
 
-SUBCOMMANDS = ("versions", "inspect", "verify", "search", "restore", "diff")
+SUBCOMMANDS = ("versions", "inspect", "verify", "search", "restore", "diff", "tune")
 CLI = [sys.executable, "-m", "semq_transforms.cli"]
 
 
