@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from semq_transforms.format._header import PARAMS_KEY
 from semq_transforms.format.shard import EncodedLevel, encode_levels, write_shard
 from tests.conftest import make_anisotropic
 
@@ -39,6 +40,12 @@ def header_of(data: bytes) -> dict[str, Any]:
     return json.loads(pa.ipc.open_file(data).schema.metadata[b"semq"])
 
 
+def params_texts(data: bytes) -> list[Any]:
+    """Record batch 0's ``semq.params``: each level's params in base64 (format 2.x)."""
+    _, metadata = pa.ipc.open_file(data).get_batch_with_custom_metadata(0)
+    return json.loads(metadata[PARAMS_KEY.encode()])
+
+
 def dump_header(header: dict[str, Any]) -> bytes:
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
 
@@ -48,20 +55,31 @@ def rewrite(data: bytes, *, edit_header: Callable[[dict], None] | None = None,
             edit_table: Callable[[pa.Table], pa.Table] | None = None,
             compression: str | None = None) -> bytes:
     """Re-write shard ``data`` with pyarrow: a valid IPC file whose header / table are edited
-    (the stored digests are kept, so edited content no longer matches them)."""
+    (the stored digests are kept, so edited content no longer matches them).
+
+    ``edit_header`` sees each level's params text as ``levels[i]["params"]`` (where format 1.x
+    kept it); what it leaves there is written back to record batch 0's ``semq.params``.
+    """
     table = pa.ipc.open_file(data).read_all()
     header = header_of(data)
+    texts = params_texts(data)
+    for level, text in zip(header["levels"], texts):
+        level["params"] = text
     if edit_header is not None:
         edit_header(header)
+    levels = header.get("levels")
+    if isinstance(levels, list):
+        texts = [lv.pop("params", None) if isinstance(lv, dict) else None for lv in levels]
     raw = raw_header if raw_header is not None else dump_header(header)
     if edit_table is not None:
         table = edit_table(table)
     table = table.replace_schema_metadata({"semq": raw})
     sink = pa.BufferOutputStream()
     options = pa.ipc.IpcWriteOptions(compression=compression)
+    params = json.dumps(texts, separators=(",", ":")).encode()
     with pa.ipc.new_file(sink, table.schema, options=options) as writer:
-        for batch in table.to_batches(max_chunksize=65536):
-            writer.write_batch(batch)
+        for i, batch in enumerate(table.to_batches(max_chunksize=65536)):
+            writer.write_batch(batch, custom_metadata={PARAMS_KEY: params} if i == 0 else None)
     return sink.getvalue().to_pybytes()
 
 

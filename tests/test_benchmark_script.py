@@ -116,3 +116,19 @@ def test_level_shapes_experiment_runs_and_reports(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"gaussian/semq2", "gaussian/semq4"}
     assert all(0 < v <= 1 for r in results.values() for v in r.values())
+
+
+def test_shard_bytes_benchmark_splits_each_shard(tmp_path):
+    out = tmp_path / "shard_bytes.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/shard_bytes.py"), "--dims", "32",
+         "--rows", "300,3000", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "| 32 | 3,000 |" in proc.stdout
+    small, large = json.loads(out.read_text())["results"]
+    for r in (small, large):
+        assert sum(r["codes"]) + r["params"] + r["ids"] + r["other"] == r["file_bytes"]
+        assert r["compression"] == r["rows"] * 32 * 4 / r["file_bytes"]
+    # params are a fixed cost per shard: their share falls as the shard grows
+    assert large["params_share"] < small["params_share"]

@@ -21,7 +21,7 @@ import yaml
 
 from pipelines.ingest import main
 from semq_transforms.config import parse_config
-from semq_transforms.format.layout import HEADER_COPIES, shard_bytes
+from semq_transforms.format.layout import shard_bytes
 from semq_transforms.format.shard import encode_levels, write_shard
 from semq_transforms.format.store import IndexStore
 from semq_transforms.report import human_bytes, human_count, human_seconds, report_markdown
@@ -54,9 +54,9 @@ def test_human_units():
 @pytest.mark.parametrize("ids", [np.arange(700) * 3, [f"doc-{i:05d}-é" for i in range(700)]],
                          ids=["int64", "string"])
 def test_shard_bytes_split_the_written_file(ids):
-    """Codes, params, ids and other add up to the file; each level's params (base64 in the
-    header) are in the file exactly HEADER_COPIES times, so that many are counted; what is
-    left (header fields, Arrow metadata, footer, padding) is small."""
+    """Codes, params, ids and other add up to the file; each level's params (base64 in record
+    batch 0's metadata) are in the file exactly once; what is left (header fields, Arrow
+    metadata, footer, padding) is small."""
     x = sample_embeddings(700, DIM, seed=1)
     levels = encode_levels(x, ["semq2", "semq8"])
     buf = io.BytesIO()
@@ -66,8 +66,8 @@ def test_shard_bytes_split_the_written_file(ids):
     assert split.path == meta.path and split.file_bytes == meta.file_bytes == len(data)
     assert split.codes == tuple(700 * lv.code_bytes for lv in meta.levels)
     params_text = [base64.b64encode(lv.params.to_bytes()) for lv in levels]
-    assert [data.count(t) for t in params_text] == [HEADER_COPIES] * len(levels)
-    assert split.params == HEADER_COPIES * sum(len(t) for t in params_text)
+    assert [data.count(t) for t in params_text] == [1] * len(levels)
+    assert split.params == sum(len(t) for t in params_text)
     utf8 = sum(len(str(i).encode()) for i in ids)
     assert split.ids == (8 * 700 if meta.id_type == "int64" else utf8 + 4 * 701)
     assert 0 < split.other < 4096

@@ -29,6 +29,7 @@ from semq_transforms.errors import (
     InvalidInputError,
     ParamsError,
 )
+from semq_transforms.format._header import PARAMS_KEY
 from semq_transforms.format.meta import SHARD_FORMAT_VERSION
 from semq_transforms.format.shard import (
     MAX_BATCH_ROWS,
@@ -43,6 +44,7 @@ from tests.shard_helpers import (
     dump_header,
     header_of,
     make_levels,
+    params_texts,
     replace_column,
     rewrite,
     shard_bytes,
@@ -139,7 +141,9 @@ def test_meta_matches_the_file(data, tmp_path):
 def test_digests_follow_the_written_spec(data, id_kind):
     """Recompute every digest from FORMAT.md's definitions with hashlib and struct only."""
     ids, levels = data[id_kind], data["multi"]
-    header = header_of(shard_bytes(ids, levels))
+    raw = shard_bytes(ids, levels)
+    header, texts = header_of(raw), params_texts(raw)
+    assert all("params" not in lv for lv in header["levels"])    # record batch 0 holds them
     if id_kind == "int64":
         ids_bytes = b"".join(struct.pack("<q", int(i)) for i in ids)
     else:
@@ -148,7 +152,7 @@ def test_digests_follow_the_written_spec(data, id_kind):
     record = b"semq-shard-content\x00" + struct.pack("<IQBI", D, N, id_kind == "string", 2)
     record += ids_sha
     for i, lv in enumerate(levels):
-        params = base64.b64decode(header["levels"][i]["params"])
+        params = base64.b64decode(texts[i])
         assert params == lv.params.to_bytes()
         params_sha = hashlib.sha256(params).digest()
         codes_sha = hashlib.sha256(lv.codes.tobytes()).digest()
@@ -232,7 +236,8 @@ def test_deterministic_bytes_across_processes(data, tmp_path):
 
 
 def test_newer_major_version_is_refused(mixed_bytes):
-    newer = rewrite(mixed_bytes, edit_header=lambda h: h.update(version="2.0"))
+    newer = rewrite(mixed_bytes, edit_header=lambda h: h.update(
+        version=f"{SHARD_FORMAT_VERSION[0] + 1}.0"))
     for read in (read_shard, read_shard_header):
         with pytest.raises(FormatError, match="newer semq-transforms.*upgrade") as err:
             read(io.BytesIO(newer))
@@ -475,7 +480,9 @@ def test_malformed_header_fields(mixed_bytes, case):
         read_shard(io.BytesIO(bad))
     assert not isinstance(err.value, IntegrityError), "structure, not digests, is wrong"
     assert "<BytesIO>" in str(err.value)
-    if case != "rows too many":  # needs the record batches, which the header read skips
+    # "rows too many" needs the record batches, the params cases record batch 0's metadata:
+    # the header read skips both
+    if case != "rows too many" and not case.startswith("params "):
         with pytest.raises(FormatError):
             read_shard_header(io.BytesIO(bad))
     assert not verify_shard(io.BytesIO(bad)).ok
@@ -529,6 +536,59 @@ def test_nulls_are_refused_even_in_non_nullable_columns(mixed_bytes, data):
 
     with pytest.raises(FormatError, match="ids: record batch 0 has 1 nulls"):
         read_shard(io.BytesIO(rewrite(mixed_bytes, edit_table=edit)))
+
+
+def _with_batch_metadata(data: bytes, metadata: list) -> bytes:
+    """``data`` re-written with ``metadata[i]`` (a dict or None; None past its end) on record
+    batch ``i``."""
+    reader = pa.ipc.open_file(data)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, reader.schema) as writer:
+        for i in range(reader.num_record_batches):
+            writer.write_batch(reader.get_batch(i), custom_metadata=(
+                metadata[i] if i < len(metadata) else None))
+    return sink.getvalue().to_pybytes()
+
+
+def test_params_are_stored_once_in_record_batch_0(data):
+    """Format 2.0: the header (stored twice by Arrow: schema message and footer) holds no
+    params; record batch 0's metadata holds each level's params once."""
+    levels = data["multi"]
+    raw = shard_bytes(data["int64"], levels)
+    assert all("params" not in lv for lv in header_of(raw)["levels"])
+    texts = [base64.b64encode(lv.params.to_bytes()) for lv in levels]
+    assert [raw.count(t) for t in texts] == [1, 1]
+    assert params_texts(raw) == [t.decode() for t in texts]
+    assert header_of(raw)["version"] == "2.0"
+
+
+def test_params_metadata_is_checked(data, mixed_bytes):
+    many = shard_bytes(np.arange(70_000), [EncodedLevel(
+        data["single"][0].codec, data["single"][0].params,
+        np.resize(data["single"][0].codes, (70_000, data["single"][0].codes.shape[1])))])
+    params = {PARAMS_KEY: json.dumps(params_texts(many), separators=(",", ":"))}
+    cases = {
+        "no params": ([None], mixed_bytes, "lacks the levels' params"),
+        "another key": ([{**params, "x": "y"}], many, "expected only"),
+        "not canonical": ([{PARAMS_KEY: "[ " + params[PARAMS_KEY][1:]}], many,
+                          "not in canonical form"),
+        "one per level": ([{PARAMS_KEY: "[]"}], many, "one base64 string per level"),
+        "on batch 1 too": ([params, params], many, "only the first record batch"),
+    }
+    for case, (metadata, base, message) in cases.items():
+        bad = _with_batch_metadata(base, metadata)
+        with pytest.raises(FormatError, match=message):
+            read_shard(io.BytesIO(bad))
+        assert not verify_shard(io.BytesIO(bad)).ok, case
+
+
+def test_a_format_1_shard_with_params_in_record_batch_0_is_refused():
+    old = (ROOT / "tests/golden/shards/v0.3/semq1_int8_64x48.semq").read_bytes()
+    texts = [lv["params"] for lv in header_of(old)["levels"]]
+    bad = _with_batch_metadata(old, [{PARAMS_KEY: json.dumps(texts, separators=(",", ":"))}])
+    with pytest.raises(FormatError, match="format 1.x keeps params in the header"):
+        read_shard(io.BytesIO(bad))
+    assert read_shard(io.BytesIO(old), verify=True).header["version"] == "1.0"
 
 
 def test_read_shard_header_reads_only_the_footer(data):

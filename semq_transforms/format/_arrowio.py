@@ -298,6 +298,9 @@ def check_batches(data: bytes, blocks: list[Block], max_rows: int, name: str, *,
         if fb.table(batch, 3) is not None:
             raise problem(name, "container", f"{where} is compressed; semq files are never "
                                              f"compressed, refusing before decompression")
+        if i and fb.vector(msg, 4, 4)[1]:          # Message.custom_metadata
+            raise problem(name, "container", f"{where} carries custom metadata; only the "
+                                             f"first record batch may")
         length = fb.scalar(batch, 0, _I64, 0)
         if not min_rows <= length <= max_rows:
             raise problem(name, "container", f"{where} has {length} rows; expected {min_rows} "

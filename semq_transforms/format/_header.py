@@ -1,8 +1,10 @@
-"""The shard header (the ``semq`` schema metadata JSON) and the shard digests.
+"""The shard header (the ``semq`` schema metadata JSON), the levels' params (record batch 0's
+``semq.params`` metadata since format 2.0) and the shard digests.
 
-The header is built by :func:`build_header` and parsed by :func:`parse_header`, which treats
-it as untrusted: size-limited, no duplicate keys, no NaN/Infinity, every field's type and range
-checked, params decoded and checked against their codec. FORMAT.md documents every field.
+The header is built by :func:`build_header` and :func:`params_metadata` and parsed by
+:func:`parse_header`, which treats both as untrusted: size-limited, no duplicate keys, no
+NaN/Infinity, every field's type and range checked, params decoded and checked against their
+codec. FORMAT.md documents every field.
 """
 
 from __future__ import annotations
@@ -32,9 +34,14 @@ from semq_transforms.format._arrowio import problem
 from semq_transforms.format.meta import ID_TYPES, SHARD_FORMAT_VERSION
 
 FORMAT_TAG = "semq-shard"
-#: Largest header a reader parses (it holds every level's params: a semq rotation for
-#: d = 4096 is 64 MiB, 86 MiB in base64).
+#: Largest header, and largest params metadata, a reader parses (the params hold a semq
+#: rotation per level: 32 MiB at d = 4096 in float16, 43 MiB in base64).
 MAX_HEADER_BYTES = 256 << 20
+#: Key of record batch 0's custom metadata holding the levels' params (format 2.x; 1.x kept
+#: them in the header, which the Arrow file stores twice).
+PARAMS_KEY = "semq.params"
+#: Minor versions this reader knows, per major version it reads.
+KNOWN_MINOR = {1: 0, 2: SHARD_FORMAT_VERSION[1]}
 MAX_DIM = 1 << 20
 MAX_ROWS = 1 << 40
 MAX_LEVELS = 16
@@ -43,7 +50,8 @@ CONTENT_TAG = b"semq-shard-content\x00"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _VERSION = re.compile(r"([0-9]{1,6})\.([0-9]{1,6})")
 _KEYS = {"format", "version", "dim", "rows", "id_type", "levels", "digests", "stats"}
-_LEVEL_KEYS = {"codec", "code_bytes", "column", "params", "params_sha256"}
+_LEVEL_KEYS = {"codec", "code_bytes", "column", "params_sha256"}
+_LEVEL_KEYS_1 = _LEVEL_KEYS | {"params"}          # format 1.x: params in the header
 _DIGEST_KEYS = {"ids", "codes", "params", "content"}
 
 
@@ -52,7 +60,7 @@ class LevelHeader:
     codec: Codec
     code_bytes: int
     column: str
-    params: CodecParams
+    params: CodecParams | None      # None only from a header read without its params
     params_sha256: str
 
 
@@ -79,7 +87,7 @@ def version_string(version: tuple[int, int] = SHARD_FORMAT_VERSION) -> str:
 def build_header(*, dim: int, rows: int, id_type: str, levels: Sequence[Any], ids_sha256: str,
                  codes_sha256: Sequence[str], stats: Mapping[str, float]) -> tuple[bytes, str]:
     """(compact, sorted-keys, ASCII JSON of the header, content digest); ``levels`` are
-    EncodedLevels."""
+    EncodedLevels. Their params go to record batch 0 (:func:`params_metadata`)."""
     params_sha256 = [lv.params.digest() for lv in levels]
     content = content_sha256(dim=dim, rows=rows, id_type=id_type,
                              specs=[lv.codec.spec for lv in levels],
@@ -90,14 +98,20 @@ def build_header(*, dim: int, rows: int, id_type: str, levels: Sequence[Any], id
         "format": FORMAT_TAG, "version": version_string(), "dim": dim, "rows": rows,
         "id_type": id_type, "stats": dict(stats),
         "levels": [{"codec": lv.codec.spec, "code_bytes": int(lv.codes.shape[1]),
-                    "column": f"codes_{i}", "params_sha256": digest,
-                    "params": base64.b64encode(lv.params.to_bytes()).decode("ascii")}
+                    "column": f"codes_{i}", "params_sha256": digest}
                    for i, (lv, digest) in enumerate(zip(levels, params_sha256))],
         "digests": {"ids": ids_sha256, "codes": list(codes_sha256), "params": params_sha256,
                     "content": content},
     }
     raw = json.dumps(header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     return raw, content
+
+
+def params_metadata(levels: Sequence[Any]) -> bytes:
+    """Record batch 0's ``semq.params`` value: a JSON array of each level's params blob in
+    canonical base64, in level order (stored once: the header is stored twice)."""
+    texts = [base64.b64encode(lv.params.to_bytes()).decode("ascii") for lv in levels]
+    return json.dumps(texts, separators=(",", ":")).encode("ascii")
 
 
 # -- digests ----------------------------------------------------------------------------------
@@ -125,8 +139,13 @@ def codes_sha256(codes: np.ndarray) -> str:
 # -- parsing ----------------------------------------------------------------------------------
 
 
-def parse_header(raw: bytes, name: str) -> Header:
-    """Parse and check the header JSON of shard ``name`` (untrusted)."""
+def parse_header(raw: bytes, name: str, params_raw: bytes | None = None, *,
+                 header_only: bool = False) -> Header:
+    """Parse and check the header JSON of shard ``name`` and its levels' params (untrusted).
+
+    ``params_raw``: record batch 0's ``semq.params`` metadata (format 2.x; None if absent).
+    ``header_only``: a 2.x header read without record batch 0 (levels' params None).
+    """
     def fail(detail: str) -> NoReturn:
         raise problem(name, "header", detail)
 
@@ -150,9 +169,9 @@ def parse_header(raw: bytes, name: str) -> Header:
     if major > SHARD_FORMAT_VERSION[0]:
         fail(f"shard format {version} was written by a newer semq-transforms (this one reads "
              f"{SHARD_FORMAT_VERSION[0]}.x); upgrade semq-transforms")
-    if major < SHARD_FORMAT_VERSION[0]:
+    if major not in KNOWN_MINOR:
         fail(f"shard format {version} is older than any this reader supports")
-    newer_minor = minor > SHARD_FORMAT_VERSION[1]
+    newer_minor = minor > KNOWN_MINOR[major]
     _keys(obj, _KEYS, newer_minor, "header", fail)
     dim = _int(obj["dim"], 1, MAX_DIM, "dim", fail)
     rows = _int(obj["rows"], 1, MAX_ROWS, "rows", fail)
@@ -167,11 +186,14 @@ def parse_header(raw: bytes, name: str) -> Header:
     levels_raw, digests = obj["levels"], obj["digests"]
     if not isinstance(levels_raw, list) or not 1 <= len(levels_raw) <= MAX_LEVELS:
         fail(f"levels must be a list of 1 to {MAX_LEVELS} objects")
-    levels = tuple(_level(lv, i, dim, newer_minor, name, fail) for i, lv in enumerate(levels_raw))
-    try:
-        check_chain([(lv.codec, lv.params) for lv in levels])
-    except (CodecConfigError, ParamsError) as exc:
-        fail(f"levels: {str(exc)[:300]}")
+    texts = _params_texts(major, params_raw, levels_raw, header_only, name, fail)
+    levels = tuple(_level(lv, i, dim, newer_minor, name, fail, major, texts[i])
+                   for i, lv in enumerate(levels_raw))
+    if texts[0] is not None:
+        try:
+            check_chain([(lv.codec, lv.params) for lv in levels])
+        except (CodecConfigError, ParamsError) as exc:
+            fail(f"levels: {str(exc)[:300]}")
     if not isinstance(digests, dict):
         fail("digests must be an object")
     _keys(digests, _DIGEST_KEYS, newer_minor, "digests", fail)
@@ -190,11 +212,42 @@ def parse_header(raw: bytes, name: str) -> Header:
                   dict(stats), obj)
 
 
-def _level(obj: Any, i: int, dim: int, lenient: bool, name: str, fail) -> LevelHeader:
+def _params_texts(major: int, params_raw: bytes | None, levels_raw: list, header_only: bool,
+                  name: str, fail) -> list[Any]:
+    """Each level's params text: from the header (1.x) or from record batch 0 (2.x)."""
+    if major == 1:
+        if params_raw is not None:
+            fail(f"format 1.x keeps params in the header; record batch 0 must not carry "
+                 f"{PARAMS_KEY!r}")
+        return [lv.get("params") if isinstance(lv, dict) else None for lv in levels_raw]
+    if params_raw is None:
+        if header_only:
+            return [None] * len(levels_raw)
+        raise problem(name, "params", f"record batch 0 lacks the levels' params "
+                                      f"({PARAMS_KEY!r} metadata)")
+    if len(params_raw) > MAX_HEADER_BYTES:
+        raise problem(name, "params", f"{len(params_raw)} bytes is more than the "
+                                      f"{MAX_HEADER_BYTES}-byte limit")
+    try:
+        texts = json.loads(params_raw.decode("ascii"), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise problem(name, "params", f"{PARAMS_KEY!r} is not a JSON array "
+                                      f"({type(exc).__name__})") from None
+    if (not isinstance(texts, list) or len(texts) != len(levels_raw)
+            or not all(isinstance(t, str) for t in texts)):
+        raise problem(name, "params", f"{PARAMS_KEY!r} must list one base64 string per level "
+                                      f"({len(levels_raw)})")
+    if json.dumps(texts, separators=(",", ":")).encode("ascii") != params_raw:
+        raise problem(name, "params", f"{PARAMS_KEY!r} is not in canonical form")
+    return texts
+
+
+def _level(obj: Any, i: int, dim: int, lenient: bool, name: str, fail, major: int,
+           text: Any) -> LevelHeader:
     where = f"levels[{i}]"
     if not isinstance(obj, dict):
         fail(f"{where} must be an object")
-    _keys(obj, _LEVEL_KEYS, lenient, where, fail)
+    _keys(obj, _LEVEL_KEYS_1 if major == 1 else _LEVEL_KEYS, lenient, where, fail)
     spec = obj["codec"]
     if not isinstance(spec, str) or not 0 < len(spec) <= 64:
         fail(f"{where}.codec must be a codec spec string")
@@ -211,13 +264,15 @@ def _level(obj: Any, i: int, dim: int, lenient: bool, name: str, fail) -> LevelH
     if obj["column"] != f"codes_{i}":
         fail(f"{where}.column must be 'codes_{i}'")
     params_sha256 = _hex(obj["params_sha256"], f"{where}.params_sha256", fail)
-    text = obj["params"]
+    if text is None and major > 1:            # a header read without record batch 0
+        return LevelHeader(codec, code_bytes, obj["column"], None, params_sha256)
+    label = f"{where}.params" if major == 1 else f"{PARAMS_KEY}[{i}]"
     try:
         blob = base64.b64decode(text, validate=True) if isinstance(text, str) else None
     except (binascii.Error, ValueError):
         blob = None
     if blob is None or base64.b64encode(blob).decode("ascii") != text:
-        fail(f"{where}.params is not canonical base64")
+        fail(f"{label} is not canonical base64")
     try:
         params = CodecParams.from_bytes(blob)
         codec.check_params(params)
@@ -226,7 +281,7 @@ def _level(obj: Any, i: int, dim: int, lenient: bool, name: str, fail) -> LevelH
     if params.to_bytes() != blob:
         raise problem(name, f"params of level {i} ({spec})", "blob is not in canonical form")
     if params.dim != dim:
-        fail(f"{where}.params were fitted for dim {params.dim}, the shard has dim {dim}")
+        fail(f"{label} were fitted for dim {params.dim}, the shard has dim {dim}")
     return LevelHeader(codec, code_bytes, obj["column"], params, params_sha256)
 
 

@@ -7,8 +7,8 @@ The split is computed from what the writer was given (no byte of the file is rea
 following the layout ``write_shard`` produces (FORMAT.md):
 
 * ``codes``: each level's code column, ``rows * code_bytes`` (its fixed-size binary values);
-* ``params``: each level's params as stored, base64 text in the header, which the Arrow IPC
-  file holds twice (in its schema message and again in its footer);
+* ``params``: each level's params as stored: base64 text in record batch 0's metadata,
+  once (shard format 2.0; FORMAT.md);
 * ``ids``: the id column's values: 8 bytes per int64 id; for string ids their UTF-8 bytes
   plus the int32 offsets (``rows + 1`` per record batch);
 * ``other``: the rest: the header's other fields (both copies), Arrow message metadata,
@@ -27,11 +27,8 @@ from typing import Any
 from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import MAX_BATCH_ROWS
 
-__all__ = ["HEADER_COPIES", "ShardBytes", "shard_bytes"]
+__all__ = ["ShardBytes", "shard_bytes"]
 
-#: Copies of the schema metadata (the header, params included) in an Arrow IPC file: the
-#: stream's schema message and the footer's schema.
-HEADER_COPIES = 2
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,7 @@ class ShardBytes:
     Attributes:
         path: the shard's path relative to the index root (as in its ShardMeta).
         codes: bytes of codes of each level, scan level first.
-        params: bytes of every level's params as stored (both header copies).
+        params: bytes of every level's params as stored (base64).
         ids: bytes of the id column's values and offsets.
         other: everything else (header fields, Arrow metadata, footer, padding).
     """
@@ -76,7 +73,7 @@ def shard_bytes(meta: ShardMeta, ids: Any, levels: Sequence[Any]) -> ShardBytes:
     """The :class:`ShardBytes` of the shard ``write_shard`` wrote from ``ids`` and ``levels``
     (EncodedLevels) and described as ``meta``."""
     codes = tuple(int(lv.codes.shape[0]) * int(lv.codes.shape[1]) for lv in levels)
-    params = HEADER_COPIES * sum(_base64_len(len(lv.params.to_bytes())) for lv in levels)
+    params = sum(_base64_len(len(lv.params.to_bytes())) for lv in levels)
     id_bytes = _id_bytes(meta, ids, MAX_BATCH_ROWS)
     other = meta.file_bytes - sum(codes) - params - id_bytes
     if other < 0:

@@ -241,9 +241,10 @@ def write_shard(dest: str | os.PathLike | BinaryIO, *, ids: np.ndarray | Sequenc
     header, content_sha256 = hdr.build_header(
         dim=dim, rows=rows, id_type=id_type, levels=levels, ids_sha256=ids_.ids_sha256(id_arrays),
         codes_sha256=codes_sha256, stats=stats)
-    if len(header) > hdr.MAX_HEADER_BYTES:  # a reader would refuse it
-        raise InvalidInputError(f"the header (params included) is {len(header)} bytes; at most "
-                                f"{hdr.MAX_HEADER_BYTES} are allowed")
+    params = hdr.params_metadata(levels)
+    if max(len(header), len(params)) > hdr.MAX_HEADER_BYTES:  # a reader would refuse it
+        raise InvalidInputError(f"the header is {len(header)} bytes and the params "
+                                f"{len(params)}; at most {hdr.MAX_HEADER_BYTES} are allowed")
     schema = _schema(id_type, [lv.codes.shape[1] for lv in levels]).with_metadata(
         {"semq": header})
     with io_.open_dest(dest) as f:
@@ -252,7 +253,8 @@ def write_shard(dest: str | os.PathLike | BinaryIO, *, ids: np.ndarray | Sequenc
             for b, start in enumerate(range(0, rows, MAX_BATCH_ROWS)):
                 stop = min(start + MAX_BATCH_ROWS, rows)
                 columns = [id_arrays[b], *(_fixed_binary(lv.codes[start:stop]) for lv in levels)]
-                writer.write_batch(pa.record_batch(columns, schema=schema))
+                writer.write_batch(pa.record_batch(columns, schema=schema), custom_metadata=(
+                    {hdr.PARAMS_KEY: params} if b == 0 else None))
     return ShardMeta(
         path=path, rows=rows, dim=dim, file_bytes=sink.nbytes,
         levels=tuple(LevelMeta(lv.codec.spec, int(lv.codes.shape[1]), lv.params.digest())
@@ -405,13 +407,14 @@ def read_shard_header(source: str | os.PathLike | BinaryIO, *,
                       max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
     """The checked header of a shard, reading only the file's footer (no record batch).
 
-    Checks the header fields, the params and the schema (not the digests: those need the
-    content, see :func:`verify_shard`). Raises like :func:`read_shard`.
+    Checks the header fields and the schema, and a 1.0 header's params (a 2.0 shard keeps
+    them in record batch 0, not read here; nor are the digests: those need the content, see
+    :func:`verify_shard`). Raises like :func:`read_shard`.
     """
     with io_.open_source(source, max_bytes) as src:
         head_and_footer, file_size = io_.read_head_and_tail(src, _MAX_FOOTER, max_bytes)
     io_.parse_footer(head_and_footer, file_size, _MAX_FOOTER, src.name)
-    _, header = _open_ipc(pa.py_buffer(head_and_footer), src.name)
+    _, header = _open_ipc(pa.py_buffer(head_and_footer), src.name, header_only=True)
     return header.raw
 
 
@@ -469,8 +472,10 @@ def _load(data: bytes, name: str) -> _Loaded:
     return _Loaded(shard, header, columns)
 
 
-def _open_ipc(buf: pa.Buffer, name: str) -> tuple[Any, hdr.Header]:
-    """Open the IPC file in ``buf``, parse the header and check the schema against it."""
+def _open_ipc(buf: pa.Buffer, name: str, *, header_only: bool = False
+              ) -> tuple[Any, hdr.Header]:
+    """Open the IPC file in ``buf``, parse the header and the levels' params (from record
+    batch 0's metadata, unless ``header_only``) and check the schema against them."""
     try:
         reader = pa.ipc.open_file(pa.BufferReader(buf), options=_READ_OPTIONS)
         schema = reader.schema
@@ -480,13 +485,33 @@ def _open_ipc(buf: pa.Buffer, name: str) -> tuple[Any, hdr.Header]:
     raw = (schema.metadata or {}).get(b"semq")
     if raw is None:
         raise io_.problem(name, "header", "no 'semq' schema metadata: not a .semq shard")
-    header = hdr.parse_header(raw, name)
+    params = None if header_only else _params_metadata(reader, name)
+    header = hdr.parse_header(raw, name, params, header_only=header_only)
     expected = _schema(header.id_type, [lv.code_bytes for lv in header.levels])
     if not schema.remove_metadata().equals(expected, check_metadata=True):
         raise io_.problem(name, "schema", f"columns are {_describe(schema)}; the header "
                                           f"implies {_describe(expected)} (and no field "
                                           f"metadata)")
     return reader, header
+
+
+def _params_metadata(reader: Any, name: str) -> bytes | None:
+    """Record batch 0's ``semq.params`` metadata (None: the batch has no custom metadata);
+    any other key is refused (check_batches refuses metadata on later batches)."""
+    if not reader.num_record_batches:
+        return None
+    try:
+        _, metadata = reader.get_batch_with_custom_metadata(0)
+    except (pa.ArrowException, OSError) as exc:
+        raise io_.problem(name, "container", f"record batch 0: {str(exc)[:200]}") from None
+    if metadata is None or not len(metadata):
+        return None
+    found = dict(metadata)
+    if set(found) != {hdr.PARAMS_KEY.encode()}:
+        raise io_.problem(name, "params", f"record batch 0 metadata holds keys "
+                                          f"{sorted(found)[:5]}, expected only "
+                                          f"{hdr.PARAMS_KEY!r}")
+    return found[hdr.PARAMS_KEY.encode()]
 
 
 def _describe(schema: pa.Schema) -> str:
