@@ -55,6 +55,12 @@ if __name__ == "__main__":
     # and export the settings to the worker processes the local runner may start.
     tune_allocator()
 
+import logging
+
+# Beam logs this when it is imported without its GCP clients (the [gcp] extra), which a local
+# run does not need: a warning nobody can act on.
+logging.getLogger().addFilter(lambda record: not str(record.msg).startswith("apitools not found"))
+
 import argparse
 import contextlib
 import difflib

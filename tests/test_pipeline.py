@@ -335,6 +335,7 @@ def test_command_line_local_config(tmp_path):
         timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "published version 1" in result.stdout
+    assert "apitools" not in result.stderr        # Beam's warning about its GCP extra
     assert Index.open(index_url).manifest.rows == 20_000
     report = json.loads(next(Path(index_url).glob("runs/*/report.json")).read_text())
     assert report["gate"]["passed"] and report["config"]["output"]["index_url"] == index_url
