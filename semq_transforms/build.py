@@ -17,6 +17,7 @@ import numpy as np
 
 from semq_transforms.codecs import check_vectors
 from semq_transforms.errors import InvalidInputError
+from semq_transforms.format.fingerprint import row_fingerprints
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.shard import encode_levels, write_shard
 from semq_transforms.format.store import IndexStore
@@ -48,6 +49,9 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
                 storage_options: Mapping[str, Any] | None = None,
                 allow_unsafe_commit: bool = False, signing_key: Any = None) -> Manifest:
     """Encode ``x`` into shards under ``url`` and commit a new version.
+
+    Each shard stores its rows' input fingerprints (``format/fingerprint.py``, 64 bits per
+    row), so :meth:`Index.diff` tells rows whose input changed from rows only re-encoded.
 
     Args:
         url: index prefix (any fsspec URL).
@@ -81,7 +85,8 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
         levels = encode_levels(x[start:stop], codecs)
         path = store.shard_path(run_id, number)
         with store.open_write(path) as f:
-            shards.append(write_shard(f, ids=ids[start:stop], levels=levels, path=path))
+            shards.append(write_shard(f, ids=ids[start:stop], levels=levels, path=path,
+                                      fingerprints=row_fingerprints(x[start:stop])))
     return store.commit(shards, dim=x.shape[1], codecs=list(codecs), run_id=run_id,
                         parent_version=parent_version, input_fingerprint=input_fingerprint,
                         allow_unsafe_commit=allow_unsafe_commit, signing_key=signing_key)

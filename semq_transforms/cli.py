@@ -276,11 +276,21 @@ def cmd_diff(args: argparse.Namespace) -> int:
     payload = report.to_json()
     overlap = ("n/a" if report.neighbor_overlap is None
                else f"{report.neighbor_overlap:.4f}")
-    text = (f"version {base.version} -> {other.version}: +{report.added.size} added, "
-            f"-{report.removed.size} removed, {report.changed.size} changed; drift mean "
-            f"{report.drift_mean:.4g}, max {report.drift_max:.4g}; neighbor overlap@{args.k} "
-            f"{overlap}")
-    _emit(args, payload, text)
+    head = (f"version {base.version} -> {other.version}: +{report.added.size} added, "
+            f"-{report.removed.size} removed, ")
+    if report.fingerprints:     # changed = the input vector changed (input fingerprints)
+        changed, unchanged = report.drift_changed, report.drift_unchanged
+        lines = [head + (f"{report.changed.size} changed input, {report.unchanged.size} "
+                         f"unchanged"),
+                 (f"drift of changed rows: mean {changed.mean:.4g}, max {changed.max:.4g}; "
+                  f"of unchanged rows: mean {unchanged.mean:.4g}, max {unchanged.max:.4g}")]
+    else:
+        lines = [head + (f"{report.changed.size} changed (restored vectors differ), "
+                         f"{report.unchanged.size} unchanged"),
+                 f"drift: mean {report.drift_mean:.4g}, max {report.drift_max:.4g}",
+                 f"note: {report.note}"]
+    lines.append(f"neighbor overlap@{args.k}: {overlap}")
+    _emit(args, payload, "\n".join(lines))
     return EXIT_OK
 
 

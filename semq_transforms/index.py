@@ -20,15 +20,16 @@ import hashlib
 import io
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from semq_transforms._diff import DiffReport, Drift, diff_indexes
 from semq_transforms.codecs import check_vectors
 from semq_transforms.errors import FormatError, IntegrityError, InvalidInputError
-from semq_transforms.eval import knn_intersection_measure, topk
+from semq_transforms.eval import topk
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import (
@@ -83,40 +84,6 @@ class VerifyReport:
         return {"url": self.url, "version": self.version, "ok": self.ok,
                 "shards_checked": self.shards_checked,
                 "problems": [{"path": p.path, "problem": p.problem} for p in self.problems]}
-
-
-@dataclass(frozen=True)
-class DiffReport:
-    """Result of :meth:`Index.diff`: how a second version differs from this one.
-
-    ``added`` / ``removed``: ids only in the other / only in this index. ``changed``: common
-    ids whose restored vectors differ. ``drift_mean`` / ``drift_max``: Euclidean distance
-    between restored vectors of common ids. ``neighbor_overlap``: mean recall@k of the other
-    index's search results against this one's, on ``sample_queries`` queries drawn from this
-    index's restored vectors (1.0 = neighborhoods unchanged).
-    """
-
-    added: np.ndarray
-    removed: np.ndarray
-    changed: np.ndarray
-    drift_mean: float
-    drift_max: float
-    neighbor_overlap: float | None
-    k: int
-    sample_queries: int
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self, *, max_ids: int = 100) -> dict[str, Any]:
-        def ids(a: np.ndarray) -> dict[str, Any]:
-            return {"count": int(a.size), "sample": [_json_id(v) for v in a[:max_ids]]}
-        return {"added": ids(self.added), "removed": ids(self.removed),
-                "changed": ids(self.changed), "drift_mean": self.drift_mean,
-                "drift_max": self.drift_max, "neighbor_overlap": self.neighbor_overlap,
-                "k": self.k, "sample_queries": self.sample_queries, **self.extra}
-
-
-def _json_id(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 class Index:
@@ -407,40 +374,31 @@ class Index:
              seed: int = 0) -> DiffReport:
         """Compare this index (the base) with ``other`` (e.g. a newer version).
 
-        Ids are compared exactly; vectors of common ids are compared as restored by each
-        index's finest level; neighborhoods are compared by searching both indexes with
-        ``sample_queries`` rows restored from this index (seeded sample). Both versions'
-        restored vectors are held in memory (``2 * rows * d`` floats): meant for indexes
-        that fit, not for streaming billions of rows.
+        Ids are compared exactly. When both versions store input fingerprints (shards
+        written by ``build_index`` or the job: ``format/fingerprint.py``), a common id is
+        ``changed`` if its input vector changed and ``unchanged`` otherwise, however it was
+        re-encoded; else (``report.fingerprints`` False, ``report.note`` says why) if its
+        restored vector differs. Drift (distance between the restored vectors of each
+        version's finest level) is reported for all common ids and, with fingerprints, for
+        the changed and unchanged ones apart. Neighborhoods are compared by searching both
+        indexes with ``sample_queries`` rows restored from this index (seeded sample).
+        Both versions' restored vectors are held in memory (``2 * rows * d`` floats): meant
+        for indexes that fit, not for streaming billions of rows.
         """
         if other.dim != self.dim:
             raise InvalidInputError(f"cannot diff indexes of dimension {self.dim} and "
                                     f"{other.dim}")
         k = check_count(k, "k", minimum=1)
         sample_queries = check_count(sample_queries, "sample_queries", minimum=0)
-        mine = dict(_restored_pairs(self))
-        theirs = dict(_restored_pairs(other))
-        common = sorted(set(mine) & set(theirs), key=_sort_key)
-        added = np.array(sorted(set(theirs) - set(mine), key=_sort_key))
-        removed = np.array(sorted(set(mine) - set(theirs), key=_sort_key))
-        drift = np.array([float(np.linalg.norm(mine[i] - theirs[i])) for i in common])
-        changed = np.array([i for i, dv in zip(common, drift) if dv > 0])
-        overlap = None
-        n_sample = min(sample_queries, len(mine))
-        if n_sample and other.rows:
-            rng = np.random.default_rng(seed)
-            keys = sorted(mine, key=_sort_key)
-            picks = rng.choice(len(keys), size=n_sample, replace=False)
-            queries = np.stack([mine[keys[p]] for p in picks]).astype(np.float32)
-            kk = min(k, self.rows, other.rows)
-            _, base_ids = self.search(queries, kk)
-            _, other_ids = other.search(queries, kk)
-            overlap = knn_intersection_measure(*_id_codes(base_ids, other_ids))
-        return DiffReport(added=added, removed=removed, changed=changed,
-                          drift_mean=float(drift.mean()) if drift.size else 0.0,
-                          drift_max=float(drift.max()) if drift.size else 0.0,
-                          neighbor_overlap=overlap, k=k, sample_queries=n_sample,
-                          extra={"base_version": self.version, "other_version": other.version})
+        return diff_indexes(self, other, k=k, sample_queries=sample_queries, seed=seed)
+
+    def _diff_rows(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Each shard's ids, vectors restored by the finest level, and input fingerprints
+        (uint8 ``[rows, 8]``; None for a shard written without them)."""
+        for meta in self.manifest.shards:
+            shard = self._shard(meta)
+            yield (shard.ids, decode_rows(shard.levels, -1, np.arange(shard.rows)),
+                   shard.fingerprints)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -453,7 +411,8 @@ def check_count(value: Any, name: str, *, minimum: int) -> int:
 
 
 def _shard_bytes(shard: Shard) -> int:
-    return sum(lv.codes.nbytes for lv in shard.levels) + shard.ids.nbytes
+    fingerprints = 0 if shard.fingerprints is None else shard.fingerprints.nbytes
+    return sum(lv.codes.nbytes for lv in shard.levels) + shard.ids.nbytes + fingerprints
 
 
 def _may_hold(meta: ShardMeta, wanted: np.ndarray) -> bool:
@@ -461,27 +420,6 @@ def _may_hold(meta: ShardMeta, wanted: np.ndarray) -> bool:
     if meta.id_type == "int64" and wanted.dtype.kind in "iu":
         return bool(((wanted >= int(meta.id_min)) & (wanted <= int(meta.id_max))).any())
     return True
-
-
-def _restored_pairs(index: Index) -> Iterator[tuple[Any, np.ndarray]]:
-    for ids, vectors in index.restore():
-        yield from zip(ids.tolist(), vectors)
-
-
-def _sort_key(value: Any) -> tuple[int, Any]:
-    return (0, value) if isinstance(value, int) else (1, str(value))
-
-
-def _id_codes(*results: np.ndarray) -> list[np.ndarray]:
-    """Map the ids of several result tables (int or str, no padding) to int64 codes >= 0,
-    one code per id across all of them (an int and a str never share one)."""
-    lookup: dict[tuple[bool, Any], int] = {}
-    out = []
-    for ids in results:
-        codes = [lookup.setdefault((isinstance(v, str), v), len(lookup))
-                 for v in ids.ravel().tolist()]
-        out.append(np.array(codes, dtype=np.int64).reshape(ids.shape))
-    return out
 
 
 def _level(level: Any, levels: int) -> int:
@@ -538,4 +476,4 @@ def _empty_table(dim: int, id_type: str,
     return schema.empty_table()
 
 
-__all__ = ["DiffReport", "Index", "ShardProblem", "VerifyReport", "check_count"]
+__all__ = ["DiffReport", "Drift", "Index", "ShardProblem", "VerifyReport", "check_count"]

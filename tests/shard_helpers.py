@@ -10,9 +10,17 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
+from semq_transforms.errors import IntegrityError
 from semq_transforms.format._header import PARAMS_KEY
-from semq_transforms.format.shard import EncodedLevel, encode_levels, write_shard
+from semq_transforms.format.shard import (
+    EncodedLevel,
+    encode_levels,
+    read_shard,
+    verify_shard,
+    write_shard,
+)
 from tests.conftest import make_anisotropic
 
 
@@ -34,6 +42,19 @@ def shard_bytes(ids: Any, levels: Sequence[EncodedLevel], **kwargs: Any) -> byte
     write_shard(buf, ids=ids, levels=levels, path=kwargs.pop("path", "runs/t/s.semq"),
                 **kwargs)
     return buf.getvalue()
+
+
+def check_only(data_bytes: bytes, part: str) -> None:
+    """verify_shard names exactly ``part``; read_shard raises IntegrityError naming it."""
+    check = verify_shard(io.BytesIO(data_bytes))
+    assert not check.ok
+    assert [p.split(":")[0] for p in check.problems] == [part], check.problems
+    f = io.BytesIO(data_bytes)
+    f.name = "runs/x/shard-00007.semq"
+    with pytest.raises(IntegrityError) as err:
+        read_shard(f)
+    assert "runs/x/shard-00007.semq" in str(err.value) and part in str(err.value)
+    read_shard(io.BytesIO(data_bytes), verify=False)  # the structure itself is fine
 
 
 def header_of(data: bytes) -> dict[str, Any]:

@@ -103,6 +103,15 @@ def test_diff_defaults_to_the_last_two_versions(built, capsys):
     assert code == 0
     assert payload["base_version"] == 1 and payload["other_version"] == 2
     assert payload["removed"]["count"] == 100 and payload["added"]["count"] == 200
+    # ids 100..399 were re-encoded from the same input: none changed (input fingerprints)
+    assert payload["fingerprints"] is True and payload["note"] is None
+    assert payload["changed"]["count"] == 0 and payload["unchanged"]["count"] == 300
+    assert payload["drift"]["unchanged"]["rows"] == 300
+    assert main(["diff", str(root), "--sample-queries", "20"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "version 1 -> 2: +200 added, -100 removed, 0 changed input, 300 unchanged"
+    assert lines[1].startswith("drift of changed rows: mean 0, max 0; of unchanged rows: mean ")
+    assert lines[2].startswith("neighbor overlap@10: ")
 
 
 @pytest.mark.parametrize(("argv", "named"), [

@@ -193,18 +193,21 @@ def test_diff_counts_ids_and_measures_drift(index_url, corpus):
     report = Index.open(index_url, 1).diff(Index.open(index_url, 2), k=10, sample_queries=50)
     assert report.removed.tolist() == list(range(500, 600))
     assert report.added.tolist() == list(range(2000, 2100))
-    assert set(report.changed.tolist()) >= set(range(600, 1000))
-    assert set(report.changed.tolist()).isdisjoint(range(500))     # identical first shard
+    # input fingerprints: exactly the rows whose input moved
+    assert report.fingerprints and report.changed.tolist() == list(range(600, 1000))
+    assert report.unchanged.tolist() == list(range(500))           # identical first shard
+    assert report.drift_unchanged.max == 0 < report.drift_changed.mean
     assert 0 < report.drift_mean and report.drift_max < 1.0
     assert 0.5 < report.neighbor_overlap < 1.0
     same = Index.open(index_url, 2).diff(Index.open(index_url, 2))
     assert same.changed.size == 0 and same.neighbor_overlap == 1.0 and same.drift_max == 0
+    assert same.unchanged.size == 1000
 
 
 def test_shard_cache_is_bounded_by_bytes(tmp_path, corpus, queries):
     url = str(tmp_path / "many")
     build_index(url, corpus, codecs=["semq2"], rows_per_shard=100)     # 15 shards
-    per_shard = 100 * (get_codec("semq2").code_bytes(48) + 8)          # codes + int64 ids
+    per_shard = 100 * (get_codec("semq2").code_bytes(48) + 8 + 8)  # codes, int64 ids, input fps
     index = Index.open(url, cache_bytes=2 * per_shard)
     expected = index.search(queries, 5)
     assert list(index._cache) == [s.path for s in index.shards[-2:]]

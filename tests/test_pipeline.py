@@ -22,6 +22,7 @@ import yaml
 from pipelines.ingest import build_pipeline, main
 from semq_transforms.config import parse_config
 from semq_transforms.eval import exact_knn, knn_intersection_measure
+from semq_transforms.format.fingerprint import row_fingerprints
 from semq_transforms.format.shard import encode_levels, read_shard
 from semq_transforms.format.store import IndexStore
 from semq_transforms.index import Index
@@ -193,6 +194,30 @@ def test_rerun_is_byte_identical(input_dir, published, tmp_path):
     assert [p.name for p in first] == [p.name for p in second] and len(first) == 4
     for a, b in zip(first, second, strict=True):
         assert a.read_bytes() == b.read_bytes()
+
+
+def test_shards_carry_input_fingerprints_and_a_re_encoded_run_changes_no_input(
+        input_dir, published, tmp_path):
+    """Each row's input fingerprint is in its shard; the same input published with other
+    codecs and shard sizes diffs as all unchanged (issue 16)."""
+    index_url, _, _ = published
+    good = np.full(DIM, 0.1, dtype=np.float32)
+    by_id = dict(enumerate(sample_embeddings(ROWS, DIM, seed=3))) | {BAD_IDS[0]: good,
+                                                                     BAD_IDS[4]: good}
+    index = Index.open(index_url)
+    for meta in index.shards:
+        with index._store.open_read(meta.path) as f:
+            shard = read_shard(f)
+        np.testing.assert_array_equal(
+            shard.fingerprints, row_fingerprints(np.stack([by_id[i] for i in shard.ids.tolist()])))
+    data = job(input_dir, str(tmp_path / "other"), min_recall_at_k=0.01)
+    data["encode"] = {"codecs": ["semq4"], "rows_per_shard": 700}
+    run_job(data)
+    report = index.diff(Index.open(str(tmp_path / "other")), sample_queries=20)
+    assert report.fingerprints and report.changed.size == 0
+    assert report.added.size == report.removed.size == 0
+    assert report.unchanged.size == index.rows == ROWS + 2
+    assert report.drift_unchanged.max > 0          # re-encoded: the restored vectors moved
 
 
 def _shard_outputs(tag: str, *, metas, neighbors, dead_letters,

@@ -1,5 +1,5 @@
 """The run report: the byte split of the published shards (codes per level, params, ids,
-other; bits/dim), the wall time, report.md (human-readable sizes, zero counters left out,
+input fingerprints, other; bits/dim), the wall time, report.md (human-readable sizes, zero counters left out,
 pooled vs per-shard recall), the SVG plot beside it, and the job's summary lines."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import yaml
 
 from pipelines.ingest import main
 from semq_transforms.config import parse_config
+from semq_transforms.format.fingerprint import row_fingerprints
 from semq_transforms.format.layout import shard_bytes
 from semq_transforms.format.shard import encode_levels, write_shard
 from semq_transforms.format.store import IndexStore
@@ -51,18 +52,23 @@ def test_human_units():
 # -- the byte split of a shard file ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("with_fp", [True, False], ids=["fingerprints", "no-fingerprints"])
 @pytest.mark.parametrize("ids", [np.arange(700) * 3, [f"doc-{i:05d}-é" for i in range(700)]],
                          ids=["int64", "string"])
-def test_shard_bytes_split_the_written_file(ids):
-    """Codes, params, ids and other add up to the file; each level's params (base64 in record
-    batch 0's metadata) are in the file exactly once; what is left (header fields, Arrow
-    metadata, footer, padding) is small."""
+def test_shard_bytes_split_the_written_file(ids, with_fp):
+    """Codes, params, ids, input fingerprints (a part of their own, 8 bytes a row) and other
+    add up to the file; each level's params (base64 in record batch 0's metadata) are in the
+    file exactly once; what is left (header fields, Arrow metadata, footer, padding) is
+    small."""
     x = sample_embeddings(700, DIM, seed=1)
     levels = encode_levels(x, ["semq2", "semq8"])
+    fp = row_fingerprints(x) if with_fp else None
     buf = io.BytesIO()
-    meta = write_shard(buf, ids=ids, levels=levels, path="runs/r/shard-00000.semq")
+    meta = write_shard(buf, ids=ids, levels=levels, path="runs/r/shard-00000.semq",
+                       fingerprints=fp)
     data = buf.getvalue()
-    split = shard_bytes(meta, ids, levels)
+    split = shard_bytes(meta, ids, levels, fp)
+    assert split.fingerprints == (8 * 700 if with_fp else 0)
     assert split.path == meta.path and split.file_bytes == meta.file_bytes == len(data)
     assert split.codes == tuple(700 * lv.code_bytes for lv in meta.levels)
     params_text = [base64.b64encode(lv.params.to_bytes()) for lv in levels]
@@ -132,14 +138,14 @@ def test_the_report_splits_the_published_bytes(runs):
     rows = report["counts"]["rows_encoded"]
     assert [lv["codes"] for lv in b["levels"]] == [rows * lv["code_bytes_per_row"]
                                                   for lv in b["levels"]]
-    assert sum(lv["codes"] for lv in b["levels"]) + b["params"] + b["ids"] + b["other"] \
-        == b["out"]
-    assert b["ids"] == 8 * rows and b["params"] > 0 and b["other"] > 0
+    assert sum(lv["codes"] for lv in b["levels"]) + b["params"] + b["ids"] \
+        + b["fingerprints"] + b["other"] == b["out"]
+    assert b["ids"] == b["fingerprints"] == 8 * rows and b["params"] > 0 and b["other"] > 0
     assert b["bits_per_dim"] == pytest.approx(b["out"] * 8 / (rows * DIM))
     for shard in shards:
         parts = shard["bytes"]
-        assert sum(parts["codes"]) + parts["params"] + parts["ids"] + parts["other"] \
-            == shard["file_bytes"] == files[Path(shard["path"]).name]
+        assert sum(parts["codes"]) + parts["params"] + parts["ids"] + parts["fingerprints"] \
+            + parts["other"] == shard["file_bytes"] == files[Path(shard["path"]).name]
         assert shard["compression_ratio"] == pytest.approx(
             shard["rows"] * DIM * 4 / shard["file_bytes"])
 
@@ -170,7 +176,8 @@ def test_report_md_reads_at_a_glance(runs):
     for lv in b["levels"]:
         assert (f"| codes, level {lv['level']} ({lv['codec']}) | {human_bytes(lv['codes'])} "
                 f"|" in md) and f"| {lv['bits_per_dim']:.2f} |" in md
-    for part in ("codec params", "ids", "other (headers, footers, padding)"):
+    for part in ("codec params", "ids", "input fingerprints (8 bytes/row)",
+                 "other (headers, footers, padding)"):
         assert f"| {part} | " in md
     assert f"| time | {human_seconds(report['timing']['wall_seconds'])}, " in md
     # zero counters left out of the Markdown, all kept in the JSON
@@ -237,7 +244,7 @@ def test_a_report_without_the_split_or_shards_still_renders(runs):
     """A report written before the split and the time were recorded (a pending report a
     rerun completes), and a failed run's report: Markdown without those parts, no plot."""
     report = copy.deepcopy(runs[0][1])
-    for key in ("levels", "params", "ids", "other", "bits_per_dim"):
+    for key in ("levels", "params", "ids", "fingerprints", "other", "bits_per_dim"):
         del report["bytes"][key]
     del report["timing"]
     for shard in report["validation"]["shards"]:
@@ -249,7 +256,7 @@ def test_a_report_without_the_split_or_shards_still_renders(runs):
                             dim=8, safe_config={}, error="boom")
     assert report_svg(failed) is None and "report.svg" not in report_markdown(failed)
     assert byte_split([], None, dim=8) == {"bits_per_dim": None, "levels": [], "params": None,
-                                           "ids": None, "other": None}
+                                           "ids": None, "fingerprints": None, "other": None}
 
 
 def test_the_summary_prints_sizes_time_and_the_report_md_path(input_dir, tmp_path, capsys):

@@ -41,6 +41,7 @@ from semq_transforms.format.shard import (
 )
 from tests.conftest import ROOT, make_anisotropic
 from tests.shard_helpers import (
+    check_only,
     dump_header,
     header_of,
     make_levels,
@@ -137,11 +138,15 @@ def test_meta_matches_the_file(data, tmp_path):
     assert (meta_int.id_min, meta_int.id_max) == (-100, 3 * N - 103)
 
 
+@pytest.mark.parametrize("with_fp", [False, True], ids=["", "fingerprints"])
 @pytest.mark.parametrize("id_kind", ["int64", "string"])
-def test_digests_follow_the_written_spec(data, id_kind):
+def test_digests_follow_the_written_spec(data, id_kind, with_fp):
     """Recompute every digest from FORMAT.md's definitions with hashlib and struct only."""
     ids, levels = data[id_kind], data["multi"]
-    raw = shard_bytes(ids, levels)
+    fp = [hashlib.blake2b(struct.pack(f"<{D}f", *row), digest_size=8).digest()
+          for row in data["x"].tolist()]
+    raw = shard_bytes(ids, levels, fingerprints=(
+        np.frombuffer(b"".join(fp), np.uint8).reshape(N, 8) if with_fp else None))
     header, texts = header_of(raw), params_texts(raw)
     assert all("params" not in lv for lv in header["levels"])    # record batch 0 holds them
     if id_kind == "int64":
@@ -162,6 +167,13 @@ def test_digests_follow_the_written_spec(data, id_kind):
         spec = lv.codec.spec.encode()
         record += struct.pack("<H", len(spec)) + spec + struct.pack("<I", lv.codes.shape[1])
         record += params_sha + codes_sha
+    if with_fp:
+        fp_sha = hashlib.sha256(b"".join(fp)).digest()
+        assert header["input_fingerprint"] == "blake2b-64"
+        assert header["digests"]["fingerprints"] == fp_sha.hex()
+        record += struct.pack("<H", 10) + b"blake2b-64" + fp_sha
+    else:
+        assert "input_fingerprint" not in header and "fingerprints" not in header["digests"]
     assert header["digests"]["ids"] == ids_sha.hex()
     assert header["digests"]["content"] == hashlib.sha256(record).hexdigest()
 
@@ -269,23 +281,10 @@ def test_unknown_fields_in_the_current_version_are_refused(mixed_bytes):
 # -- corrupt content, valid container -------------------------------------------------------------
 
 
-def _check_only(data_bytes: bytes, part: str) -> None:
-    """verify_shard names exactly ``part``; read_shard raises IntegrityError naming it."""
-    check = verify_shard(io.BytesIO(data_bytes))
-    assert not check.ok
-    assert [p.split(":")[0] for p in check.problems] == [part], check.problems
-    f = io.BytesIO(data_bytes)
-    f.name = "runs/x/shard-00007.semq"
-    with pytest.raises(IntegrityError) as err:
-        read_shard(f)
-    assert "runs/x/shard-00007.semq" in str(err.value) and part in str(err.value)
-    read_shard(io.BytesIO(data_bytes), verify=False)  # the structure itself is fine
-
-
 def test_verify_names_corrupted_ids(mixed_bytes, data):
     ids = data["int64"].copy()
     ids[17] += 1
-    _check_only(rewrite(mixed_bytes, edit_table=lambda t: replace_column(t, "id", pa.array(ids))),
+    check_only(rewrite(mixed_bytes, edit_table=lambda t: replace_column(t, "id", pa.array(ids))),
                 "ids")
 
 
@@ -293,7 +292,7 @@ def test_verify_names_corrupted_string_ids(data):
     original = shard_bytes(data["string"], data["single"])
     ids = list(data["string"])
     ids[3] = ids[3].replace("ü", "u")
-    _check_only(rewrite(original, edit_table=lambda t: replace_column(t, "id", pa.array(ids))),
+    check_only(rewrite(original, edit_table=lambda t: replace_column(t, "id", pa.array(ids))),
                 "ids")
 
 
@@ -301,7 +300,7 @@ def test_verify_names_a_corrupted_code_byte(mixed_bytes, data):
     codes = data["mixed"][1].codes.copy()
     codes[7, 3] ^= 0x10
     array = pa.FixedSizeBinaryArray.from_buffers(pa.binary(D), N, [None, pa.py_buffer(codes)])
-    _check_only(rewrite(mixed_bytes, edit_table=lambda t: replace_column(t, "codes_1", array)),
+    check_only(rewrite(mixed_bytes, edit_table=lambda t: replace_column(t, "codes_1", array)),
                 "codes of level 1 (int8)")
 
 
@@ -316,14 +315,14 @@ def test_verify_names_corrupted_params(mixed_bytes, level):
         h["levels"][level]["params"] = base64.b64encode(changed.to_bytes()).decode()
 
     spec = ("semq1", "int8")[level]
-    _check_only(rewrite(mixed_bytes, edit_header=corrupt), f"params of level {level} ({spec})")
+    check_only(rewrite(mixed_bytes, edit_header=corrupt), f"params of level {level} ({spec})")
 
 
 def test_verify_names_a_tampered_content_digest(mixed_bytes):
     def tamper(h):
         h["digests"]["content"] = "0" * 64
 
-    _check_only(rewrite(mixed_bytes, edit_header=tamper), "header")
+    check_only(rewrite(mixed_bytes, edit_header=tamper), "header")
 
 
 def test_verify_lists_every_corrupted_part(mixed_bytes, data):

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from semq_transforms.errors import FormatError
+from semq_transforms.format.fingerprint import row_fingerprints
 from semq_transforms.format.shard import Shard, read_shard, read_shard_header, verify_shard
 from tests.shard_helpers import make_levels, rewrite, shard_bytes, string_ids
 
@@ -29,12 +30,12 @@ MEMORY_LIMIT = 64 << 20
 class Base:
     data: bytes
     shard: Shard
-    bodies: tuple[int, int]  # byte range of the record batch bodies (ids and codes)
+    bodies: tuple[int, int]  # byte range of the record batch bodies (ids, codes, fingerprints)
 
 
-def _base(ids, specs) -> Base:
-    levels = make_levels(120, 16, specs, seed=11)[1]
-    data = shard_bytes(ids, levels)
+def _base(ids, specs, *, fingerprints: bool = False) -> Base:
+    x, levels = make_levels(120, 16, specs, seed=11)
+    data = shard_bytes(ids, levels, fingerprints=row_fingerprints(x) if fingerprints else None)
     buf = pa.py_buffer(data)
     messages = pa.ipc.MessageReader.open_stream(buf.slice(8))
     messages.read_next_message()  # the schema
@@ -43,7 +44,8 @@ def _base(ids, specs) -> Base:
     return Base(data, read_shard(io.BytesIO(data)), (start, start + body.size))
 
 
-BASES = {"int64": _base(np.arange(120, dtype=np.int64) * 5 - 7, ("semq1", "int8")),
+BASES = {"int64": _base(np.arange(120, dtype=np.int64) * 5 - 7, ("semq1", "int8"),
+                        fingerprints=True),
          "string": _base(string_ids(120), ("int4",)),
          "refine": _base(np.arange(120, dtype=np.int64), ("semq1", "semqr2"))}
 
@@ -103,7 +105,10 @@ def mutated(draw) -> tuple[str, bytes]:
 
 def _identical(got: Shard, want: Shard) -> bool:
     return (got.header == want.header and got.levels == want.levels
-            and got.ids.dtype == want.ids.dtype and np.array_equal(got.ids, want.ids))
+            and got.ids.dtype == want.ids.dtype and np.array_equal(got.ids, want.ids)
+            and (got.fingerprints is None) == (want.fingerprints is None)
+            and (got.fingerprints is None or np.array_equal(got.fingerprints,
+                                                            want.fingerprints)))
 
 
 _RSS_START: list[int] = []

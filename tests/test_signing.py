@@ -147,8 +147,9 @@ def test_the_job_signs_what_it_publishes(tmp_path):
         "name": "signed", "input": {"url": "in/*.parquet", "dim": 16},
         "output": {"index_url": "idx", "signing_key_file": "key.pem"},
         "encode": {"codecs": ["semq4"], "rows_per_shard": 300},
+        # (d = 16: params and the 64-bit input fingerprints weigh more than the codes)
         "validation": {"k": 5, "sample_queries": 16, "seed": 0, "min_recall_at_k": 0.5,
-                       "max_rejected_fraction": 0.0}}))
+                       "max_rejected_fraction": 0.0, "min_compression_ratio": 0}}))
     assert main(["--config", str(config)]) == 0
     index = Index.open(str(tmp_path / "idx"), public_key=load_public_key(public))
     assert index.rows == 600 and index.verify().ok

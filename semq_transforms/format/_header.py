@@ -30,6 +30,7 @@ from semq_transforms.errors import (
     InvalidInputError,
     ParamsError,
 )
+from semq_transforms.format import fingerprint as fp_
 from semq_transforms.format._arrowio import problem
 from semq_transforms.format.meta import ID_TYPES, SHARD_FORMAT_VERSION
 
@@ -53,6 +54,8 @@ _KEYS = {"format", "version", "dim", "rows", "id_type", "levels", "digests", "st
 _LEVEL_KEYS = {"codec", "code_bytes", "column", "params_sha256"}
 _LEVEL_KEYS_1 = _LEVEL_KEYS | {"params"}          # format 1.x: params in the header
 _DIGEST_KEYS = {"ids", "codes", "params", "content"}
+#: Optional in format 2.0: present together with the ``input_fp`` column.
+_FINGERPRINT_KEY, _FINGERPRINT_DIGEST = "input_fingerprint", "fingerprints"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class Header:
     content_sha256: str
     stats: dict[str, float]
     raw: dict[str, Any]
+    fingerprint: str | None = None          # the input fingerprint scheme, if the shard has them
+    fingerprints_sha256: str | None = None
 
 
 def version_string(version: tuple[int, int] = SHARD_FORMAT_VERSION) -> str:
@@ -85,15 +90,17 @@ def version_string(version: tuple[int, int] = SHARD_FORMAT_VERSION) -> str:
 
 
 def build_header(*, dim: int, rows: int, id_type: str, levels: Sequence[Any], ids_sha256: str,
-                 codes_sha256: Sequence[str], stats: Mapping[str, float]) -> tuple[bytes, str]:
+                 codes_sha256: Sequence[str], stats: Mapping[str, float],
+                 fingerprints_sha256: str | None = None) -> tuple[bytes, str]:
     """(compact, sorted-keys, ASCII JSON of the header, content digest); ``levels`` are
-    EncodedLevels. Their params go to record batch 0 (:func:`params_metadata`)."""
+    EncodedLevels. Their params go to record batch 0 (:func:`params_metadata`).
+    ``fingerprints_sha256``: the digest of the ``input_fp`` column, if the shard has one."""
     params_sha256 = [lv.params.digest() for lv in levels]
     content = content_sha256(dim=dim, rows=rows, id_type=id_type,
                              specs=[lv.codec.spec for lv in levels],
                              code_bytes=[lv.codes.shape[1] for lv in levels],
                              ids_sha256=ids_sha256, params_sha256=params_sha256,
-                             codes_sha256=codes_sha256)
+                             codes_sha256=codes_sha256, fingerprints_sha256=fingerprints_sha256)
     header = {
         "format": FORMAT_TAG, "version": version_string(), "dim": dim, "rows": rows,
         "id_type": id_type, "stats": dict(stats),
@@ -103,6 +110,9 @@ def build_header(*, dim: int, rows: int, id_type: str, levels: Sequence[Any], id
         "digests": {"ids": ids_sha256, "codes": list(codes_sha256), "params": params_sha256,
                     "content": content},
     }
+    if fingerprints_sha256 is not None:
+        header[_FINGERPRINT_KEY] = fp_.SCHEME
+        header["digests"][_FINGERPRINT_DIGEST] = fingerprints_sha256
     raw = json.dumps(header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     return raw, content
 
@@ -119,15 +129,20 @@ def params_metadata(levels: Sequence[Any]) -> bytes:
 
 def content_sha256(*, dim: int, rows: int, id_type: str, specs: Sequence[str],
                    code_bytes: Sequence[int], ids_sha256: str, params_sha256: Sequence[str],
-                   codes_sha256: Sequence[str]) -> str:
+                   codes_sha256: Sequence[str], fingerprints_sha256: str | None = None) -> str:
     """SHA-256 of the canonical content record (FORMAT.md, "Digests"): it commits to the
-    shape, the id type and every part digest, so it never depends on container bytes."""
+    shape, the id type and every part digest, so it never depends on container bytes. The
+    input fingerprints' scheme and digest end the record only when the shard has them (a
+    shard without them keeps the digest it had)."""
     record = [CONTENT_TAG, struct.pack("<IQBI", dim, rows, ID_TYPES.index(id_type), len(specs)),
               bytes.fromhex(ids_sha256)]
     for spec, width, p_sha, c_sha in zip(specs, code_bytes, params_sha256, codes_sha256):
         name = spec.encode("ascii")
         record += [struct.pack("<H", len(name)), name, struct.pack("<I", width),
                    bytes.fromhex(p_sha), bytes.fromhex(c_sha)]
+    if fingerprints_sha256 is not None:
+        name = fp_.SCHEME.encode("ascii")
+        record += [struct.pack("<H", len(name)), name, bytes.fromhex(fingerprints_sha256)]
     return hashlib.sha256(b"".join(record)).hexdigest()
 
 
@@ -172,7 +187,12 @@ def parse_header(raw: bytes, name: str, params_raw: bytes | None = None, *,
     if major not in KNOWN_MINOR:
         fail(f"shard format {version} is older than any this reader supports")
     newer_minor = minor > KNOWN_MINOR[major]
-    _keys(obj, _KEYS, newer_minor, "header", fail)
+    _keys(obj, _KEYS, newer_minor, "header", fail,
+          optional={_FINGERPRINT_KEY} if major > 1 else set())
+    fingerprint = obj.get(_FINGERPRINT_KEY)
+    if _FINGERPRINT_KEY in obj and fingerprint != fp_.SCHEME:
+        fail(f"{_FINGERPRINT_KEY} is {str(fingerprint)[:40]!r}; this reader knows "
+             f"{fp_.SCHEME!r}")
     dim = _int(obj["dim"], 1, MAX_DIM, "dim", fail)
     rows = _int(obj["rows"], 1, MAX_ROWS, "rows", fail)
     id_type = obj["id_type"]
@@ -196,7 +216,11 @@ def parse_header(raw: bytes, name: str, params_raw: bytes | None = None, *,
             fail(f"levels: {str(exc)[:300]}")
     if not isinstance(digests, dict):
         fail("digests must be an object")
-    _keys(digests, _DIGEST_KEYS, newer_minor, "digests", fail)
+    # digests.fingerprints is there exactly when input_fingerprint is
+    _keys(digests, _DIGEST_KEYS | ({_FINGERPRINT_DIGEST} if fingerprint else set()),
+          newer_minor, "digests", fail)
+    fingerprints_digest = (_hex(digests[_FINGERPRINT_DIGEST], f"digests.{_FINGERPRINT_DIGEST}",
+                                fail) if fingerprint else None)
     ids_digest, content = _hex(digests["ids"], "digests.ids", fail), digests["content"]
     _hex(content, "digests.content", fail)
     lists = []
@@ -209,7 +233,7 @@ def parse_header(raw: bytes, name: str, params_raw: bytes | None = None, *,
         if lv.params_sha256 != listed:
             fail(f"levels[{i}].params_sha256 differs from digests.params[{i}]")
     return Header((major, minor), dim, rows, id_type, levels, ids_digest, lists[0], content,
-                  dict(stats), obj)
+                  dict(stats), obj, fingerprint, fingerprints_digest)
 
 
 def _params_texts(major: int, params_raw: bytes | None, levels_raw: list, header_only: bool,
@@ -285,8 +309,9 @@ def _level(obj: Any, i: int, dim: int, lenient: bool, name: str, fail, major: in
     return LevelHeader(codec, code_bytes, obj["column"], params, params_sha256)
 
 
-def _keys(obj: dict, expected: set[str], lenient: bool, where: str, fail) -> None:
-    missing, extra = expected - obj.keys(), obj.keys() - expected
+def _keys(obj: dict, expected: set[str], lenient: bool, where: str, fail, *,
+          optional: Sequence[str] | set[str] = ()) -> None:
+    missing, extra = expected - obj.keys(), obj.keys() - expected - set(optional)
     if missing:
         fail(f"{where} lacks {sorted(missing)}")
     if extra and not lenient:

@@ -1,7 +1,8 @@
-"""Where the bytes of a written ``.semq`` shard file go: codes per level, params, ids, other.
+"""Where the bytes of a written ``.semq`` shard file go: codes per level, params, ids, input
+fingerprints, other.
 
-    meta = write_shard(f, ids=ids, levels=levels, path=path)
-    split = shard_bytes(meta, ids, levels)       # ShardBytes(codes=(..), params=.., ...)
+    meta = write_shard(f, ids=ids, levels=levels, path=path, fingerprints=fp)
+    split = shard_bytes(meta, ids, levels, fp)   # ShardBytes(codes=(..), params=.., ...)
 
 The split is computed from what the writer was given (no byte of the file is read again),
 following the layout ``write_shard`` produces (FORMAT.md):
@@ -11,10 +12,12 @@ following the layout ``write_shard`` produces (FORMAT.md):
   once (shard format 2.0; FORMAT.md);
 * ``ids``: the id column's values: 8 bytes per int64 id; for string ids their UTF-8 bytes
   plus the int32 offsets (``rows + 1`` per record batch);
+* ``fingerprints``: the ``input_fp`` column's values, 8 bytes per row (0 for a shard written
+  without it): a part of its own, not counted in ``ids``;
 * ``other``: the rest: the header's other fields (both copies), Arrow message metadata,
   the footer, magic bytes and buffer padding.
 
-``codes + params + ids + other == meta.file_bytes``. Pure Python; no Beam.
+``codes + params + ids + fingerprints + other == meta.file_bytes``. Pure Python; no Beam.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class ShardBytes:
         params: bytes of every level's params as stored (base64).
         ids: bytes of the id column's values and offsets.
         other: everything else (header fields, Arrow metadata, footer, padding).
+        fingerprints: bytes of the input fingerprint column (8 per row; 0 without it).
     """
 
     path: str
@@ -48,6 +52,7 @@ class ShardBytes:
     params: int
     ids: int
     other: int
+    fingerprints: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codes", tuple(self.codes))
@@ -55,7 +60,7 @@ class ShardBytes:
     @property
     def file_bytes(self) -> int:
         """The file's size: the sum of the parts."""
-        return sum(self.codes) + self.params + self.ids + self.other
+        return sum(self.codes) + self.params + self.ids + self.fingerprints + self.other
 
 
 def _base64_len(n: int) -> int:
@@ -69,14 +74,18 @@ def _id_bytes(meta: ShardMeta, ids: Any, batch_rows: int) -> int:
     return 4 * (meta.rows + batches) + sum(len(str(i).encode("utf-8")) for i in ids)
 
 
-def shard_bytes(meta: ShardMeta, ids: Any, levels: Sequence[Any]) -> ShardBytes:
-    """The :class:`ShardBytes` of the shard ``write_shard`` wrote from ``ids`` and ``levels``
-    (EncodedLevels) and described as ``meta``."""
+def shard_bytes(meta: ShardMeta, ids: Any, levels: Sequence[Any],
+                fingerprints: Any = None) -> ShardBytes:
+    """The :class:`ShardBytes` of the shard ``write_shard`` wrote from ``ids``, ``levels``
+    (EncodedLevels) and ``fingerprints`` (uint8 ``[rows, 8]``, or None) and described as
+    ``meta``."""
     codes = tuple(int(lv.codes.shape[0]) * int(lv.codes.shape[1]) for lv in levels)
     params = sum(_base64_len(len(lv.params.to_bytes())) for lv in levels)
     id_bytes = _id_bytes(meta, ids, MAX_BATCH_ROWS)
-    other = meta.file_bytes - sum(codes) - params - id_bytes
+    fp_bytes = 0 if fingerprints is None else int(fingerprints.nbytes)
+    other = meta.file_bytes - sum(codes) - params - id_bytes - fp_bytes
     if other < 0:
-        raise ValueError(f"shard {meta.path}: codes, params and ids add up to more than its "
-                         f"{meta.file_bytes} bytes (the file layout is not the one assumed)")
-    return ShardBytes(meta.path, codes, params, id_bytes, other)
+        raise ValueError(f"shard {meta.path}: codes, params, ids and fingerprints add up to "
+                         f"more than its {meta.file_bytes} bytes (the file layout is not the "
+                         f"one assumed)")
+    return ShardBytes(meta.path, codes, params, id_bytes, other, fp_bytes)

@@ -48,8 +48,8 @@ class ShardMeta:
         dim: vector dimension.
         file_bytes: size of the written file.
         levels: code columns, scan level first, rerank level last.
-        content_sha256: hex SHA-256 over the shard's ids, codes and params (see FORMAT.md);
-            independent of the container's bytes.
+        content_sha256: hex SHA-256 over the shard's ids, codes, params and input
+            fingerprints, if any (see FORMAT.md); independent of the container's bytes.
         file_sha256: hex SHA-256 of the whole file as written.
         id_type: ``"int64"`` or ``"string"``.
         id_min, id_max: smallest and largest id (ints, or strings compared as UTF-8 bytes).

@@ -39,6 +39,7 @@ from semq_transforms.eval import scan_topk, topk
 from semq_transforms.format import _arrowio as io_
 from semq_transforms.format import _header as hdr
 from semq_transforms.format import _ids as ids_
+from semq_transforms.format import fingerprint as fp_
 from semq_transforms.format.meta import LevelMeta, ShardMeta
 
 #: Rows per Arrow record batch (the last batch holds the rest).
@@ -217,7 +218,8 @@ def decode_rows(levels: Sequence[EncodedLevel], i: int, rows: Any) -> np.ndarray
 
 def write_shard(dest: str | os.PathLike | BinaryIO, *, ids: np.ndarray | Sequence[str],
                 levels: Sequence[EncodedLevel], path: str,
-                stats: Mapping[str, float] | None = None) -> ShardMeta:
+                stats: Mapping[str, float] | None = None,
+                fingerprints: np.ndarray | None = None) -> ShardMeta:
     """Write one shard file and return its :class:`ShardMeta`.
 
     Args:
@@ -228,32 +230,40 @@ def write_shard(dest: str | os.PathLike | BinaryIO, *, ids: np.ndarray | Sequenc
         path: the shard's path relative to the index root, recorded in the ShardMeta only
             (the file's bytes do not depend on where it is written).
         stats: JSON-safe finite numbers stored in the header and the ShardMeta.
+        fingerprints: uint8 ``[n, 8]``, the rows' input fingerprints
+            (:func:`~semq_transforms.format.fingerprint.row_fingerprints`), stored in the
+            ``input_fp`` column; None (default) writes a shard without them.
     Raises:
-        InvalidInputError (and subclasses): ids, levels or stats are not as described.
+        InvalidInputError (and subclasses): ids, levels, stats or fingerprints are not as
+            described.
     """
     levels = _check_levels(levels)
     rows, dim = levels[0].rows, levels[0].dim
     if not isinstance(path, str) or not path:
         raise InvalidInputError(f"path must be a non-empty relative path string, got {path!r}")
     stats = hdr.check_stats(stats)
+    if fingerprints is not None:
+        fingerprints = fp_.check_fingerprints(fingerprints, rows)
     id_type, id_arrays, id_min, id_max = ids_.id_batches(ids, rows, MAX_BATCH_ROWS)
     codes_sha256 = [hdr.codes_sha256(lv.codes) for lv in levels]
     header, content_sha256 = hdr.build_header(
         dim=dim, rows=rows, id_type=id_type, levels=levels, ids_sha256=ids_.ids_sha256(id_arrays),
-        codes_sha256=codes_sha256, stats=stats)
+        codes_sha256=codes_sha256, stats=stats, fingerprints_sha256=(
+            None if fingerprints is None else fp_.fingerprints_sha256(fingerprints)))
     params = hdr.params_metadata(levels)
     if max(len(header), len(params)) > hdr.MAX_HEADER_BYTES:  # a reader would refuse it
         raise InvalidInputError(f"the header is {len(header)} bytes and the params "
                                 f"{len(params)}; at most {hdr.MAX_HEADER_BYTES} are allowed")
-    schema = _schema(id_type, [lv.codes.shape[1] for lv in levels]).with_metadata(
-        {"semq": header})
+    columns = [lv.codes for lv in levels] + ([] if fingerprints is None else [fingerprints])
+    schema = _schema(id_type, [lv.codes.shape[1] for lv in levels],
+                     fingerprints is not None).with_metadata({"semq": header})
     with io_.open_dest(dest) as f:
         sink = io_.HashingSink(f)
         with pa.ipc.new_file(sink, schema, options=_WRITE_OPTIONS) as writer:
             for b, start in enumerate(range(0, rows, MAX_BATCH_ROWS)):
                 stop = min(start + MAX_BATCH_ROWS, rows)
-                columns = [id_arrays[b], *(_fixed_binary(lv.codes[start:stop]) for lv in levels)]
-                writer.write_batch(pa.record_batch(columns, schema=schema), custom_metadata=(
+                batch = [id_arrays[b], *(_fixed_binary(c[start:stop]) for c in columns)]
+                writer.write_batch(pa.record_batch(batch, schema=schema), custom_metadata=(
                     {hdr.PARAMS_KEY: params} if b == 0 else None))
     return ShardMeta(
         path=path, rows=rows, dim=dim, file_bytes=sink.nbytes,
@@ -284,10 +294,12 @@ def _check_levels(levels: Any) -> list[EncodedLevel]:
     return list(levels)
 
 
-def _schema(id_type: str, widths: Sequence[int]) -> pa.Schema:
+def _schema(id_type: str, widths: Sequence[int], fingerprints: bool) -> pa.Schema:
     id_field = pa.field("id", pa.int64() if id_type == "int64" else pa.string(), nullable=False)
+    fp_fields = [pa.field(fp_.COLUMN, pa.binary(fp_.FINGERPRINT_BYTES), nullable=False)]
     return pa.schema([id_field, *(pa.field(f"codes_{i}", pa.binary(w), nullable=False)
-                                  for i, w in enumerate(widths))])
+                                  for i, w in enumerate(widths)),
+                      *(fp_fields if fingerprints else [])])
 
 
 def _fixed_binary(codes: np.ndarray) -> pa.Array:
@@ -312,6 +324,8 @@ class Shard:
         header: the parsed header JSON (FORMAT.md lists its fields).
         file_bytes: size of the file.
         file_sha256: hex SHA-256 of the file, when read with ``verify=True`` (else None).
+        fingerprints: the rows' input fingerprints, read-only uint8 ``[rows, 8]``
+            (``format/fingerprint.py``); None for a shard written without them.
     """
 
     path: str
@@ -323,6 +337,7 @@ class Shard:
     header: dict[str, Any]
     file_bytes: int
     file_sha256: str | None = None
+    fingerprints: np.ndarray | None = None
 
     @property
     def content_sha256(self) -> str:
@@ -451,7 +466,7 @@ def _load(data: bytes, name: str) -> _Loaded:
         raise io_.problem(name, "container", f"record batches hold {sum(batch_rows)} rows, "
                                              f"the header says {header.rows}")
     io_.check_stream_copy(data, blocks, footer_start, reader.schema, name)
-    columns: list[list[pa.Array]] = [[] for _ in range(1 + len(header.levels))]
+    columns: list[list[pa.Array]] = [[] for _ in reader.schema]
     for i, rows in enumerate(batch_rows):
         try:
             batch = reader.get_batch(i)
@@ -466,9 +481,11 @@ def _load(data: bytes, name: str) -> _Loaded:
             columns[j].append(column)
     levels = [EncodedLevel(lv.codec, lv.params, _codes(columns[1 + k], lv.code_bytes))
               for k, lv in enumerate(header.levels)]
+    fingerprints = (_codes(columns[-1], fp_.FINGERPRINT_BYTES) if header.fingerprint
+                    else None)
     shard = Shard(path=name, dim=header.dim, rows=header.rows, id_type=header.id_type,
                   ids=ids_.ids_array(columns[0], header.id_type, name), levels=levels,
-                  header=header.raw, file_bytes=len(data))
+                  header=header.raw, file_bytes=len(data), fingerprints=fingerprints)
     return _Loaded(shard, header, columns)
 
 
@@ -487,7 +504,8 @@ def _open_ipc(buf: pa.Buffer, name: str, *, header_only: bool = False
         raise io_.problem(name, "header", "no 'semq' schema metadata: not a .semq shard")
     params = None if header_only else _params_metadata(reader, name)
     header = hdr.parse_header(raw, name, params, header_only=header_only)
-    expected = _schema(header.id_type, [lv.code_bytes for lv in header.levels])
+    expected = _schema(header.id_type, [lv.code_bytes for lv in header.levels],
+                       header.fingerprint is not None)
     if not schema.remove_metadata().equals(expected, check_metadata=True):
         raise io_.problem(name, "schema", f"columns are {_describe(schema)}; the header "
                                           f"implies {_describe(expected)} (and no field "
@@ -526,6 +544,8 @@ def _describe(schema: pa.Schema) -> str:
 def _part(header: hdr.Header, column: int) -> str:
     if column == 0:
         return "ids"
+    if column > len(header.levels):
+        return "fingerprints"
     return f"codes of level {column - 1} ({header.levels[column - 1].codec.spec})"
 
 
@@ -549,6 +569,9 @@ def _digest_problems(loaded: _Loaded) -> list[str]:
         stored["params" + label] = lv.params_sha256
         found["codes" + label] = hdr.codes_sha256(levels[i].codes)
         stored["codes" + label] = header.codes_sha256[i]
+    if header.fingerprints_sha256 is not None:
+        found["fingerprints"] = fp_.fingerprints_sha256(loaded.shard.fingerprints)
+        stored["fingerprints"] = header.fingerprints_sha256
     problems = [f"{part}: digest mismatch (stored {stored[part][:16]}..., content hashes to "
                 f"{found[part][:16]}...)" for part in found if found[part] != stored[part]]
     if problems:
@@ -558,7 +581,7 @@ def _digest_problems(loaded: _Loaded) -> list[str]:
         specs=[lv.codec.spec for lv in header.levels],
         code_bytes=[lv.code_bytes for lv in header.levels], ids_sha256=found["ids"],
         params_sha256=[lv.params_sha256 for lv in header.levels],
-        codes_sha256=list(header.codes_sha256))
+        codes_sha256=list(header.codes_sha256), fingerprints_sha256=header.fingerprints_sha256)
     if content != header.content_sha256:
         return [(f"header: content digest mismatch (stored {header.content_sha256[:16]}..., "
                  f"content hashes to {content[:16]}...)")]

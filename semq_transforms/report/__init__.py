@@ -1,8 +1,8 @@
 """The run report of the ingestion job, as people read it (no Beam).
 
 * :mod:`~semq_transforms.report.figures`: derived figures of ``report.json``: the byte split
-  of the published shards (codes per level, params, ids, other; bits/dim) and the run's
-  wall time and rows/s.
+  of the published shards (codes per level, params, ids, input fingerprints, other;
+  bits/dim) and the run's wall time and rows/s.
 * :mod:`~semq_transforms.report.markdown`: ``report.md``.
 * :mod:`~semq_transforms.report.plot`: ``report.svg``, recall@k and compression per shard.
 * :mod:`~semq_transforms.report.units`: ``12.4 MiB``, ``3.2 s``, ``20,000``.

@@ -20,7 +20,7 @@ from semq_transforms.format.meta import ShardMeta
 __all__ = ["PARTS", "byte_split", "run_timing", "shard_split"]
 
 #: The parts of a shard file besides its codes, in report order.
-PARTS = ("params", "ids", "other")
+PARTS = ("params", "ids", "fingerprints", "other")
 
 
 def _bits_per_dim(nbytes: int, rows: int, dim: int | None) -> float | None:
@@ -29,11 +29,11 @@ def _bits_per_dim(nbytes: int, rows: int, dim: int | None) -> float | None:
 
 def shard_split(split: ShardBytes | None) -> dict[str, Any] | None:
     """One shard's byte split as a JSON dict (``codes`` per level, ``params``, ``ids``,
-    ``other``); None when unknown."""
+    ``fingerprints`` (input fingerprints), ``other``); None when unknown."""
     if split is None:
         return None
     return {"codes": list(split.codes), "params": split.params, "ids": split.ids,
-            "other": split.other}
+            "fingerprints": split.fingerprints, "other": split.other}
 
 
 def byte_split(metas: Sequence[ShardMeta], splits: Mapping[str, ShardBytes] | None, *,
@@ -41,10 +41,11 @@ def byte_split(metas: Sequence[ShardMeta], splits: Mapping[str, ShardBytes] | No
     """The published shards' bytes by part, summed over shards.
 
     Returns ``{"bits_per_dim": all bytes * 8 / (rows * dim), "levels": [{"level", "codec",
-    "code_bytes_per_row", "codes", "bits_per_dim"}, ...], "params", "ids", "other"}``.
-    ``codes`` and bits/dim of a level come from the shard metadata (``rows * code_bytes``);
-    ``params`` / ``ids`` / ``other`` need ``splits`` (path -> ShardBytes) for every shard and
-    are None otherwise. Bits/dim are None without rows or ``dim``.
+    "code_bytes_per_row", "codes", "bits_per_dim"}, ...], "params", "ids", "fingerprints",
+    "other"}``. ``codes`` and bits/dim of a level come from the shard metadata (``rows *
+    code_bytes``); ``params`` / ``ids`` / ``fingerprints`` / ``other`` need ``splits`` (path ->
+    ShardBytes) for every shard and are None otherwise. Bits/dim are None without rows or
+    ``dim``.
     """
     rows = sum(m.rows for m in metas)
     total = sum(m.file_bytes for m in metas)

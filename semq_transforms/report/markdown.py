@@ -73,7 +73,8 @@ def _glance(report: Mapping[str, Any]) -> list[str]:
 
 
 def _size_table(b: Mapping[str, Any]) -> list[str]:
-    """Bytes by part: codes of each level (with bits/dim), params, ids, other, total."""
+    """Bytes by part: codes of each level (with bits/dim), params, ids, input fingerprints,
+    other, total."""
     out = b["out"]
 
     def share(n: int) -> str:
@@ -85,6 +86,7 @@ def _size_table(b: Mapping[str, Any]) -> list[str]:
                      f"{human_bytes(lv['codes'])} | {share(lv['codes'])} | "
                      f"{_bits(lv['bits_per_dim'])} |")
     labels = {"params": "codec params", "ids": "ids",
+              "fingerprints": "input fingerprints (8 bytes/row)",
               "other": "other (headers, footers, padding)"}
     for part, label in labels.items():
         if b.get(part) is not None:

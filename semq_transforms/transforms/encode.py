@@ -8,12 +8,15 @@ global position, encode and write each shard, and measure retrieval on a query s
                                                        queries=queries, k=10)
     encoded.metas       # PCollection[ShardMeta]
     encoded.neighbors   # PCollection[ShardNeighbors]: per shard exact and compressed top-k
-    encoded.shard_bytes # PCollection[ShardBytes]: per shard bytes of codes, params, ids, other
+    encoded.shard_bytes # PCollection[ShardBytes]: per shard bytes of codes, params, ids, ...
 
 **Shards.** Shard ``n`` holds the accepted rows whose global input position is in
 ``[n * rows_per_shard, (n + 1) * rows_per_shard)``, in position order. Rejected rows leave
 gaps, so a shard may hold fewer rows (or not exist): the cut depends only on the input and
 the config, never on how the runner split or ordered the work. Memory is bounded by one shard.
+
+**Fingerprints.** Every shard stores its rows' input fingerprints (``format/fingerprint.py``,
+64 bits per row), so ``Index.diff`` tells a row whose input changed from one re-encoded.
 
 **Checks.** Every shard is read back from storage after it is written and its size and SHA-256
 compared with what the writer produced (:func:`check_written`), on the worker that wrote it.
@@ -53,6 +56,7 @@ from apache_beam.metrics import Metrics
 
 from semq_transforms.errors import IntegrityError
 from semq_transforms.eval import exact_knn, knn_intersection_measure, merge_topk
+from semq_transforms.format.fingerprint import row_fingerprints
 from semq_transforms.format.layout import shard_bytes
 from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import (
@@ -261,10 +265,13 @@ class _EncodeShardFn(beam.DoFn):
             self._store.refuse_published_run(self._run_id,
                                              after=self._folder_checked_through)
             self._folder_checked = True
+        fingerprints = row_fingerprints(shard.vectors)      # what Index.diff compares
         with self._store.open_write(path) as f:
-            meta = write_shard(f, ids=shard.ids, levels=levels, path=path)
+            meta = write_shard(f, ids=shard.ids, levels=levels, path=path,
+                               fingerprints=fingerprints)
         check_written(self._store, meta)
-        yield beam.pvalue.TaggedOutput(SHARD_BYTES, shard_bytes(meta, shard.ids, levels))
+        yield beam.pvalue.TaggedOutput(SHARD_BYTES, shard_bytes(meta, shard.ids, levels,
+                                                                fingerprints))
         meta = dataclasses.replace(meta, validation=validation)
         self._shards_written.inc()
         self._bytes_out.inc(meta.file_bytes)
