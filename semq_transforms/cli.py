@@ -7,7 +7,7 @@ files), 141 the output's reader went away (a pipe into head closed early). --jso
 JSON document on stdout; errors go to stderr and name the URL they concern.
 
 Nothing here imports Apache Beam (its import logs warnings a reader of an index cannot act
-on): run reports are read here, not through ``semq_transforms.transforms.publish``.
+on): run reports are read with ``semq_transforms.report.files``, which the job uses too.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ EXIT_OK, EXIT_CHECK_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 #: Exit code when stdout is a pipe closed by its reader (128 + SIGPIPE, as a shell reports
 #: a command killed by the signal).
 EXIT_BROKEN_PIPE = 141
-#: Largest run report read (as ``transforms.publish.MAX_REPORT_BYTES``).
-MAX_REPORT_BYTES = 64 << 20
 #: Column names ``restore`` writes when the version's run report does not name them: the
 #: ingestion job's defaults (``input.id_column``, ``input.vector_column``).
 DEFAULT_ID_COLUMN, DEFAULT_VECTOR_COLUMN = "id", "embedding"
@@ -116,10 +114,11 @@ def _run_report(store, manifest) -> dict[str, Any] | None:
     """The report (``runs/<run_id>/report.json``) of the job run that published
     ``manifest``, or None: no report (an index built with ``build_index``), unreadable, or
     of another attempt of that run (its ``version`` is not the manifest's)."""
+    from semq_transforms.report.files import read_report
+
     try:
-        report = json.loads(store.read_bytes(f"runs/{manifest.run_id}/report.json",
-                                             MAX_REPORT_BYTES))
-    except (OSError, SemqError, ValueError, RecursionError):
+        report = read_report(store, manifest.run_id)
+    except (OSError, SemqError, RecursionError):
         return None
     if not isinstance(report, dict) or report.get("version") != manifest.version or type(
             report.get("version")) is not int:

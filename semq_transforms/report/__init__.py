@@ -3,11 +3,12 @@
 * :mod:`~semq_transforms.report.figures`: derived figures of ``report.json``: the byte split
   of the published shards (codes per level, params, ids, input fingerprints, other;
   bits/dim) and the run's wall time and rows/s.
+* :mod:`~semq_transforms.report.files`: where a run's report is in the index, and reading it.
 * :mod:`~semq_transforms.report.markdown`: ``report.md``.
 * :mod:`~semq_transforms.report.plot`: ``report.svg``, recall@k and compression per shard.
 * :mod:`~semq_transforms.report.units`: ``12.4 MiB``, ``3.2 s``, ``20,000``.
 
-The report dict itself is built, and the files written, by
+The report dict itself is built, and its files written, by
 :mod:`semq_transforms.transforms.publish`.
 """
 

@@ -29,7 +29,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from semq_transforms.config import redact_url
-from semq_transforms.errors import FormatError, SemqError
+from semq_transforms.errors import SemqError
 from semq_transforms.eval import knn_intersection_measure
 from semq_transforms.format.layout import ShardBytes
 from semq_transforms.format.manifest import Manifest
@@ -38,6 +38,7 @@ from semq_transforms.format.shard import level_codecs
 from semq_transforms.format.signing import load_private_key
 from semq_transforms.format.store import IndexStore
 from semq_transforms.report.figures import byte_split, run_timing, shard_split
+from semq_transforms.report.files import read_report, report_path
 from semq_transforms.report.markdown import report_markdown
 from semq_transforms.report.plot import report_svg
 from semq_transforms.transforms._worker import worker_setup
@@ -57,14 +58,6 @@ TOTAL_KEYS = ("rows_read", "rows_accepted", "rows_rejected", "bytes_read",
 
 #: The suffix of the report a run writes just before it commits (``report.pending.json``).
 PENDING_SUFFIX = "pending.json"
-#: Reports are read back (a rerun completing one) up to this size.
-MAX_REPORT_BYTES = 64 << 20
-
-
-def report_path(run_id: str, suffix: str = "json") -> str:
-    """The report's path relative to the index root: ``runs/<run_id>/report.<suffix>``."""
-    return f"runs/{run_id}/report.{suffix}"
-
 
 class _SumTotalsFn(beam.CombineFn):
     """Batches, or per-shard counts dicts from ``ReadShards`` -> {rows_read, rows_accepted,
@@ -236,17 +229,6 @@ def _committed_by_this_run(manifest: Manifest, metas: Sequence[ShardMeta], run_i
     metadata (paths, digests, sizes, validation)."""
     return (manifest.run_id == run_id and manifest.input_fingerprint == fingerprint
             and list(manifest.shards) == list(metas))
-
-
-def read_report(store: IndexStore, run_id: str, suffix: str = "json") -> dict | None:
-    """The run's report (``suffix`` ``"json"``, or :data:`PENDING_SUFFIX` for the copy a
-    run writes before it commits) as a dict; None when it is missing, unreadable, over
-    :data:`MAX_REPORT_BYTES` or not a JSON object."""
-    try:
-        report = json.loads(store.read_bytes(report_path(run_id, suffix), MAX_REPORT_BYTES))
-    except (FileNotFoundError, FormatError, ValueError):
-        return None
-    return report if isinstance(report, dict) else None
 
 
 def _report_version(store: IndexStore, run_id: str) -> int | None:
