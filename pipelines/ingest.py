@@ -76,8 +76,8 @@ from semq_transforms.config import JobConfig, load_config
 from semq_transforms.errors import NothingToPublishError, SemqError
 from semq_transforms.format.store import IndexStore
 from semq_transforms.report.units import human_bytes, human_count, human_seconds
+from semq_transforms.sharding import ShardLayout
 from semq_transforms.transforms.ingest import input_fingerprint, make_read, run_id_for
-from semq_transforms.transforms.planning import plan_shards
 from semq_transforms.transforms.progress import runs_locally, show_progress
 from semq_transforms.transforms.publish import failure_report, report_path, write_report
 from semq_transforms.transforms.runners import direct_options
@@ -180,7 +180,7 @@ def _progress(args: argparse.Namespace, options: PipelineOptions, config: JobCon
     if args.quiet or not sys.stderr.isatty() or not runs_locally(options):
         return contextlib.nullcontext()
     plan = job.read.plan
-    shards = len(plan_shards(plan.splits, config.encode.rows_per_shard))
+    shards = ShardLayout(config.encode.rows_per_shard, plan.total_rows).shards
     return show_progress(sys.stderr, shards=shards, rows=plan.total_rows)
 
 

@@ -21,15 +21,9 @@ from semq_transforms.format.fingerprint import row_fingerprints
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.shard import encode_levels, write_shard
 from semq_transforms.format.store import IndexStore
+from semq_transforms.sharding import ShardLayout
 
 DEFAULT_ROWS_PER_SHARD = 100_000
-
-
-def shard_ranges(rows: int, rows_per_shard: int) -> list[tuple[int, int]]:
-    """Contiguous ``[start, stop)`` row ranges of at most ``rows_per_shard`` rows, in order."""
-    if rows_per_shard < 1:
-        raise InvalidInputError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
-    return [(s, min(s + rows_per_shard, rows)) for s in range(0, rows, rows_per_shard)]
 
 
 def _check_unique(ids: np.ndarray | Sequence[str]) -> None:
@@ -58,7 +52,8 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
         x: float32 ``[n, d]``.
         ids: int64 ``[n]`` or ``n`` strings, unique (default: ``0..n-1``).
         codecs: code levels per shard, scan level first (``["semq1", "semq4"]``).
-        rows_per_shard: shard size; each shard fits its own codec parameters.
+        rows_per_shard: shard size; each shard fits its own codec parameters. A remainder
+            of fewer than half a shard joins the last shard (``sharding.ShardLayout``).
         run_id: names the run folder the shards are written to (default: a new
             ``build-<16 hex>`` per call). A folder a committed version uses is refused
             (``RunFolderInUseError``): its files must not change.
@@ -70,6 +65,10 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
         The committed manifest.
     """
     x = check_vectors(x, "x")
+    if isinstance(rows_per_shard, bool) or not isinstance(rows_per_shard, (int, np.integer)) \
+            or rows_per_shard < 1:
+        raise InvalidInputError(f"rows_per_shard must be an int >= 1, got {rows_per_shard!r}")
+    layout = ShardLayout(int(rows_per_shard), x.shape[0])
     ids = np.arange(x.shape[0], dtype=np.int64) if ids is None else ids
     if len(ids) != x.shape[0]:
         raise InvalidInputError(f"ids has {len(ids)} entries, x has {x.shape[0]} rows")
@@ -81,7 +80,7 @@ def build_index(url: str, x: np.ndarray, *, ids: np.ndarray | Sequence[str] | No
     else:
         store.refuse_published_run(run_id)
     shards = []
-    for number, (start, stop) in enumerate(shard_ranges(x.shape[0], rows_per_shard)):
+    for number, (start, stop) in enumerate(layout.ranges()):
         levels = encode_levels(x[start:stop], codecs)
         path = store.shard_path(run_id, number)
         with store.open_write(path) as f:

@@ -407,9 +407,9 @@ class ValidationConfig(_Model):
                                                                  "rejected")
     min_compression_ratio: float = Field(
         DEFAULT_MIN_COMPRESSION_RATIO, ge=0, allow_inf_nan=False,
-        description="publish only if the index is at least this many times smaller than the "
-                    "float32 vectors it encodes (0 = no check; per-shard params can make small "
-                    "shards bigger than their input)")
+        description="publish only if every shard is at least this many times smaller than "
+                    "the float32 vectors it encodes (0 = no check; per-shard params can make "
+                    "small shards bigger than their input)")
     reject_zero_vectors: bool = Field(True, description="reject all-zero vectors (they have "
                                                         "no direction); false = encode them")
 

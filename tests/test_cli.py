@@ -361,7 +361,7 @@ def test_restore_writes_row_groups_that_reingest_without_rereads(tmp_path, capsy
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000, 1000, 500]
     splits = plan_splits([str(dest)], vector_column="embedding", id_column="id")
     for rows_per_shard in (1000, 2000):
-        runs = plan_runs(plan_shards(splits, rows_per_shard), rows_per_shard)
+        runs = plan_runs(plan_shards(splits, rows_per_shard))
         assert sum(decoded_rows(run) for run in runs) == 2500
 
 

@@ -164,7 +164,7 @@ def test_cli_publishes_to_s3_and_index_searches_over_s3(s3_job, tmp_path, capsys
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(run_dir, detail=False))
     assert {"report.json", "report.md", "dead_letters.parquet"} <= set(names)
     assert [n for n in names if n.endswith(".semq")] == [
-        f"shard-{i:05d}.semq" for i in range(5)]              # 2001 rows / 500 per shard
+        f"shard-{i:05d}.semq" for i in range(4)]   # 2004 rows / 500: the last holds 504
 
     text, report = read_report(job, run_id)
     assert report["gate"] == {"passed": True, "problems": []}
@@ -203,7 +203,7 @@ def test_cli_publishes_to_s3_and_index_searches_over_s3(s3_job, tmp_path, capsys
     assert recall >= 0.9, recall
     verified = index.verify()
     assert verified.ok, verified.problems
-    assert verified.shards_checked == 5
+    assert verified.shards_checked == 4
 
 
 def test_second_run_failing_gate_publishes_nothing_on_s3(s3_job, tmp_path, capsys):
@@ -297,7 +297,8 @@ def test_dry_run_on_s3_probes_the_bucket_and_leaves_it_as_it_was(s3_job, tmp_pat
     assert (f"s3://{bucket}/input/part-00002.parquet: 4 rows, vectors variable-length "
             f"lists") in out
     assert f"dimension: {DIM} (input.dim;" in out and "1 file(s) of variable-length" in out
-    assert "shards: 5 of up to 500 rows" in out and "codecs: semq2, semq8" in out
+    assert ("shards: 4 of 500 rows (encode.rows_per_shard), the last 504 (a remainder under "
+            "half a shard joins it)\n") in out and "codecs: semq2, semq8" in out
     assert f"output: {job['url']} (bucket '{bucket}' exists); run folder " \
            f"{job['url']}/runs/{run_id}/" in out
     for value in (SECRET_KEY, ACCESS_KEY):

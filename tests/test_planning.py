@@ -14,6 +14,7 @@ import pytest
 from semq_transforms.transforms.planning import (
     READS_PER_SPLIT,
     FileOffsets,
+    ShardLayout,
     _id_hash,
     bucket_duplicates,
     decoded_rows,
@@ -58,10 +59,15 @@ def two_files(tmp_path):
 def test_shard_tasks_cover_every_position_once(two_files, rows_per_shard):
     plan, _ = two_files
     tasks = plan_shards(plan.splits, rows_per_shard)
-    assert [t.shard_no for t in tasks] == sorted({p // rows_per_shard
-                                                  for p in range(plan.total_rows)})
+    assert [t.shard_no for t in tasks] == list(range(len(tasks)))
+    # the ranges tile the input: full shards, then a last one of half to 1.5 shards
+    assert [t.start for t in tasks[1:]] == [t.stop for t in tasks[:-1]] == [
+        n * rows_per_shard for n in range(1, len(tasks))]
+    assert tasks[0].start == 0 and tasks[-1].stop == plan.total_rows == 205
+    last = tasks[-1].stop - tasks[-1].start
+    assert (rows_per_shard / 2 <= last < 1.5 * rows_per_shard if len(tasks) > 1
+            else last == 205)
     for t in tasks:
-        assert t.stop - t.start == rows_per_shard
         # exactly the splits that overlap the range
         assert list(t.splits) == [s for s in plan.splits
                                   if s.global_row_offset < t.stop
@@ -127,7 +133,7 @@ def test_bucket_duplicates_match_brute_force(kind, buckets):
             grouped.setdefault(bucket, []).append(value)
     found: dict[int, str] = {}
     for bucket in sorted(grouped):
-        for shard_no, dups in bucket_duplicates(grouped[bucket], rows_per_shard=100,
+        for shard_no, dups in bucket_duplicates(grouped[bucket], layout=ShardLayout(100, 1400),
                                                 files=files):
             assert all(p // 100 == shard_no for p in dups)
             found.update(dups)
@@ -283,7 +289,7 @@ def _splits(sizes: list[int], fmt: str = "parquet") -> list[Split]:
 def _runs(sizes, rows_per_shard, fmt="parquet", **kwargs):
     splits = _splits(sizes, fmt)
     tasks = plan_shards(splits, rows_per_shard)
-    return tasks, plan_runs(tasks, rows_per_shard, **kwargs), sum(sizes)
+    return tasks, plan_runs(tasks, **kwargs), sum(sizes)
 
 
 @pytest.mark.parametrize("sizes, rows_per_shard, fmt, lengths", [
@@ -292,8 +298,9 @@ def _runs(sizes, rows_per_shard, fmt="parquet", **kwargs):
     ([63] * 64, 64, "parquet", [1] * 63),      # (not chained into one long run)
     ([1000], 100, "parquet", [3, 3, 4]),       # a group of 10 shards: READS_PER_SPLIT runs
     ([1000], 100, "arrow", [3, 3, 4]),         # Arrow record batches alike
-    ([1000, 1000], 150, "parquet", [2, 2, 4, 3, 3]),  # 7 + 8 shards; the shard holding both
-    #                                                   groups joins their runs
+    ([1000, 1000], 150, "parquet", [2, 2, 4, 3, 2]),  # 13 shards (the last holds 200 rows);
+    #                                                   the shard holding both groups joins
+    #                                                   their runs
     ([1000], 100, "npy", [1] * 10),            # NPY is read from any row: a shard each
 ])
 def test_runs_group_the_shards_a_big_row_group_spans(sizes, rows_per_shard, fmt, lengths):
@@ -302,7 +309,7 @@ def test_runs_group_the_shards_a_big_row_group_spans(sizes, rows_per_shard, fmt,
     assert [t for r in runs for t in r.shards] == tasks   # every shard once, in order
     decoded = sum(decoded_rows(r) for r in runs)
     # a task per shard decodes a 10-shard group ~5.5 times; runs at most ~2 times
-    per_shard = sum(decoded_rows(r) for r in plan_runs(tasks, rows_per_shard,
+    per_shard = sum(decoded_rows(r) for r in plan_runs(tasks,
                                                         reads_per_split=10**6))
     if lengths[0] == 3 and fmt == "parquet":
         assert per_shard == 5_500 and decoded == 1_900  # 300 + 600 + 1000
@@ -319,15 +326,15 @@ def test_a_read_skips_the_row_groups_of_its_split_before_its_first_row(fmt):
     groups = (1000,) * 8
     split = Split("f", fmt, 0, 8000, 0, tuple(range(8)), None, groups)
     tasks = plan_shards([split], 1000)
-    runs = plan_runs(tasks, 1000)
+    runs = plan_runs(tasks)
     assert [len(r.shards) for r in runs] == [1] * 8
     assert [decoded_rows(r) for r in runs] == [1000] * 8
-    # shards of 1,500: a shard starting inside a group decodes that group's head (Parquet)
-    # or loads it whole (Arrow), not the groups before it
-    runs = plan_runs(plan_shards([split], 1500), 1500)
+    # shards of 1,500 (the last holds 2,000: the 500 left over join it): a shard starting
+    # inside a group decodes that group's head (Parquet) or loads it whole (Arrow), not the
+    # groups before it
+    runs = plan_runs(plan_shards([split], 1500))
     assert [decoded_rows(r) for r in runs] == (
-        [1500, 2000, 1500, 2000, 1500, 1000] if fmt == "parquet"
-        else [2000, 2000, 2000, 2000, 2000, 1000])
+        [1500, 2000, 1500, 2000, 2000] if fmt == "parquet" else [2000] * 5)
 
 
 def test_runs_never_decode_more_than_a_shard_per_task_and_bound_it():
@@ -345,14 +352,14 @@ def test_runs_never_decode_more_than_a_shard_per_task_and_bound_it():
             assert [t.shard_no for t in r.shards] == list(range(
                 r.key, r.key + len(r.shards)))
             assert len(r.shards) <= 2 * spanned   # runs stay short: tasks stay parallel
-        one_each = plan_runs(tasks, rows_per_shard, reads_per_split=10**6)
+        one_each = plan_runs(tasks, reads_per_split=10**6)
         decoded = sum(decoded_rows(r) for r in runs)
         assert decoded <= sum(decoded_rows(r) for r in one_each)
         assert decoded <= (READS_PER_SPLIT + 1) / 2 * total  # each split at most twice
-        assert sum(decoded_rows(r) for r in plan_runs(tasks, rows_per_shard,
+        assert sum(decoded_rows(r) for r in plan_runs(tasks,
                                                       reads_per_split=1)) == total
     with pytest.raises(ValueError, match="reads_per_split"):
-        plan_runs(tasks, 10, reads_per_split=0)
+        plan_runs(tasks, reads_per_split=0)
 
 
 def test_a_run_reads_its_row_group_once_and_hands_over_each_shard_as_it_is_read(tmp_path):
@@ -372,7 +379,7 @@ def test_a_run_reads_its_row_group_once_and_hands_over_each_shard_as_it_is_read(
                "ids_url": None, "reject_zero_vectors": True, "storage_options": None}
     duplicates = {28_000: "first occurrence: one-group.parquet row 27999"}
     tasks = plan_shards(plan.splits, rows_per_shard)
-    runs = plan_runs(tasks, rows_per_shard)
+    runs = plan_runs(tasks)
     assert [len(r.shards) for r in runs] == [4, 4, 4]
     one_by_one = [read_shard(t, dim=dim, duplicates=duplicates, **options) for t in tasks]
     in_runs = []
@@ -418,7 +425,7 @@ def test_row_groups_of_a_shard_merged_into_bigger_splits_are_read_once(tmp_path)
                "ids_url": None, "reject_zero_vectors": True, "storage_options": None}
     once = sum(b.bytes_read for s in plan.splits for b in iter_split(s, dim=64, **options))
     tasks = plan_shards(plan.splits, 1000)
-    reads = [r for run in plan_runs(tasks, 1000)
+    reads = [r for run in plan_runs(tasks)
              for _, r in read_shards(run, dim=64, **options)]
     assert [r.counts["rows_read"] for r in reads] == [1000] * 16
     np.testing.assert_array_equal(np.concatenate([r.vectors for r in reads]), x)
@@ -435,7 +442,7 @@ def test_the_planned_reads_of_an_arrow_batch_are_what_is_read(tmp_path):
     plan = plan_inputs(url, batch_rows=1000)
     options = {"vector_column": "embedding", "id_column": "id", "batch_rows": 1000,
                "ids_url": None, "reject_zero_vectors": True, "storage_options": None}
-    runs = plan_runs(plan_shards(plan.splits, 10_000), 10_000)
+    runs = plan_runs(plan_shards(plan.splits, 10_000))
     assert [len(r.shards) for r in runs] == [3, 3, 4]
     once = sum(b.bytes_read for s in plan.splits for b in iter_split(s, dim=32, **options))
     read = sum(found.counts["bytes_read"] for run in runs
@@ -453,7 +460,7 @@ def test_reads_of_rows_more_than_once_are_warned_of_by_cause(tmp_path, caplog):
     read = ReadEmbeddings(url, batch_rows=6000)
     with caplog.at_level("WARNING"):
         ReadShards(read, rows_per_shard=6000)
-    assert not caplog.records
+    assert not [r for r in caplog.records if r.name.startswith("semq_transforms")]
     with caplog.at_level("WARNING"):
         ReadShards(read, rows_per_shard=1000)  # runs of 2 shards: 1/3 + 2/3 + 1 = 2x
     assert "big.parquet: the plan reads the input 2.00 times over, this file 2.00 times: its " \

@@ -80,7 +80,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys, flag):
     assert f"file://{tmp_path}/in/part-00000.parquet: 300 rows, vectors fixed_size_list of " \
            f"{DIM}" in out
     assert f"dimension: {DIM} (input.dim;" in out
-    assert "shards: 3 of up to 200 rows" in out
+    assert "shards: 3 of 200 rows (encode.rows_per_shard)\n" in out
     assert "codecs: semq2, semq8" in out
     assert f"output: {index} (local folder, to be created in a writable folder)" in out
     assert "index: no version yet; the run would publish version 1" in out
@@ -99,7 +99,7 @@ def test_dry_run_on_a_published_index_changes_none_of_its_files(tmp_path, capsys
     data["encode"]["rows_per_shard"] = 100
     assert main(["--config", config_file(tmp_path, data, "other.yaml"), "--plan-only"]) == 0
     out = capsys.readouterr().out
-    assert "shards: 6 of up to 100 rows" in out
+    assert "shards: 6 of 100 rows (encode.rows_per_shard)\n" in out
     assert "local folder, exists and is writable" in out
     assert "latest version 1; the run would publish version 2" in out
     assert files_under(index) == before

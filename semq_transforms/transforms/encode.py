@@ -1,7 +1,7 @@
 """The middle of the ingestion pipeline as Beam transforms: cut accepted rows into shards by
 global position, encode and write each shard, and measure retrieval on a query sample.
 
-    shards = read.batches | "Cut shards" >> CutShards(100_000)
+    shards = read.batches | "Cut shards" >> CutShards(100_000, total_rows=read.plan.total_rows)
     queries = read.batches | "Sample queries" >> SampleQueries(n=256, seed=0)
     encoded = shards | "Encode shards" >> EncodeShards(index_url, run_id=run_id,
                                                        codecs=["semq1", "semq4"],
@@ -11,7 +11,9 @@ global position, encode and write each shard, and measure retrieval on a query s
     encoded.shard_bytes # PCollection[ShardBytes]: per shard bytes of codes, params, ids, ...
 
 **Shards.** Shard ``n`` holds the accepted rows whose global input position is in
-``[n * rows_per_shard, (n + 1) * rows_per_shard)``, in position order. Rejected rows leave
+``[n * rows_per_shard, (n + 1) * rows_per_shard)``, in position order; a remainder under half
+a shard joins the last one (:class:`~semq_transforms.transforms.planning.ShardLayout`: so no
+shard is small enough for its params to outweigh its codes). Rejected rows leave
 gaps, so a shard may hold fewer rows (or not exist): the cut depends only on the input and
 the config, never on how the runner split or ordered the work. Memory is bounded by one shard.
 
@@ -69,7 +71,7 @@ from semq_transforms.format.shard import (
 from semq_transforms.format.store import IndexStore
 from semq_transforms.index import DEFAULT_RERANK_FACTOR, check_count
 from semq_transforms.transforms._worker import worker_setup
-from semq_transforms.transforms.planning import ShardRows, splitmix64
+from semq_transforms.transforms.planning import ShardLayout, ShardRows, splitmix64
 from semq_transforms.transforms.progress import record_shard
 from semq_transforms.transforms.read import (
     COUNTS,
@@ -117,14 +119,14 @@ def position_hash(positions: np.ndarray, seed: int) -> np.ndarray:
 class _SliceByShardFn(beam.DoFn):
     """Batch -> ``(shard_no, (positions, ids, vectors))`` per shard the batch touches."""
 
-    def __init__(self, rows_per_shard: int) -> None:
+    def __init__(self, layout: ShardLayout) -> None:
         super().__init__()
-        self._rows_per_shard = rows_per_shard
+        self._layout = layout
 
     def process(self, batch: Batch) -> Iterator[tuple[int, tuple]]:
         if not batch.accepted:
             return
-        shard_nos = batch.positions // self._rows_per_shard
+        shard_nos = self._layout.shard_of(batch.positions)
         # positions are ascending within a batch, so each shard is one contiguous slice
         bounds = np.flatnonzero(np.diff(shard_nos)) + 1
         for start, stop in zip([0, *bounds], [*bounds, batch.accepted], strict=True):
@@ -147,17 +149,16 @@ def _assemble_shard(item: tuple[int, Any]) -> ShardRows:
 
 class CutShards(beam.PTransform):
     """Batches -> one :class:`ShardRows` per non-empty shard of ``rows_per_shard`` global
-    positions (a GroupByKey of batch slices; memory bounded by one shard)."""
+    positions of ``total_rows`` (:class:`~semq_transforms.transforms.planning.ShardLayout`;
+    a GroupByKey of batch slices; memory bounded by one shard)."""
 
-    def __init__(self, rows_per_shard: int) -> None:
+    def __init__(self, rows_per_shard: int, *, total_rows: int) -> None:
         super().__init__()
-        if type(rows_per_shard) is not int or rows_per_shard < 1:
-            raise ValueError(f"rows_per_shard must be an int >= 1, got {rows_per_shard!r}")
-        self._rows_per_shard = rows_per_shard
+        self._layout = ShardLayout(rows_per_shard, total_rows)
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
         return (batches
-                | "Slice batches by shard" >> beam.ParDo(_SliceByShardFn(self._rows_per_shard))
+                | "Slice batches by shard" >> beam.ParDo(_SliceByShardFn(self._layout))
                 | "Group slices by shard" >> beam.GroupByKey()
                 | "Assemble shards" >> beam.Map(_assemble_shard))
 

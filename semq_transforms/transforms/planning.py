@@ -4,8 +4,12 @@ query sample's splits, duplicate ids, and reading one shard's rows.
 **Shards.** Shard ``n`` holds the accepted rows whose global input position is in
 ``[n * rows_per_shard, (n + 1) * rows_per_shard)`` (contiguous ranges, not an id hash: a
 range depends only on the input order, keeps each file's rows together, and lets a shard be
-planned from metadata alone). :func:`plan_shards` turns the input plan into one
-:class:`ShardTask` per non-empty range, listing the splits that overlap it. So vectors never
+planned from metadata alone), except that a remainder of fewer than half a shard joins the
+shard before it (:class:`ShardLayout`): a shard's params cost the same whatever its rows, so
+a small last shard would be the one least compressed, even bigger than its input
+(:class:`~semq_transforms.sharding.ShardLayout`).
+:func:`plan_shards` turns the input plan into one :class:`ShardTask` per shard, listing the
+splits that overlap it. So vectors never
 travel between workers: a shard is read, checked, encoded and written in one place, and
 memory is bounded by the shards in flight, not by the input.
 
@@ -58,9 +62,11 @@ import numpy as np
 
 from semq_transforms._urls import redact_url
 from semq_transforms.errors import InputReadError
+from semq_transforms.sharding import ShardLayout
 from semq_transforms.transforms.sources import Batch, Split, iter_split
 
-__all__ = ["READS_PER_SPLIT", "FileOffsets", "ShardRead", "ShardRows", "ShardRun", "ShardTask",
+__all__ = ["READS_PER_SPLIT", "FileOffsets", "ShardLayout", "ShardRead", "ShardRows",
+           "ShardRun", "ShardTask",
            "bucket_count", "bucket_duplicates", "decoded_by_split", "decoded_rows", "id_buckets", "plan_runs",
            "plan_shards", "read_shard", "read_shards", "sample_splits", "splitmix64"]
 
@@ -69,14 +75,12 @@ BUCKET_ROWS = 4_000_000
 #: Read tasks a split larger than a shard is cut into, at most (see :func:`plan_runs`): each
 #: decodes it from its start, so it is decoded at most ``(READS_PER_SPLIT + 1) / 2`` times.
 READS_PER_SPLIT = 3
-
-
 @dataclass(frozen=True, eq=False)
 class ShardRows:
     """The accepted rows of one shard, in position order.
 
     Attributes:
-        shard_no: ``position // rows_per_shard`` of every row.
+        shard_no: the shard of every row (:meth:`ShardLayout.shard_of`).
         ids: ``[n]`` ids (int64 or object strings).
         vectors: float32 ``[n, d]``.
         positions: int64 ``[n]``, ascending global input positions.
@@ -123,20 +127,21 @@ class FileOffsets:
         return self.files[i], position - self.offsets[i]
 
 
-def plan_shards(splits: Sequence[Split], rows_per_shard: int) -> list[ShardTask]:
-    """One :class:`ShardTask` per range of ``rows_per_shard`` global positions that holds
-    rows, in shard order."""
-    if type(rows_per_shard) is not int or rows_per_shard < 1:
-        raise ValueError(f"rows_per_shard must be an int >= 1, got {rows_per_shard!r}")
+def plan_shards(splits: Sequence[Split], layout: ShardLayout | int) -> list[ShardTask]:
+    """One :class:`ShardTask` per shard of ``layout`` that holds rows, in shard order (an
+    int: ``rows_per_shard``, laid out over ``splits``)."""
+    if not isinstance(layout, ShardLayout):
+        layout = ShardLayout(layout, max((s.global_row_offset + s.rows for s in splits),
+                                         default=0))
     overlapping: dict[int, list[Split]] = {}
     for s in splits:
         if not s.rows:
             continue
-        first = s.global_row_offset // rows_per_shard
-        last = (s.global_row_offset + s.rows - 1) // rows_per_shard
+        first = layout.shard_of_position(s.global_row_offset)
+        last = layout.shard_of_position(s.global_row_offset + s.rows - 1)
         for n in range(first, last + 1):
             overlapping.setdefault(n, []).append(s)
-    return [ShardTask(n, n * rows_per_shard, (n + 1) * rows_per_shard, tuple(found))
+    return [ShardTask(n, *layout.bounds(n), tuple(found))
             for n, found in sorted(overlapping.items())]
 
 
@@ -177,7 +182,7 @@ def _groups(split: Split) -> list[tuple[int, int]]:
     return list(zip(offsets, split.group_rows, strict=True))
 
 
-def plan_runs(tasks: Sequence[ShardTask], rows_per_shard: int, *,
+def plan_runs(tasks: Sequence[ShardTask], *,
               reads_per_split: int = READS_PER_SPLIT) -> list[ShardRun]:
     """Group ``tasks`` (from :func:`plan_shards`) into read tasks, in shard order.
 
@@ -199,18 +204,23 @@ def plan_runs(tasks: Sequence[ShardTask], rows_per_shard: int, *,
     if type(reads_per_split) is not int or reads_per_split < 1:
         raise ValueError(f"reads_per_split must be an int >= 1, got {reads_per_split!r}")
     joined: set[int] = set()  # n: shards n and n + 1 are in one run
+    starts = [task.start for task in tasks]
+
+    def shard_at(position: int) -> int:
+        return tasks[max(bisect.bisect_right(starts, position) - 1, 0)].shard_no
+
     for s in _splits_of(tasks):
         if s.format == "npy":
             continue
         for offset, rows in _groups(s):
-            first = offset // rows_per_shard
-            spanned = (offset + rows - 1) // rows_per_shard - first + 1
+            first = shard_at(offset)
+            spanned = shard_at(offset + rows - 1) - first + 1
             pieces = min(spanned, reads_per_split)
             if spanned < 2 or (spanned == 2 and pieces == 2):
                 continue
-            # the boundary after shard n is row (n + 1) * rows_per_shard - offset of the
-            # group; cut at the last one at or before row j * rows / pieces (none: no cut)
-            cuts = {(offset + j * rows // pieces) // rows_per_shard - 1
+            # cut at the last shard boundary at or before row j * rows / pieces of the
+            # group (the boundary after shard n - 1 is shard n's start; none: no cut)
+            cuts = {shard_at(offset + j * rows // pieces) - 1
                     for j in range(1, pieces)}
             joined.update(n for n in range(first, first + spanned - 1) if n not in cuts)
     runs: list[list[ShardTask]] = []
@@ -303,7 +313,7 @@ def id_buckets(ids: np.ndarray, id_null: np.ndarray, positions: np.ndarray,
     return out
 
 
-def bucket_duplicates(parts: Iterable[tuple[np.ndarray, np.ndarray]], *, rows_per_shard: int,
+def bucket_duplicates(parts: Iterable[tuple[np.ndarray, np.ndarray]], *, layout: ShardLayout,
                       files: FileOffsets) -> list[tuple[int, dict[int, str]]]:
     """The later occurrences of every repeated id in one bucket, by shard:
     ``[(shard_no, {position: "first occurrence: <file> row <r>"})]``."""
@@ -327,7 +337,7 @@ def bucket_duplicates(parts: Iterable[tuple[np.ndarray, np.ndarray]], *, rows_pe
     for j in later:
         position = int(positions[order[j]])
         source, row = files.locate(int(positions[order[first_index[j]]]))
-        found.setdefault(position // rows_per_shard, {})[position] = (
+        found.setdefault(layout.shard_of_position(position), {})[position] = (
             f"first occurrence: {redact_url(source)} row {row}")
     return sorted(found.items())
 

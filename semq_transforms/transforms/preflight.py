@@ -35,7 +35,7 @@ from fsspec.implementations.local import LocalFileSystem
 from semq_transforms._urls import redact_text, redact_url
 from semq_transforms.errors import ConfigError, SemqError
 from semq_transforms.format.store import IndexStore
-from semq_transforms.transforms.planning import plan_shards
+from semq_transforms.sharding import ShardLayout
 from semq_transforms.transforms.sources import InputPlan
 
 __all__ = ["PROBE_NAME", "DimensionMismatchError", "OutputLocationError", "check_dimensions",
@@ -230,9 +230,15 @@ def describe_plan(config: Any, plan: InputPlan, *, run_id: str, latest: int,
                     else f"from {redact_url(cfg.ids_url)}" if fmt == "npy" and cfg.ids_url
                     else "the rows' global positions"))
     lines.append(f"dimension: {_dimension(plan, cfg.dim)}")
-    shards = len(plan_shards(plan.splits, encode.rows_per_shard))
-    lines.append(f"shards: {shards} of up to {encode.rows_per_shard} rows "
-                 f"(encode.rows_per_shard)")
+    layout = ShardLayout(encode.rows_per_shard, plan.total_rows)
+    line = f"shards: {layout.shards} of {encode.rows_per_shard} rows (encode.rows_per_shard)"
+    if layout.shards:
+        start, stop = layout.bounds(layout.shards - 1)
+        if stop - start > encode.rows_per_shard:
+            line += f", the last {stop - start} (a remainder under half a shard joins it)"
+        elif stop - start < encode.rows_per_shard:
+            line += f", the last {stop - start}"
+    lines.append(line)
     lines.append(f"codecs: {', '.join(encode.codecs)}")
     lines.append(f"output: {store.url} ({output}); run folder "
                  f"{store.url_of(f'runs/{run_id}')}/")

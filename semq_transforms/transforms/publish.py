@@ -104,9 +104,9 @@ class Gate:
         k: neighbors per query of the recall measure.
         min_recall_at_k: the overall recall@k of the compressed search must reach this.
         max_rejected_fraction: at most this fraction of the rows read may be rejected.
-        min_compression_ratio: float32 bytes of the encoded rows over the bytes written must
-            reach this (0: no check; per-shard params make tiny shards bigger than their
-            input).
+        min_compression_ratio: float32 bytes of a shard's rows over its file's bytes must
+            reach this in every shard (0: no check; per-shard params make tiny shards bigger
+            than their input).
     """
 
     k: int
@@ -117,13 +117,14 @@ class Gate:
 
 def gate_problems(*, gate: Gate, rows_planned: int, totals: Mapping[str, int],
                   dead_letters: int, rows_encoded: int, recall: float | None,
-                  float_bytes: int, bytes_out: int) -> list[str]:
+                  shard_sizes: Sequence[tuple[str, int, int]]) -> list[str]:
     """Why the run must not be published (empty list: publish).
 
     Checks: the rows read are the rows planned; rows read == rows encoded + rows rejected
     (rejected counted from the dead letters, and equal to the readers' own count); the
     rejected fraction, ``recall`` (overall recall@k of the compressed search on the query
-    sample) and the compression ratio ``float_bytes / bytes_out`` against ``gate``.
+    sample) and each shard's compression ratio against ``gate``. ``shard_sizes``: ``(path,
+    float32 bytes of its rows, file bytes)`` per shard.
     """
     k, min_recall_at_k = gate.k, gate.min_recall_at_k
     max_rejected_fraction = gate.max_rejected_fraction
@@ -150,14 +151,27 @@ def gate_problems(*, gate: Gate, rows_planned: int, totals: Mapping[str, int],
             problems.append(f"recall@{k} could not be measured (no query sample)")
     elif recall < min_recall_at_k:
         problems.append(f"recall@{k} {recall:.4f} < min_recall_at_k {min_recall_at_k}")
-    ratio = float_bytes / bytes_out if bytes_out else None
-    if ratio is not None and rows_encoded and ratio < gate.min_compression_ratio:
-        problems.append(f"compression {ratio:.2f}x < min_compression_ratio "
-                        f"{gate.min_compression_ratio}: {bytes_out} bytes written for "
-                        f"{float_bytes} bytes of float32; per-shard params dominate small "
-                        f"shards (see the report's size table): raise encode.rows_per_shard, "
-                        f"or lower validation.min_compression_ratio to publish anyway")
+    problems.extend(_compression_problems(gate.min_compression_ratio, shard_sizes))
     return problems
+
+
+def _compression_problems(minimum: float, shard_sizes: Sequence[tuple[str, int, int]]
+                          ) -> list[str]:
+    """The gate's size check: every shard at least ``minimum`` times smaller than its rows'
+    float32 bytes (so the whole index is too)."""
+    below = sorted((float_bytes / file_bytes, path, float_bytes, file_bytes)
+                   for path, float_bytes, file_bytes in shard_sizes
+                   if file_bytes and float_bytes < minimum * file_bytes)
+    if not below:
+        return []
+    ratio, path, float_bytes, file_bytes = below[0]
+    overall = sum(f for _, f, _ in shard_sizes) / sum(b for _, _, b in shard_sizes)
+    return [(f"compression below min_compression_ratio {minimum} in {len(below)} of "
+            f"{len(shard_sizes)} shards (whole index {overall:.2f}x): the least, {path}, "
+            f"{ratio:.2f}x < {minimum}, {file_bytes} bytes written for {float_bytes} bytes of "
+            f"float32; per-shard params dominate small shards (see the report's size table): "
+            f"raise encode.rows_per_shard, or lower validation.min_compression_ratio to "
+            f"publish anyway")]
 
 
 def validation_notes(*, k: int, rows_encoded: int, recall: float | None,
@@ -323,8 +337,8 @@ class _PublishFn(beam.DoFn):
         problems = gate_problems(
             gate=self._gate, rows_planned=self._rows_planned, totals=totals,
             dead_letters=dead_letters, rows_encoded=rows_encoded, recall=recall,
-            float_bytes=rows_encoded * (self._dim or 0) * 4,
-            bytes_out=sum(m.file_bytes for m in metas))
+            shard_sizes=[(m.path, m.rows * (self._dim or 0) * 4, m.file_bytes)
+                         for m in metas])
 
         def report(version: int | None) -> dict[str, Any]:
             return self._report(metas, totals, dead_letters, rows_encoded, recall,

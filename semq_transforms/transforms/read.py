@@ -55,6 +55,7 @@ from semq_transforms.transforms._worker import worker_setup
 from semq_transforms.transforms.planning import (
     READS_PER_SPLIT,
     FileOffsets,
+    ShardLayout,
     ShardRows,
     ShardRun,
     ShardTask,
@@ -254,10 +255,10 @@ class FindDuplicateIds(beam.PTransform):
     occurred at a lower global position (see :mod:`~semq_transforms.transforms.planning`).
     Reads only the ids; a keyed grouping by id hash, never all ids in one place."""
 
-    def __init__(self, read: ReadEmbeddings, *, rows_per_shard: int) -> None:
+    def __init__(self, read: ReadEmbeddings, *, layout: ShardLayout) -> None:
         super().__init__()
         self._read = read
-        self._rows_per_shard = rows_per_shard
+        self._layout = layout
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         plan = self._read.plan
@@ -269,9 +270,9 @@ class FindDuplicateIds(beam.PTransform):
                     self._read.read_options, bucket_count(plan.total_rows)))
                 | "Group ids by bucket" >> beam.GroupByKey()
                 | "Find repeated ids" >> beam.FlatMap(
-                    lambda item, rows, files: bucket_duplicates(
-                        item[1], rows_per_shard=rows, files=files),
-                    self._rows_per_shard, files))
+                    lambda item, layout, files: bucket_duplicates(
+                        item[1], layout=layout, files=files),
+                    self._layout, files))
 
 
 class _ReadShardFn(beam.DoFn):
@@ -370,7 +371,8 @@ class ReadShards(beam.PTransform):
     ``rejected_<reason>``).
 
     Shard ``n`` is the accepted rows at global positions ``[n * rows_per_shard,
-    (n + 1) * rows_per_shard)`` (see :mod:`~semq_transforms.transforms.planning`). Shards
+    (n + 1) * rows_per_shard)``, a remainder under half a shard joining the last one
+    (:class:`~semq_transforms.transforms.planning.ShardLayout`). Shards
     that share a row group larger than a shard are read by one task, one pass (a run, up to
     ``READS_PER_SPLIT`` runs per row group), each handed on as soon as it is read. Unlike
     ``ReadEmbeddings | CutShards``, no vector crosses a worker boundary: only shard tasks (a
@@ -388,9 +390,9 @@ class ReadShards(beam.PTransform):
                  find_duplicates: bool = True) -> None:
         super().__init__()
         self._read = read
-        self._tasks = plan_shards(read.plan.splits, rows_per_shard)
-        self._runs = plan_runs(self._tasks, rows_per_shard)
-        self._rows_per_shard = rows_per_shard
+        self._layout = ShardLayout(rows_per_shard, read.plan.total_rows)
+        self._tasks = plan_shards(read.plan.splits, self._layout)
+        self._runs = plan_runs(self._tasks)
         _warn_of_rereads(read.plan.splits, self._runs, rows_per_shard)
         options = read.read_options
         self._find_duplicates = find_duplicates and not all(
@@ -425,8 +427,7 @@ class ReadShards(beam.PTransform):
             run_of = {task.shard_no: run.key for run in self._runs for task in run.shards}
             grouped["duplicates"] = (
                 pbegin
-                | "Find duplicate ids" >> FindDuplicateIds(
-                    self._read, rows_per_shard=self._rows_per_shard)
+                | "Find duplicate ids" >> FindDuplicateIds(self._read, layout=self._layout)
                 | "Key duplicates by run" >> beam.Map(
                     lambda item, run_of: (run_of[item[0]], item[1]), run_of))
         return grouped | "Join runs and duplicates" >> beam.CoGroupByKey()
