@@ -6,7 +6,7 @@ lazily, so ``import semq_transforms.codecs`` stays light.
 
 from typing import Any
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = ["Index", "__version__", "build_index"]
 

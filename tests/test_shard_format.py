@@ -138,6 +138,23 @@ def test_meta_matches_the_file(data, tmp_path):
     assert (meta_int.id_min, meta_int.id_max) == (-100, 3 * N - 103)
 
 
+def _params_per_spec(texts: list) -> list[bytes]:
+    """Each level's params bytes decoded as FORMAT.md says, not with the library's reader:
+    whole (base64), or the listed columns of a later level's array of the same name."""
+    out: list = [None] * len(texts)
+    for i in reversed(range(len(texts))):
+        if isinstance(texts[i], str):
+            out[i] = base64.b64decode(texts[i])
+            continue
+        partial = CodecParams.from_bytes(base64.b64decode(texts[i]["params"]))
+        arrays = dict(partial.arrays)
+        for name, (level, runs) in texts[i]["shared"].items():
+            source = CodecParams.from_bytes(out[level]).arrays[name]
+            arrays[name] = source[:, [c for first, n in runs for c in range(first, first + n)]]
+        out[i] = CodecParams(partial.codec, partial.dim, arrays).to_bytes()
+    return out
+
+
 @pytest.mark.parametrize("with_fp", [False, True], ids=["", "fingerprints"])
 @pytest.mark.parametrize("id_kind", ["int64", "string"])
 def test_digests_follow_the_written_spec(data, id_kind, with_fp):
@@ -157,7 +174,7 @@ def test_digests_follow_the_written_spec(data, id_kind, with_fp):
     record = b"semq-shard-content\x00" + struct.pack("<IQBI", D, N, id_kind == "string", 2)
     record += ids_sha
     for i, lv in enumerate(levels):
-        params = base64.b64decode(texts[i])
+        params = _params_per_spec(texts)[i]
         assert params == lv.params.to_bytes()
         params_sha = hashlib.sha256(params).digest()
         codes_sha = hashlib.sha256(lv.codes.tobytes()).digest()
@@ -550,15 +567,117 @@ def _with_batch_metadata(data: bytes, metadata: list) -> bytes:
 
 
 def test_params_are_stored_once_in_record_batch_0(data):
-    """Format 2.0: the header (stored twice by Arrow: schema message and footer) holds no
-    params; record batch 0's metadata holds each level's params once."""
+    """Format 3.0: the header (stored twice by Arrow: schema message and footer) holds no
+    params; record batch 0's metadata holds each level's params once, and semq1's basis,
+    whose columns are among semq4's (one frame per shard), is stored as a list of them."""
     levels = data["multi"]
     raw = shard_bytes(data["int64"], levels)
     assert all("params" not in lv for lv in header_of(raw)["levels"])
-    texts = [base64.b64encode(lv.params.to_bytes()) for lv in levels]
-    assert [raw.count(t) for t in texts] == [1, 1]
-    assert params_texts(raw) == [t.decode() for t in texts]
-    assert header_of(raw)["version"] == "2.0"
+    coarse, fine = (base64.b64encode(lv.params.to_bytes()) for lv in levels)
+    assert raw.count(fine) == 1 and raw.count(coarse) == 0
+    entry, whole = params_texts(raw)
+    assert whole == fine.decode()
+    source, runs = entry["shared"]["basis"]
+    assert source == 1 and set(entry) == {"params", "shared"}
+    columns = np.concatenate([np.arange(a, a + n) for a, n in runs])
+    basis = levels[0].params["basis"]
+    assert np.array_equal(levels[1].params["basis"][:, columns], basis)
+    partial = CodecParams.from_bytes(base64.b64decode(entry["params"]))
+    assert "basis" not in partial.arrays and partial.arrays.keys() | {"basis"} == \
+        levels[0].params.arrays.keys()
+    stored = len(json.dumps([entry, whole], separators=(",", ":")))
+    assert stored < len(coarse) + len(fine) - 0.8 * len(base64.b64encode(basis.tobytes()))
+    shard = read_shard(io.BytesIO(raw), verify=True)
+    assert [lv.params.to_bytes() for lv in shard.levels] == [
+        lv.params.to_bytes() for lv in levels]
+    assert header_of(raw)["version"] == "3.0"
+
+
+def _shared_case(raw: bytes, edit) -> bytes:
+    """``raw`` with its ``semq.params`` entries edited by ``edit(entries)``, re-serialized in
+    canonical form (so only the edit is wrong)."""
+    entries = params_texts(raw)
+    edit(entries)
+    value = json.dumps(entries, separators=(",", ":"), sort_keys=True)
+    return _with_batch_metadata(raw, [{PARAMS_KEY: value}])
+
+
+def test_shared_columns_are_checked(data):
+    """Every part of a shared-columns entry is checked before an array is built: a hostile
+    entry gives a FormatError naming what is wrong, never another exception."""
+    raw = shard_bytes(data["int64"], data["multi"])
+    assert read_shard(io.BytesIO(_shared_case(raw, lambda e: None)), verify=True)
+
+    def shared(e):
+        return e[0]["shared"]["basis"]
+
+    def put(key, value):
+        def edit(e):
+            e[0]["shared"][key] = value
+        return edit
+
+    runs = shared(params_texts(raw))[1]
+    width = data["multi"][1].params["basis"].shape[1]
+    cases = {
+        "itself": (put("basis", [0, runs]), "a later level"),
+        "no such level": (put("basis", [2, runs]), "a later level"),
+        "level not an int": (put("basis", [True, runs]), "a later level"),
+        "no runs": (put("basis", [1, []]), "a later level"),
+        "past the source": (put("basis", [1, [[width - 1, 2]]]), "within the source"),
+        "negative": (put("basis", [1, [[-1, 2]]]), "within the source"),
+        "zero count": (put("basis", [1, [[0, 0]]]), "within the source"),
+        "float": (put("basis", [1, [[0.0, 2]]]), "within the source"),
+        "not merged": (put("basis", [1, [[0, 1], [1, 1]]]), "does not end"),
+        "listed twice": (put("basis", [1, [[0, 2], [1, 1]]]), "listed twice"),
+        "no such array": (lambda e: e[0].__setitem__("shared", {"axes": shared(e)}),
+                          "no 2-D array"),
+        "array also stored": (put("mean", [1, [[0, 1]]]), "also hold the array"),
+        "empty shared": (lambda e: e[0].__setitem__("shared", {}), "non-empty 'shared'"),
+        "extra key": (lambda e: e[0].__setitem__("x", 1), "non-empty 'shared'"),
+        "params not base64": (lambda e: e[0].__setitem__("params", "!!"), "canonical base64"),
+        "whole level as object": (lambda e: e.__setitem__(1, {"params": e[1], "shared": {}}),
+                                  "non-empty 'shared'"),
+    }
+    for case, (edit, message) in cases.items():
+        bad = _shared_case(raw, edit)
+        with pytest.raises(FormatError, match=message):
+            read_shard(io.BytesIO(bad))
+        assert not verify_shard(io.BytesIO(bad)).ok, case
+    # other columns of the same shape: the rebuilt params are not the ones the header's
+    # digest names (the codec may accept them), so verification refuses them
+    other = _shared_case(raw, put("basis", [1, [[width - len(np.concatenate(
+        [np.arange(a, a + n) for a, n in runs])), len(np.concatenate(
+            [np.arange(a, a + n) for a, n in runs]))]]]))
+    assert not verify_shard(io.BytesIO(other)).ok
+    # a 2.0 shard lists whole params only
+    older = rewrite(raw, edit_header=lambda h: h.update(version="2.0"))
+    with pytest.raises(FormatError, match="must be a base64 string"):
+        read_shard(io.BytesIO(older))
+
+
+def test_shared_params_round_trip_through_chains_and_any_column_order():
+    """pack_params / unpack_params on arrays made to share: level 0's columns among level
+    1's in a scrambled order, level 1's among level 2's, level 2 whole: each level comes back
+    byte for byte; arrays that share nothing, or are small, stay whole."""
+    from semq_transforms.format._shared_params import pack_params, unpack_params
+
+    def fail(detail):
+        raise AssertionError(detail)
+
+    rng = np.random.default_rng(4)
+    top = rng.standard_normal((40, 30)).astype(np.float16)
+    middle = top[:, rng.permutation(30)[:20]]
+    low = middle[:, rng.permutation(20)[:9]]
+    params = [CodecParams("semq1", 40, {"basis": low, "mean": np.zeros(40, np.float32)}),
+              CodecParams("semq2", 40, {"basis": middle, "other": np.ones((40, 3), np.float32)}),
+              CodecParams("semq4", 40, {"basis": top}),
+              CodecParams("int8", 40, {"basis": np.zeros((40, 2), np.float16)})]
+    raw = pack_params(params)
+    entries = json.loads(raw)
+    assert [sorted(e["shared"]) if isinstance(e, dict) else None for e in entries] == [
+        ["basis"], ["basis"], None, None]
+    assert entries[0]["shared"]["basis"][0] == 1 and entries[1]["shared"]["basis"][0] == 2
+    assert unpack_params(raw, 4, fail, allow_shared=True) == [p.to_bytes() for p in params]
 
 
 def test_params_metadata_is_checked(data, mixed_bytes):
@@ -571,7 +690,7 @@ def test_params_metadata_is_checked(data, mixed_bytes):
         "another key": ([{**params, "x": "y"}], many, "expected only"),
         "not canonical": ([{PARAMS_KEY: "[ " + params[PARAMS_KEY][1:]}], many,
                           "not in canonical form"),
-        "one per level": ([{PARAMS_KEY: "[]"}], many, "one base64 string per level"),
+        "one per level": ([{PARAMS_KEY: "[]"}], many, "one entry per level"),
         "on batch 1 too": ([params, params], many, "only the first record batch"),
     }
     for case, (metadata, base, message) in cases.items():

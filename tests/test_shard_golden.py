@@ -30,8 +30,10 @@ OUTPUT_CHANGED = ("If only the machine differs from the one that wrote the shard
                   "format version only if the layout changed).")
 
 
-#: The same shard as 0.3 wrote it (float32 semq axes): still read, verified and re-written.
-V03 = SHARD.parent / "v0.3" / SHARD.name
+#: The same shard as older versions wrote it, still read and verified: 0.3 (format 1.0,
+#: float32 semq axes, params in the header) and 0.4 (format 2.0: no columns shared between
+#: levels).
+OLDER = {"v0.3": "1.0", "v0.4": "2.0"}
 
 
 def _load(shard, expected):
@@ -46,11 +48,12 @@ def current():
     return _load(SHARD, EXPECTED)
 
 
-@pytest.fixture(scope="module", params=["current", "v0.3"])
+@pytest.fixture(scope="module", params=["current", *OLDER])
 def golden(request):
     if request.param == "current":
         return _load(SHARD, EXPECTED)
-    return _load(V03, V03.with_name(EXPECTED.name))
+    folder = SHARD.parent / request.param
+    return _load(folder / SHARD.name, folder / EXPECTED.name)
 
 
 def test_golden_shard_reads_and_verifies(golden):
@@ -58,7 +61,7 @@ def test_golden_shard_reads_and_verifies(golden):
     check = verify_shard(str(path))
     assert check.ok, f"{check.problems}. {REGENERATE}"
     shard = read_shard(str(path))
-    assert shard.header["version"] == ("1.0" if "v0.3" in path.parts else "2.0")
+    assert shard.header["version"] == OLDER.get(path.parent.name, "3.0")
     assert shard.codecs == SPECS
     assert (shard.rows, shard.dim, shard.id_type) == (*stored["x"].shape, "int64")
     assert shard.file_sha256 == str(stored["file_sha256"])

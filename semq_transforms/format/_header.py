@@ -1,5 +1,6 @@
 """The shard header (the ``semq`` schema metadata JSON), the levels' params (record batch 0's
-``semq.params`` metadata since format 2.0) and the shard digests.
+``semq.params`` metadata since format 2.0; columns shared between levels since 3.0,
+:mod:`~semq_transforms.format._shared_params`) and the shard digests.
 
 The header is built by :func:`build_header` and :func:`params_metadata` and parsed by
 :func:`parse_header`, which treats both as untrusted: size-limited, no duplicate keys, no
@@ -9,8 +10,6 @@ codec. FORMAT.md documents every field.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import math
@@ -32,6 +31,7 @@ from semq_transforms.errors import (
 )
 from semq_transforms.format import fingerprint as fp_
 from semq_transforms.format._arrowio import problem
+from semq_transforms.format._shared_params import pack_params, unb64, unpack_params
 from semq_transforms.format.meta import ID_TYPES, SHARD_FORMAT_VERSION
 
 FORMAT_TAG = "semq-shard"
@@ -42,7 +42,7 @@ MAX_HEADER_BYTES = 256 << 20
 #: them in the header, which the Arrow file stores twice).
 PARAMS_KEY = "semq.params"
 #: Minor versions this reader knows, per major version it reads.
-KNOWN_MINOR = {1: 0, 2: SHARD_FORMAT_VERSION[1]}
+KNOWN_MINOR = {1: 0, 2: 0, 3: SHARD_FORMAT_VERSION[1]}
 MAX_DIM = 1 << 20
 MAX_ROWS = 1 << 40
 MAX_LEVELS = 16
@@ -118,10 +118,10 @@ def build_header(*, dim: int, rows: int, id_type: str, levels: Sequence[Any], id
 
 
 def params_metadata(levels: Sequence[Any]) -> bytes:
-    """Record batch 0's ``semq.params`` value: a JSON array of each level's params blob in
-    canonical base64, in level order (stored once: the header is stored twice)."""
-    texts = [base64.b64encode(lv.params.to_bytes()).decode("ascii") for lv in levels]
-    return json.dumps(texts, separators=(",", ":")).encode("ascii")
+    """Record batch 0's ``semq.params`` value: each level's params, in level order, columns
+    shared with a later level stored once (:func:`~semq_transforms.format._shared_params.
+    pack_params`; the whole value is stored once: the header is stored twice)."""
+    return pack_params([lv.params for lv in levels])
 
 
 # -- digests ----------------------------------------------------------------------------------
@@ -206,10 +206,10 @@ def parse_header(raw: bytes, name: str, params_raw: bytes | None = None, *,
     levels_raw, digests = obj["levels"], obj["digests"]
     if not isinstance(levels_raw, list) or not 1 <= len(levels_raw) <= MAX_LEVELS:
         fail(f"levels must be a list of 1 to {MAX_LEVELS} objects")
-    texts = _params_texts(major, params_raw, levels_raw, header_only, name, fail)
-    levels = tuple(_level(lv, i, dim, newer_minor, name, fail, major, texts[i])
+    blobs = _params_blobs(major, params_raw, levels_raw, header_only, name, fail)
+    levels = tuple(_level(lv, i, dim, newer_minor, name, fail, major, blobs[i])
                    for i, lv in enumerate(levels_raw))
-    if texts[0] is not None:
+    if blobs[0] is not None:
         try:
             check_chain([(lv.codec, lv.params) for lv in levels])
         except (CodecConfigError, ParamsError) as exc:
@@ -236,14 +236,19 @@ def parse_header(raw: bytes, name: str, params_raw: bytes | None = None, *,
                   dict(stats), obj, fingerprint, fingerprints_digest)
 
 
-def _params_texts(major: int, params_raw: bytes | None, levels_raw: list, header_only: bool,
-                  name: str, fail) -> list[Any]:
-    """Each level's params text: from the header (1.x) or from record batch 0 (2.x)."""
+def _params_blobs(major: int, params_raw: bytes | None, levels_raw: list, header_only: bool,
+                  name: str, fail) -> list[bytes | None]:
+    """Each level's params blob (``CodecParams.to_bytes()``, not yet parsed): from the header
+    (1.x) or from record batch 0 (2.x; 3.x with columns shared between levels). None for
+    every level of a 2.x/3.x header read without record batch 0."""
     if major == 1:
         if params_raw is not None:
             fail(f"format 1.x keeps params in the header; record batch 0 must not carry "
                  f"{PARAMS_KEY!r}")
-        return [lv.get("params") if isinstance(lv, dict) else None for lv in levels_raw]
+        # (a level that is no object, or has no params, fails its own checks in _level)
+        return [unb64(lv["params"], f"levels[{i}].params", fail)
+                if isinstance(lv, dict) and "params" in lv else None
+                for i, lv in enumerate(levels_raw)]
     if params_raw is None:
         if header_only:
             return [None] * len(levels_raw)
@@ -252,22 +257,16 @@ def _params_texts(major: int, params_raw: bytes | None, levels_raw: list, header
     if len(params_raw) > MAX_HEADER_BYTES:
         raise problem(name, "params", f"{len(params_raw)} bytes is more than the "
                                       f"{MAX_HEADER_BYTES}-byte limit")
-    try:
-        texts = json.loads(params_raw.decode("ascii"), parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        raise problem(name, "params", f"{PARAMS_KEY!r} is not a JSON array "
-                                      f"({type(exc).__name__})") from None
-    if (not isinstance(texts, list) or len(texts) != len(levels_raw)
-            or not all(isinstance(t, str) for t in texts)):
-        raise problem(name, "params", f"{PARAMS_KEY!r} must list one base64 string per level "
-                                      f"({len(levels_raw)})")
-    if json.dumps(texts, separators=(",", ":")).encode("ascii") != params_raw:
-        raise problem(name, "params", f"{PARAMS_KEY!r} is not in canonical form")
-    return texts
+
+    def params_fail(detail: str) -> NoReturn:
+        raise problem(name, "params", f"{PARAMS_KEY!r}: {detail}")
+
+    return list(unpack_params(params_raw, len(levels_raw), params_fail,
+                              allow_shared=major >= 3))
 
 
 def _level(obj: Any, i: int, dim: int, lenient: bool, name: str, fail, major: int,
-           text: Any) -> LevelHeader:
+           blob: bytes | None) -> LevelHeader:
     where = f"levels[{i}]"
     if not isinstance(obj, dict):
         fail(f"{where} must be an object")
@@ -288,15 +287,9 @@ def _level(obj: Any, i: int, dim: int, lenient: bool, name: str, fail, major: in
     if obj["column"] != f"codes_{i}":
         fail(f"{where}.column must be 'codes_{i}'")
     params_sha256 = _hex(obj["params_sha256"], f"{where}.params_sha256", fail)
-    if text is None and major > 1:            # a header read without record batch 0
+    if blob is None:                           # a header read without record batch 0
         return LevelHeader(codec, code_bytes, obj["column"], None, params_sha256)
     label = f"{where}.params" if major == 1 else f"{PARAMS_KEY}[{i}]"
-    try:
-        blob = base64.b64decode(text, validate=True) if isinstance(text, str) else None
-    except (binascii.Error, ValueError):
-        blob = None
-    if blob is None or base64.b64encode(blob).decode("ascii") != text:
-        fail(f"{label} is not canonical base64")
     try:
         params = CodecParams.from_bytes(blob)
         codec.check_params(params)

@@ -8,8 +8,8 @@ The split is computed from what the writer was given (no byte of the file is rea
 following the layout ``write_shard`` produces (FORMAT.md):
 
 * ``codes``: each level's code column, ``rows * code_bytes`` (its fixed-size binary values);
-* ``params``: each level's params as stored: base64 text in record batch 0's metadata,
-  once (shard format 2.0; FORMAT.md);
+* ``params``: the levels' params as stored: record batch 0's ``semq.params`` value, once
+  (base64 text, columns shared between levels stored once; shard format 3.0, FORMAT.md);
 * ``ids``: the id column's values: 8 bytes per int64 id; for string ids their UTF-8 bytes
   plus the int32 offsets (``rows + 1`` per record batch);
 * ``fingerprints``: the ``input_fp`` column's values, 8 bytes per row (0 for a shard written
@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from semq_transforms.format._header import params_metadata
 from semq_transforms.format.meta import ShardMeta
 from semq_transforms.format.shard import MAX_BATCH_ROWS
 
@@ -41,7 +42,7 @@ class ShardBytes:
     Attributes:
         path: the shard's path relative to the index root (as in its ShardMeta).
         codes: bytes of codes of each level, scan level first.
-        params: bytes of every level's params as stored (base64).
+        params: bytes of the levels' params as stored (``semq.params``, base64 JSON).
         ids: bytes of the id column's values and offsets.
         other: everything else (header fields, Arrow metadata, footer, padding).
         fingerprints: bytes of the input fingerprint column (8 per row; 0 without it).
@@ -63,10 +64,6 @@ class ShardBytes:
         return sum(self.codes) + self.params + self.ids + self.fingerprints + self.other
 
 
-def _base64_len(n: int) -> int:
-    return 4 * math.ceil(n / 3)
-
-
 def _id_bytes(meta: ShardMeta, ids: Any, batch_rows: int) -> int:
     if meta.id_type == "int64":
         return 8 * meta.rows
@@ -80,7 +77,7 @@ def shard_bytes(meta: ShardMeta, ids: Any, levels: Sequence[Any],
     (EncodedLevels) and ``fingerprints`` (uint8 ``[rows, 8]``, or None) and described as
     ``meta``."""
     codes = tuple(int(lv.codes.shape[0]) * int(lv.codes.shape[1]) for lv in levels)
-    params = sum(_base64_len(len(lv.params.to_bytes())) for lv in levels)
+    params = len(params_metadata(levels))
     id_bytes = _id_bytes(meta, ids, MAX_BATCH_ROWS)
     fp_bytes = 0 if fingerprints is None else int(fingerprints.nbytes)
     other = meta.file_bytes - sum(codes) - params - id_bytes - fp_bytes

@@ -16,7 +16,7 @@ from semq_transforms.errors import FormatError
 
 #: Version of ``.semq`` shard files this code writes: (major, minor). A reader refuses a newer
 #: major version; a newer minor version only adds optional fields and is read.
-SHARD_FORMAT_VERSION = (2, 0)
+SHARD_FORMAT_VERSION = (3, 0)
 #: Version of manifest tables this code writes, same rule.
 MANIFEST_FORMAT_VERSION = (1, 0)
 

@@ -1,0 +1,185 @@
+"""The levels' params as a shard stores them (record batch 0's ``semq.params``, format 3.0):
+each level's params blob, except that an array whose columns all appear in a later level's array
+of the same name is stored as a list of those columns.
+
+Why: a shard's semq levels are fitted on one frame (the principal axes of the shard), and a
+coarse level keeps a subset of the axes a finer one keeps (``semq1``'s 418 axes are among
+``semq4``'s 1,355 at d = 1536), so storing the coarse level's basis again repeated about a
+quarter of a shard's params. Only the container changes: each level's params are rebuilt
+exactly (:meth:`CodecParams.to_bytes` gives the blob the header's ``params_sha256`` and the
+content digest were computed over), so digests and codes are what they were.
+
+``semq.params`` is a JSON array with one entry per level, in level order, each either
+
+* the canonical base64 of the level's ``CodecParams.to_bytes()``, or
+* ``{"params": <base64 of the params without the shared arrays>, "shared": {<array name>:
+  [<level>, [[<first column>, <count>], ...]]}}``: array ``name`` of this level is the
+  listed columns of array ``name`` of level ``<level>`` (a later level), in the listed order:
+  each run is ``count`` consecutive columns; no column is listed twice, and a run never
+  starts where the one before it ends (canonical: merged).
+
+Readers rebuild levels from the last to the first, so a reference always finds its source
+rebuilt (chains resolve; cycles cannot be written). Everything is checked: entry shapes,
+levels, column bounds and order, the source array's dtype and rows, and the canonical form of
+the whole value (the writer's bytes are the only ones accepted). A rebuilt array is never
+larger than its source, so the value cannot expand beyond 16 times (levels) its size.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import numpy as np
+
+from semq_transforms.codecs import CodecParams
+from semq_transforms.errors import ParamsError
+
+__all__ = ["MIN_SHARED_BYTES", "pack_params", "unb64", "unpack_params"]
+
+#: Arrays smaller than this are always stored whole (a reference would save next to nothing).
+MIN_SHARED_BYTES = 64
+
+Fail = Callable[[str], NoReturn]
+
+
+def pack_params(params: Sequence[CodecParams]) -> bytes:
+    """The ``semq.params`` value for levels with ``params`` (in level order), ASCII JSON."""
+    entries: list[Any] = []
+    for i, level in enumerate(params):
+        shared: dict[str, list[Any]] = {}
+        for name, array in level.arrays.items():
+            found = None if array.ndim != 2 or array.nbytes < MIN_SHARED_BYTES else next(
+                ((j, runs) for j in range(i + 1, len(params))
+                 if (runs := _column_runs(array, params[j].arrays.get(name))) is not None),
+                None)
+            if found is not None:
+                shared[name] = [found[0], found[1]]
+        if not shared:
+            entries.append(_b64(level.to_bytes()))
+            continue
+        rest = CodecParams(level.codec, level.dim,
+                           {k: v for k, v in level.arrays.items() if k not in shared})
+        entries.append({"params": _b64(rest.to_bytes()), "shared": shared})
+    return _canonical(entries)
+
+
+def unpack_params(raw: bytes, levels: int, fail: Fail, *, allow_shared: bool) -> list[bytes]:
+    """Each level's params blob (``CodecParams.to_bytes()``, to be parsed and checked by the
+    caller) from a ``semq.params`` value ``raw`` of a shard with ``levels`` levels.
+    ``allow_shared``: format 3.0 and later (2.x lists whole blobs only). ``fail(detail)``
+    raises the caller's error."""
+    try:
+        entries = json.loads(raw.decode("ascii"), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        fail(f"not a JSON array ({type(exc).__name__})")
+    if not isinstance(entries, list) or len(entries) != levels:
+        fail(f"must list one entry per level ({levels})")
+    if _canonical(entries) != raw:
+        fail("not in canonical form")
+    blobs: list[bytes | None] = [None] * levels
+    for i in reversed(range(levels)):
+        entry = entries[i]
+        if isinstance(entry, str):
+            blobs[i] = unb64(entry, f"[{i}]", fail)
+        elif allow_shared and isinstance(entry, dict):
+            blobs[i] = _rebuild(entry, i, blobs, fail)
+        else:
+            fail(f"[{i}] must be a base64 string" + (" or an object" if allow_shared else ""))
+    return [b for b in blobs if b is not None]
+
+
+def _rebuild(entry: dict, i: int, blobs: list[bytes | None], fail: Fail) -> bytes:
+    """Level ``i``'s blob from its partial params and the shared columns of later levels."""
+    where = f"[{i}]"
+    if set(entry) != {"params", "shared"} or not isinstance(entry["shared"], dict) \
+            or not entry["shared"] or not isinstance(entry["params"], str):
+        fail(f"{where} must be an object with a base64 'params' and a non-empty 'shared'")
+    try:
+        partial = CodecParams.from_bytes(unb64(entry["params"], f"{where}.params", fail))
+    except ParamsError as exc:
+        fail(f"{where}.params: {str(exc)[:200]}")
+    arrays = dict(partial.arrays)
+    for name, ref in entry["shared"].items():
+        label = f"{where}.shared.{name[:40]}"
+        if name in arrays:
+            fail(f"{label}: the params also hold the array")
+        if not (isinstance(ref, list) and len(ref) == 2 and type(ref[0]) is int
+                and i < ref[0] < len(blobs) and isinstance(ref[1], list) and ref[1]):
+            fail(f"{label} must be [a later level, [[first column, count], ...]]")
+        source = CodecParams.from_bytes(blobs[ref[0]]).arrays.get(name)  # rebuilt already
+        if source is None or source.ndim != 2:
+            fail(f"{label}: level {ref[0]} has no 2-D array {name[:40]!r}")
+        arrays[name] = source[:, _columns(ref[1], source.shape[1], label, fail)]
+    try:
+        return CodecParams(partial.codec, partial.dim, arrays).to_bytes()
+    except ParamsError as exc:
+        fail(f"{where}: {str(exc)[:200]}")
+
+
+def _columns(runs: list, available: int, label: str, fail: Fail) -> np.ndarray:
+    """The column indices of ``runs`` ([[first, count], ...]: distinct columns below
+    ``available``, each run starting anywhere but where the one before it ends)."""
+    if len(runs) > available:
+        fail(f"{label}: more runs than the source's {available} columns")
+    out, end = [], -1
+    for run in runs:
+        if not (isinstance(run, list) and len(run) == 2 and all(type(v) is int for v in run)
+                and 0 <= run[0] != end and run[1] >= 1 and run[0] + run[1] <= available):
+            fail(f"{label}: column runs must be [first, count] pairs within the source's "
+                 f"{available} columns, each starting where the one before it does not end")
+        out.append(np.arange(run[0], run[0] + run[1]))
+        end = run[0] + run[1]
+    columns = np.concatenate(out)
+    if columns.shape[0] > available or np.unique(columns).shape[0] != columns.shape[0]:
+        fail(f"{label}: a column is listed twice")
+    return columns
+
+
+def _column_runs(array: np.ndarray, source: np.ndarray | None) -> list[list[int]] | None:
+    """``array``'s columns as runs of ``source``'s columns ([[first, count], ...]), or None
+    when they are not all there, or two are the same column (bytes compared exactly)."""
+    if (source is None or source.ndim != 2 or source.dtype != array.dtype
+            or source.shape[0] != array.shape[0] or source.shape[1] < array.shape[1]):
+        return None
+    where: dict[bytes, int] = {}
+    for j in range(source.shape[1]):
+        where.setdefault(source[:, j].tobytes(), j)
+    runs: list[list[int]] = []
+    used: set[int] = set()
+    for c in range(array.shape[1]):
+        j = where.get(array[:, c].tobytes())
+        if j is None or j in used:
+            return None
+        used.add(j)
+        if runs and runs[-1][0] + runs[-1][1] == j:
+            runs[-1][1] += 1
+        else:
+            runs.append([j, 1])
+    return runs
+
+
+def _canonical(entries: list) -> bytes:
+    return json.dumps(entries, separators=(",", ":"), sort_keys=True).encode("ascii")
+
+
+def _b64(blob: bytes) -> str:
+    return base64.b64encode(blob).decode("ascii")
+
+
+def unb64(text: Any, label: str, fail: Fail) -> bytes:
+    """The bytes of ``text``, which must be canonical base64 (padded; re-encodes the same)."""
+    try:
+        blob = base64.b64decode(text, validate=True) if isinstance(text, str) else None
+    except (binascii.Error, ValueError):
+        blob = None
+    if blob is None or _b64(blob) != text:
+        fail(f"{label} is not canonical base64")
+    return blob
+
+
+def _no_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not allowed")
