@@ -132,3 +132,18 @@ def test_shard_bytes_benchmark_splits_each_shard(tmp_path):
         assert r["compression"] == r["rows"] * 32 * 4 / r["file_bytes"]
     # params are a fixed cost per shard: their share falls as the shard grows
     assert large["params_share"] < small["params_share"]
+
+
+def test_basis_precision_experiment_runs_and_reports(tmp_path):
+    out = tmp_path / "basis_precision.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/basis_precision.py"), "--datasets", "token",
+         "--rows", "1500", "--bits", "6", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "| token | f16 |" in proc.stdout and "| token | 6 |" in proc.stdout
+    half, six = json.loads(out.read_text())["results"]
+    assert (half["bits"], six["bits"]) == ("float16", 6)
+    # a 6-bit basis loses semq8 recall and restore accuracy that float16 keeps
+    assert six["semq8"]["recall"] < half["semq8"]["recall"] <= 1
+    assert six["semq8"]["cosine"] < half["semq8"]["cosine"] <= 1

@@ -4,10 +4,11 @@ of the same name is stored as a list of those columns.
 
 Why: a shard's semq levels are fitted on one frame (the principal axes of the shard), and a
 coarse level keeps a subset of the axes a finer one keeps (``semq1``'s 418 axes are among
-``semq4``'s 1,355 at d = 1536), so storing the coarse level's basis again repeated about a
-quarter of a shard's params. Only the container changes: each level's params are rebuilt
-exactly (:meth:`CodecParams.to_bytes` gives the blob the header's ``params_sha256`` and the
-content digest were computed over), so digests and codes are what they were.
+``semq4``'s 1,355 at d = 1536), so storing the coarse level's basis again took about a
+fifth of a shard's params (1.7 of 7.9 MB). Only the container changes: each level's params
+are rebuilt exactly (:meth:`CodecParams.to_bytes` gives the blob the header's
+``params_sha256`` and the content digest were computed over), so digests and codes are what
+they were.
 
 ``semq.params`` is a JSON array with one entry per level, in level order, each either
 

@@ -422,7 +422,7 @@ def read_shard_header(source: str | os.PathLike | BinaryIO, *,
                       max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
     """The checked header of a shard, reading only the file's footer (no record batch).
 
-    Checks the header fields and the schema, and a 1.0 header's params (a 2.0 shard keeps
+    Checks the header fields and the schema, and a 1.0 header's params (a 2.0 or 3.0 shard keeps
     them in record batch 0, not read here; nor are the digests: those need the content, see
     :func:`verify_shard`). Raises like :func:`read_shard`.
     """
