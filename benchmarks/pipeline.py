@@ -30,6 +30,11 @@ the fastest of ``--repeat`` runs (default 3; the machines are noisy); bare reads
 alternate, and every runner's ratio uses the same baseline per size: the fastest bare read
 of that input in the whole run.
 
+``--sink`` also runs, at each size on each runner, the same encoding through
+``WriteSemqIndex`` (the PCollection sink: ``_SINK_DRIVER`` reads the files into ``(id,
+vector)`` elements, then the sink shards them by id hash, a shuffle of every vector, where the
+file job reads each shard where it encodes it): what the sink costs against the file job.
+
 ``--variants`` also runs, at the largest size on the last runner, the job with fewer
 validation queries and with other codecs (:data:`VARIANTS`), against the same baseline: what
 the ratio target would take. ``--layouts`` runs it on the same vectors written as
@@ -87,6 +92,29 @@ VARIANTS = {
 }
 TARGET_RSS_BYTES = 1 << 30
 LINEAR_TOLERANCE = 0.10
+
+_SINK_DRIVER = """
+import glob, json, sys
+import apache_beam as beam, pyarrow.parquet as pq
+from semq_transforms.config import EncodeConfig, ValidationConfig
+from semq_transforms.transforms import WriteSemqIndex, direct_options
+pattern, index, mode, workers, settings = sys.argv[1:6]
+settings = json.loads(settings)
+
+def rows_of(path):
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=8192, columns=["id", "embedding"]):
+        ids = batch.column(0).to_numpy()
+        x = batch.column(1).values.to_numpy().reshape(len(batch), -1)
+        yield from zip(ids.tolist(), x)
+
+with beam.Pipeline(options=direct_options(mode, int(workers))) as p:
+    _ = (p | beam.Create(sorted(glob.glob(pattern))) | beam.Reshuffle()
+         | beam.FlatMap(rows_of)
+         | WriteSemqIndex(index, run_id="sink", dim=settings["dim"], id_type="int64",
+                          encode=EncodeConfig.model_validate(settings["encode"]),
+                          validation=ValidationConfig.model_validate(settings["validation"])))
+print(json.load(open(index + "/runs/sink/report.json"))["counts"]["rows_encoded"])
+"""
 
 _BARE_READ = """
 import glob, sys, time
@@ -226,11 +254,11 @@ def best_of(runs: list[tuple[float, int, str]]) -> tuple[float, int, str]:
 
 def bench_size(workdir: Path, rows: int, dim: int, runner: str, repeat: int, *,
                codecs: list[str] = CODECS, queries: int = SAMPLE_QUERIES,
-               variant: int | None = None, layout: int = 0) -> dict:
+               variant: int | None = None, layout: int = 0, sink: bool = False) -> dict:
     """Bare reads and job runs of one input size; ``variant``: the job's number in
     :data:`VARIANTS` (its own index and config; a gate of recall 0, the variants without a
     rerank level would not pass 0.9, and the time is what matters); ``layout``: the input's
-    number in :data:`LAYOUTS`."""
+    number in :data:`LAYOUTS`; ``sink``: also time the PCollection sink (``_SINK_DRIVER``)."""
     mode, workers = runner.split(":")
     row_group_rows, file_rows, rows_per_shard = list(LAYOUTS.values())[layout]
     folder = cached_input(workdir, rows, dim, row_group_rows=row_group_rows,
@@ -271,6 +299,19 @@ def bench_size(workdir: Path, rows: int, dim: int, runner: str, repeat: int, *,
     [report_path] = index_dir.glob("runs/*/report.json")
     report = json.loads(report_path.read_text())
     assert report["gate"]["passed"], report["gate"]
+    sink_s = sink_rss = None
+    if sink:
+        sink_dir = workdir / f"sink-{tag}x{dim}"
+        settings = json.dumps({"dim": dim, "encode": config["encode"],
+                               "validation": config["validation"]})
+
+        def sink_run() -> tuple[float, int, str]:
+            shutil.rmtree(sink_dir, ignore_errors=True)
+            return run_measured([sys.executable, "-c", _SINK_DRIVER, glob, str(sink_dir), mode,
+                                 workers, settings], REPO)
+
+        sink_s, sink_rss, sink_out = best_of([sink_run() for _ in range(repeat)])
+        assert int(sink_out.split()[-1]) == rows, sink_out
     return {"rows": rows, "dim": dim, "runner": runner, "codecs": codecs,
             "sample_queries": queries, "input_bytes": input_bytes,
             "row_group_rows": row_group_rows, "rows_per_shard": rows_per_shard,
@@ -278,6 +319,7 @@ def bench_size(workdir: Path, rows: int, dim: int, runner: str, repeat: int, *,
             "bare_read_s": bare_s, "bare_read_runs_s": [r[0] for r in bare_runs],
             "bare_read_peak_rss": bare_rss,
             "pipeline_s": pipe_s, "pipeline_peak_rss": pipe_rss,
+            "sink_s": sink_s, "sink_peak_rss": sink_rss,
             "ratio": pipe_s / bare_s, "rows_per_s": rows / pipe_s,
             "s_per_million_rows": pipe_s / rows * 1e6,
             "recall_at_10": report["validation"]["recall_at_k"],
@@ -310,6 +352,8 @@ def main() -> int:
                         help="runs of each measurement; the fastest is reported")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where inputs (cached) and indexes go; default: a temp folder")
+    parser.add_argument("--sink", action="store_true",
+                        help="also time WriteSemqIndex, the PCollection sink, on each input")
     parser.add_argument("--variants", action="store_true",
                         help="also run the job variants of VARIANTS (fewer validation queries, "
                              "other codecs) at the largest size on the last runner")
@@ -323,7 +367,7 @@ def main() -> int:
     results = []
     for runner in args.runners:
         for rows in args.rows:
-            result = bench_size(workdir, rows, args.dim, runner, args.repeat)
+            result = bench_size(workdir, rows, args.dim, runner, args.repeat, sink=args.sink)
             results.append(result)
             print(f"{runner} {rows} rows: {result['summary'][0] if result['summary'] else ''}",
                   file=sys.stderr, flush=True)
@@ -402,6 +446,16 @@ def main() -> int:
         for r in variants:
             print(f"| {r['variant']} | {r['pipeline_s']:.2f} | {r['ratio']:.2f} | "
                   f"{r['recall_at_10']:.4f} |")
+    if args.sink:
+        print("\nThe PCollection sink (WriteSemqIndex, shards by id hash: every vector "
+              "shuffled) against the file job (each shard read where it is encoded)\n")
+        print("| runner:workers | rows | file job s | sink s | sink / job | job peak MiB | "
+              "sink peak MiB |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for r in results:
+            print(f"| {r['runner']} | {r['rows']:,} | {r['pipeline_s']:.2f} | "
+                  f"{r['sink_s']:.2f} | {r['sink_s'] / r['pipeline_s']:.2f} | "
+                  f"{r['pipeline_peak_rss'] / 2**20:.0f} | {r['sink_peak_rss'] / 2**20:.0f} |")
     if layouts:
         print(f"\nInput layouts: {layouts[0]['rows']:,} rows, {layouts[0]['runner']}; each "
               f"against the bare read of its own input; bytes read by the job / input "

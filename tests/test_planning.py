@@ -15,10 +15,10 @@ from semq_transforms.transforms.planning import (
     READS_PER_SPLIT,
     FileOffsets,
     ShardLayout,
-    _id_hash,
     bucket_duplicates,
     decoded_rows,
     id_buckets,
+    id_hash,
     plan_runs,
     plan_shards,
     read_shard,
@@ -146,16 +146,16 @@ def test_bucket_duplicates_match_brute_force(kind, buckets):
         assert detail == f"first occurrence: {file} row {row}"
 
 
-def test_string_id_hash_is_the_same_in_every_process():
+def test_stringid_hash_is_the_same_in_every_process():
     """Python's str hash is salted per process; the bucket hash must not be."""
     ids = np.array(["a", "doc-1", "é", ""], dtype=object)
-    code = ("import numpy as np; from semq_transforms.transforms.planning import _id_hash; "
-            "print(_id_hash(np.array(['a', 'doc-1', 'é', ''], dtype=object)).tolist())")
+    code = ("import numpy as np; from semq_transforms.transforms.planning import id_hash; "
+            "print(id_hash(np.array(['a', 'doc-1', 'é', ''], dtype=object)).tolist())")
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               check=True, env={"PYTHONHASHSEED": seed, "PATH": ""},
                               cwd=str(__import__("pathlib").Path(__file__).parents[1])).stdout
                for seed in ("1", "2")}
-    assert outputs == {f"{_id_hash(ids).tolist()}\n"}
+    assert outputs == {f"{id_hash(ids).tolist()}\n"}
 
 
 def test_iter_split_ids_reads_only_ids(tmp_path):

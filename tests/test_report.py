@@ -185,10 +185,10 @@ def test_report_md_reads_at_a_glance(runs):
     assert f"| time | {human_seconds(report['timing']['wall_seconds'])}, " in md
     # zero counters left out of the Markdown, all kept in the JSON
     zero = [k for k, v in counts.items() if k.startswith("rejected_") and not v]
-    assert len(zero) == 7 and all(k in counts for k in zero)
+    assert len(zero) == 8 and all(k in counts for k in zero)
     assert not any(k in md for k in zero)
     assert "| rejected_non_finite | 1 |" in md
-    assert "7 rejection reasons with no row are left out" in md
+    assert "8 rejection reasons with no row are left out" in md
     # the plot beside it
     assert "](report.svg)" in md and (folder / "report.svg").is_file()
 

@@ -637,6 +637,15 @@ def test_shared_columns_are_checked(data):
         "params not base64": (lambda e: e[0].__setitem__("params", "!!"), "canonical base64"),
         "whole level as object": (lambda e: e.__setitem__(1, {"params": e[1], "shared": {}}),
                                   "non-empty 'shared'"),
+        # the source level's own blob is bad: a typed error, not the codec layer's
+        "source not params": (lambda e: e.__setitem__(1, base64.b64encode(b"junk" * 4).decode()),
+                              "magic"),
+        # more columns than the source has, refused before they are allocated
+        "runs past the source's width": (put("basis", [1, [[0, width], [1, width - 1]]]),
+                                         "more columns than"),
+        # whole where the writer shares: not the writer's bytes
+        "stored whole": (lambda e: e.__setitem__(0, base64.b64encode(
+            data["multi"][0].params.to_bytes()).decode()), "not in canonical form"),
     }
     for case, (edit, message) in cases.items():
         bad = _shared_case(raw, edit)

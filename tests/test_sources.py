@@ -347,8 +347,9 @@ def test_every_reject_reason_and_reconciliation(tmp_path):
     reconcile(batches)
     rejected = [d for b in batches for d in b.rejected]
     assert {d["row"]: d["reason"] for d in rejected} == reasons
-    # every reason a split reader decides (duplicate_id is a global step, tested elsewhere)
-    assert {d["reason"] for d in rejected} == set(REJECT_REASONS) - {"duplicate_id"}
+    # every reason a split reader decides (duplicate_id is a global step, bad_element the
+    # PCollection sink's: tested elsewhere)
+    assert {d["reason"] for d in rejected} == set(REJECT_REASONS) - {"duplicate_id", "bad_element"}
     assert all(d["source"] == plan.files[0] for d in rejected)
     assert {d["row"]: d["id"] for d in rejected}[3] == "a3"
     assert {d["row"]: d["id"] for d in rejected}[1] is None

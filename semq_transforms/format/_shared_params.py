@@ -22,8 +22,10 @@ they were.
 Readers rebuild levels from the last to the first, so a reference always finds its source
 rebuilt (chains resolve; cycles cannot be written). Everything is checked: entry shapes,
 levels, column bounds and order, the source array's dtype and rows, and the canonical form of
-the whole value (the writer's bytes are the only ones accepted). A rebuilt array is never
-larger than its source, so the value cannot expand beyond 16 times (levels) its size.
+the whole value: the rebuilt params, packed again, must give exactly the bytes read, so the
+writer's bytes are the only ones accepted. A rebuilt array is never larger than its source
+(its runs are counted before anything is allocated), so the value cannot expand beyond 16
+times (levels) its size, and each level is parsed once.
 """
 
 from __future__ import annotations
@@ -69,10 +71,11 @@ def pack_params(params: Sequence[CodecParams]) -> bytes:
 
 
 def unpack_params(raw: bytes, levels: int, fail: Fail, *, allow_shared: bool) -> list[bytes]:
-    """Each level's params blob (``CodecParams.to_bytes()``, to be parsed and checked by the
-    caller) from a ``semq.params`` value ``raw`` of a shard with ``levels`` levels.
-    ``allow_shared``: format 3.0 and later (2.x lists whole blobs only). ``fail(detail)``
-    raises the caller's error."""
+    """Each level's params blob (``CodecParams.to_bytes()``, to be checked against its codec
+    by the caller) from a ``semq.params`` value ``raw`` of a shard with ``levels`` levels.
+    ``allow_shared``: format 3.0 and later (2.x lists whole blobs only); then ``raw`` must be
+    exactly what :func:`pack_params` writes for the rebuilt params. ``fail(detail)`` raises
+    the caller's error."""
     try:
         entries = json.loads(raw.decode("ascii"), parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
@@ -81,61 +84,77 @@ def unpack_params(raw: bytes, levels: int, fail: Fail, *, allow_shared: bool) ->
         fail(f"must list one entry per level ({levels})")
     if _canonical(entries) != raw:
         fail("not in canonical form")
-    blobs: list[bytes | None] = [None] * levels
-    for i in reversed(range(levels)):
+    if not allow_shared:
+        if not all(isinstance(entry, str) for entry in entries):
+            fail("each entry must be a base64 string")
+        return [unb64(entry, f"[{i}]", fail) for i, entry in enumerate(entries)]
+    params: list[CodecParams | None] = [None] * levels
+    for i in reversed(range(levels)):      # a reference names a later level: rebuilt first
         entry = entries[i]
         if isinstance(entry, str):
-            blobs[i] = unb64(entry, f"[{i}]", fail)
-        elif allow_shared and isinstance(entry, dict):
-            blobs[i] = _rebuild(entry, i, blobs, fail)
+            params[i] = _parse(unb64(entry, f"[{i}]", fail), f"[{i}]", fail)
+        elif isinstance(entry, dict):
+            params[i] = _rebuild(entry, i, params, fail)
         else:
-            fail(f"[{i}] must be a base64 string" + (" or an object" if allow_shared else ""))
-    return [b for b in blobs if b is not None]
+            fail(f"[{i}] must be a base64 string or an object")
+    rebuilt = [p for p in params if p is not None]
+    if pack_params(rebuilt) != raw:
+        fail("not in canonical form (not as the writer stores these params: a level stored "
+             "whole that shares columns, or the reverse, or a blob in another encoding)")
+    return [p.to_bytes() for p in rebuilt]
 
 
-def _rebuild(entry: dict, i: int, blobs: list[bytes | None], fail: Fail) -> bytes:
-    """Level ``i``'s blob from its partial params and the shared columns of later levels."""
+def _parse(blob: bytes, label: str, fail: Fail) -> CodecParams:
+    try:
+        return CodecParams.from_bytes(blob)
+    except ParamsError as exc:
+        fail(f"{label}: {str(exc)[:200]}")
+
+
+def _rebuild(entry: dict, i: int, params: list[CodecParams | None], fail: Fail
+             ) -> CodecParams:
+    """Level ``i``'s params from its partial params and the shared columns of later
+    levels (``params[j]`` for ``j > i``, rebuilt already)."""
     where = f"[{i}]"
     if set(entry) != {"params", "shared"} or not isinstance(entry["shared"], dict) \
             or not entry["shared"] or not isinstance(entry["params"], str):
         fail(f"{where} must be an object with a base64 'params' and a non-empty 'shared'")
-    try:
-        partial = CodecParams.from_bytes(unb64(entry["params"], f"{where}.params", fail))
-    except ParamsError as exc:
-        fail(f"{where}.params: {str(exc)[:200]}")
+    partial = _parse(unb64(entry["params"], f"{where}.params", fail), f"{where}.params", fail)
     arrays = dict(partial.arrays)
     for name, ref in entry["shared"].items():
         label = f"{where}.shared.{name[:40]}"
         if name in arrays:
             fail(f"{label}: the params also hold the array")
         if not (isinstance(ref, list) and len(ref) == 2 and type(ref[0]) is int
-                and i < ref[0] < len(blobs) and isinstance(ref[1], list) and ref[1]):
+                and i < ref[0] < len(params) and isinstance(ref[1], list) and ref[1]):
             fail(f"{label} must be [a later level, [[first column, count], ...]]")
-        source = CodecParams.from_bytes(blobs[ref[0]]).arrays.get(name)  # rebuilt already
+        later = params[ref[0]]
+        source = None if later is None else later.arrays.get(name)
         if source is None or source.ndim != 2:
             fail(f"{label}: level {ref[0]} has no 2-D array {name[:40]!r}")
         arrays[name] = source[:, _columns(ref[1], source.shape[1], label, fail)]
     try:
-        return CodecParams(partial.codec, partial.dim, arrays).to_bytes()
+        return CodecParams(partial.codec, partial.dim, arrays)
     except ParamsError as exc:
         fail(f"{where}: {str(exc)[:200]}")
 
 
 def _columns(runs: list, available: int, label: str, fail: Fail) -> np.ndarray:
     """The column indices of ``runs`` ([[first, count], ...]: distinct columns below
-    ``available``, each run starting anywhere but where the one before it ends)."""
-    if len(runs) > available:
-        fail(f"{label}: more runs than the source's {available} columns")
-    out, end = [], -1
+    ``available``, each run starting anywhere but where the one before it ends). Checked
+    before anything is allocated: at most ``available`` columns in all."""
+    total, end = 0, -1
     for run in runs:
         if not (isinstance(run, list) and len(run) == 2 and all(type(v) is int for v in run)
                 and 0 <= run[0] != end and run[1] >= 1 and run[0] + run[1] <= available):
             fail(f"{label}: column runs must be [first, count] pairs within the source's "
                  f"{available} columns, each starting where the one before it does not end")
-        out.append(np.arange(run[0], run[0] + run[1]))
+        total += run[1]
+        if total > available:
+            fail(f"{label}: more columns than the source's {available}")
         end = run[0] + run[1]
-    columns = np.concatenate(out)
-    if columns.shape[0] > available or np.unique(columns).shape[0] != columns.shape[0]:
+    columns = np.concatenate([np.arange(first, first + count) for first, count in runs])
+    if np.unique(columns).shape[0] != columns.shape[0]:
         fail(f"{label}: a column is listed twice")
     return columns
 
@@ -147,14 +166,15 @@ def _column_runs(array: np.ndarray, source: np.ndarray | None) -> list[list[int]
             or source.shape[0] != array.shape[0] or source.shape[1] < array.shape[1]):
         return None
     where: dict[bytes, int] = {}
-    for j in range(source.shape[1]):
-        where.setdefault(source[:, j].tobytes(), j)
+    for column in range(source.shape[1]):
+        where.setdefault(source[:, column].tobytes(), column)
     runs: list[list[int]] = []
     used: set[int] = set()
     for c in range(array.shape[1]):
-        j = where.get(array[:, c].tobytes())
-        if j is None or j in used:
+        found = where.get(array[:, c].tobytes())
+        if found is None or found in used:
             return None
+        j = found
         used.add(j)
         if runs and runs[-1][0] + runs[-1][1] == j:
             runs[-1][1] += 1

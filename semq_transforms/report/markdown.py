@@ -113,6 +113,8 @@ def _counts_table(counts: Mapping[str, Any]) -> list[str]:
     lines = ["| count | value |", "|---|---:|"]
     hidden = 0
     for key, value in counts.items():
+        if value is None:        # rows_planned of a run with no plan (a PCollection)
+            continue
         if key.startswith("rejected_") and not value:
             hidden += 1
             continue

@@ -11,6 +11,9 @@
   one step, as the job runs them), ``SampleQueries``, ``MergeNeighbors``; ``PublishIndex``.
 * :mod:`~semq_transforms.transforms.ingest`: the whole job, built by
   ``JobConfig.create_transform()``.
+* :mod:`~semq_transforms.transforms.sink`: ``WriteSemqIndex``, the same job for embeddings
+  already in a PCollection (pairs, Rows, Beam RAG chunks), and ``SemqWriteConfig``, its
+  ``VectorDatabaseWriteConfig`` for ``apache_beam.ml.rag`` ingestion.
 * :mod:`~semq_transforms.transforms.runners`: ``direct_options``, a local runner that works
   offline.
 
@@ -35,10 +38,12 @@ from semq_transforms.transforms.sources import (
 )
 
 _LAZY = {"ReadEmbeddings": "read", "ReadShards": "read", "FindDuplicateIds": "read",
-         "WriteDeadLetters": "read", "direct_options": "runners"}
+         "WriteDeadLetters": "read", "direct_options": "runners",
+         "WriteSemqIndex": "sink", "SemqWriteConfig": "sink", "ElementFields": "sink"}
 
-__all__ = ["REJECT_REASONS", "Batch", "FindDuplicateIds", "InputPlan", "ReadEmbeddings",
-           "ReadShards", "Split", "WriteDeadLetters", "direct_options", "expand_inputs",
+__all__ = ["REJECT_REASONS", "Batch", "ElementFields", "FindDuplicateIds", "InputPlan",
+           "ReadEmbeddings", "ReadShards", "SemqWriteConfig", "Split", "WriteDeadLetters",
+           "WriteSemqIndex", "direct_options", "expand_inputs",
            "find_duplicate_ids", "iter_split", "plan_inputs", "plan_splits", "read_split",
            "write_dead_letters"]
 

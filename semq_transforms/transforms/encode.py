@@ -166,9 +166,11 @@ class CutShards(beam.PTransform):
 # -- the query sample -----------------------------------------------------------------------
 
 
-def _batch_candidates(batch: Batch, *, n: int, seed: int) -> Iterator[tuple[int, int, Any]]:
-    """The ``n`` rows of a batch with the smallest position hashes: (hash, position, vector)."""
-    if not batch.accepted:
+def _batch_candidates(batch: Batch | ShardRows, *, n: int, seed: int
+                      ) -> Iterator[tuple[int, int, Any]]:
+    """The ``n`` rows of a batch (or shard) with the smallest position hashes: (hash,
+    position, vector)."""
+    if not batch.positions.shape[0]:
         return
     hashes = position_hash(batch.positions, seed)
     keep = np.argsort(hashes, kind="stable")[:n]
@@ -187,8 +189,8 @@ def _stack_queries(sample: list) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SampleQueries(beam.PTransform):
-    """Batches -> one element ``(positions [nq], queries float32 [nq, d])``: the ``n``
-    accepted rows with the smallest :func:`position_hash` under ``seed``."""
+    """Batches (or ShardRows) -> one element ``(positions [nq], queries float32 [nq, d])``:
+    the ``n`` accepted rows with the smallest :func:`position_hash` under ``seed``."""
 
     def __init__(self, *, n: int, seed: int) -> None:
         super().__init__()

@@ -52,8 +52,8 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import hashlib
 import itertools
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,9 +66,9 @@ from semq_transforms.sharding import ShardLayout
 from semq_transforms.transforms.sources import Batch, Split, iter_split
 
 __all__ = ["READS_PER_SPLIT", "FileOffsets", "ShardLayout", "ShardRead", "ShardRows",
-           "ShardRun", "ShardTask",
-           "bucket_count", "bucket_duplicates", "decoded_by_split", "decoded_rows", "id_buckets", "plan_runs",
-           "plan_shards", "read_shard", "read_shards", "sample_splits", "splitmix64"]
+           "ShardRun", "ShardTask", "bucket_count", "bucket_duplicates", "decoded_by_split",
+           "decoded_rows", "id_buckets", "id_hash", "plan_runs", "plan_shards", "read_shard",
+           "read_shards", "sample_splits", "splitmix64"]
 
 #: Ids per duplicate-finding bucket (about 16 bytes each in flight: id and position).
 BUCKET_ROWS = 4_000_000
@@ -287,13 +287,15 @@ def bucket_count(total_rows: int) -> int:
     return max(1, -(-total_rows // BUCKET_ROWS))
 
 
-def _id_hash(ids: np.ndarray) -> np.ndarray:
+def id_hash(ids: np.ndarray) -> np.ndarray:
     """A hash of each id that is the same in every process (Python's ``hash`` of a ``str`` is
     salted per process, so it cannot route ids between workers): splitmix64 of int64 ids,
-    CRC-32 of the UTF-8 of string ids."""
+    the first 8 bytes (little-endian) of the BLAKE2b of the UTF-8 of string ids (not a
+    linear code like CRC-32, whose buckets chosen ids can fill at will)."""
     if ids.dtype == object:
-        return np.fromiter((zlib.crc32(str(i).encode("utf-8")) for i in ids), np.uint64,
-                           count=ids.shape[0])
+        return np.fromiter((int.from_bytes(hashlib.blake2b(
+            str(i).encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+            for i in ids), np.uint64, count=ids.shape[0])
     return splitmix64(ids.astype(np.int64).view(np.uint64))
 
 
@@ -305,7 +307,7 @@ def id_buckets(ids: np.ndarray, id_null: np.ndarray, positions: np.ndarray,
     ids, positions = ids[keep], positions[keep]
     if buckets == 1:
         return [(0, (ids, positions))] if ids.shape[0] else []
-    bucket = (_id_hash(ids) % np.uint64(buckets)).astype(np.int64)
+    bucket = (id_hash(ids) % np.uint64(buckets)).astype(np.int64)
     out = []
     for b in np.unique(bucket):
         mask = bucket == b

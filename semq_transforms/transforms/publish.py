@@ -115,14 +115,14 @@ class Gate:
     min_compression_ratio: float = 0.0
 
 
-def gate_problems(*, gate: Gate, rows_planned: int, totals: Mapping[str, int],
+def gate_problems(*, gate: Gate, rows_planned: int | None, totals: Mapping[str, int],
                   dead_letters: int, rows_encoded: int, recall: float | None,
                   shard_sizes: Sequence[tuple[str, int, int]]) -> list[str]:
     """Why the run must not be published (empty list: publish).
 
-    Checks: the rows read are the rows planned; rows read == rows encoded + rows rejected
-    (rejected counted from the dead letters, and equal to the readers' own count); the
-    rejected fraction, ``recall`` (overall recall@k of the compressed search on the query
+    Checks: the rows read are the rows planned (when there is a plan); rows read == rows
+    encoded + rows rejected (rejected counted from the dead letters, and equal to the
+    readers' own count); the rejected fraction, ``recall`` (overall recall@k of the compressed search on the query
     sample) and each shard's compression ratio against ``gate``. ``shard_sizes``: ``(path,
     float32 bytes of its rows, file bytes)`` per shard.
     """
@@ -130,7 +130,7 @@ def gate_problems(*, gate: Gate, rows_planned: int, totals: Mapping[str, int],
     max_rejected_fraction = gate.max_rejected_fraction
     problems = []
     rows_read = totals["rows_read"]
-    if rows_read != rows_planned:
+    if rows_planned is not None and rows_read != rows_planned:
         problems.append(f"rows read ({rows_read}) != rows planned from the input metadata "
                         f"({rows_planned})")
     if dead_letters != totals["rows_rejected"]:
@@ -288,7 +288,7 @@ class _PublishFn(beam.DoFn):
     """[ShardMeta] + side inputs -> the report dict; commits only if the gate passes."""
 
     def __init__(self, index_url: str, *, run_id: str, dim: int | None, codecs: Sequence[str],
-                 rows_planned: int, gate: Gate, input_fingerprint: str | None,
+                 rows_planned: int | None, gate: Gate, input_fingerprint: str | None,
                  safe_config: Mapping[str, Any] | None, folder_checked_through: int,
                  storage_options: Mapping[str, Any] | None,
                  allow_unsafe_commit: bool = False, signing_key_pem: bytes | None = None,
@@ -427,7 +427,8 @@ class PublishIndex(beam.PTransform):
         started_at: when the run started (``time.time()`` on the launcher): the report
             gives the wall time from then to the publish step, and rows read per second.
             Only the report holds it (no shard or manifest byte depends on it).
-        rows_planned: total input rows of the read plan.
+        rows_planned: total input rows of the read plan (None: no plan, as for a
+            PCollection written by ``WriteSemqIndex``; the other reconciliations still hold).
         gate: what the run must reach to be published (:class:`Gate`).
         input_fingerprint: stored in the manifest.
         safe_config: the *redacted* config dict (``JobConfig.model_dump_safe()``) for the
@@ -444,7 +445,8 @@ class PublishIndex(beam.PTransform):
 
     def __init__(self, index_url: str, *, run_id: str, dim: int | None, codecs: Sequence[str],
                  totals: beam.PCollection, dead_letters: beam.PCollection,
-                 neighbors: beam.PCollection, sample: beam.PCollection, rows_planned: int,
+                 neighbors: beam.PCollection, sample: beam.PCollection,
+                 rows_planned: int | None,
                  gate: Gate, input_fingerprint: str | None = None,
                  safe_config: Mapping[str, Any] | None = None,
                  folder_checked_through: int = 0,

@@ -80,7 +80,7 @@ logger = logging.getLogger(__name__)
 InputFormat = Literal["auto", "parquet", "arrow", "npy"]
 FORMATS = ("parquet", "arrow", "npy")
 REJECT_REASONS = ("null_id", "id_too_long", "null_vector", "wrong_dimension", "non_finite",
-                  "out_of_range", "zero_vector", "duplicate_id")
+                  "out_of_range", "zero_vector", "duplicate_id", "bad_element")
 """Why a row is rejected, in order of precedence: a row gets the first reason that applies.
 ``id_too_long``: a string id of more than :data:`~semq_transforms.format._ids.MAX_ID_BYTES`
 UTF-8 bytes, which a shard cannot store (``detail`` gives its length).
@@ -91,7 +91,9 @@ global step over all ids (see :mod:`semq_transforms.transforms.planning`), not b
 :func:`iter_split`. Every dead letter has a ``detail``: ``wrong_dimension`` "got 384, expected
 768"; ``non_finite`` the first such element, "vector element 17 is nan" (a null element
 reads as nan, a float64 value beyond float32's range as inf); ``duplicate_id`` the first
-occurrence's file and row; the others say what was found ("the id is null")."""
+occurrence's file and row; the others say what was found ("the id is null").
+``bad_element`` is the PCollection sink's (:mod:`~semq_transforms.transforms.sink`): an
+element it cannot read as an id and a vector (its detail says what it got)."""
 
 _EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow",
                ".feather": "arrow", ".ipc": "arrow", ".npy": "npy"}
@@ -602,7 +604,7 @@ def _id_bytes(ids: np.ndarray, id_null: np.ndarray) -> np.ndarray | None:
     return size
 
 
-def _make_batch(*, source: str, row_start: int, global_row_offset: int, ids: np.ndarray,
+def check_rows(*, source: str, row_start: int, global_row_offset: int, ids: np.ndarray,
                 id_null: np.ndarray, vectors: np.ndarray, vector_null: np.ndarray,
                 right_length: np.ndarray, lengths: int | np.ndarray, reject_zero_vectors: bool,
                 max_abs_value: float, bytes_read: int) -> Batch:
@@ -705,7 +707,7 @@ def _npy_batches(split: Split, *, ids_url: str | None, dim: int | None, batch_ro
         right_length = np.full(n, width == dim)
         if width != dim:  # every row rejected
             values = zero_rows(n, dim)
-        yield _make_batch(source=split.url, row_start=start, global_row_offset=global_start,
+        yield check_rows(source=split.url, row_start=start, global_row_offset=global_start,
                           ids=ids, id_null=np.zeros(n, bool), vectors=values,
                           vector_null=np.zeros(n, bool), right_length=right_length,
                           lengths=width, reject_zero_vectors=reject_zero_vectors,
@@ -770,7 +772,7 @@ def iter_split(split: Split, *, vector_column: str = "embedding", id_column: str
             else:
                 ids, id_null = ids_from_arrow(chunk.ids, url=split.url,
                                               row_start=chunk.row_start)
-            yield _make_batch(source=split.url, row_start=chunk.row_start,
+            yield check_rows(source=split.url, row_start=chunk.row_start,
                               global_row_offset=global_start, ids=ids, id_null=id_null,
                               vectors=vectors, vector_null=vector_null,
                               right_length=right_length,
@@ -904,7 +906,8 @@ def find_duplicate_ids(batches: Iterable[Batch]) -> dict[Any, list[int]]:
 DEAD_LETTER_SCHEMA = pa.schema([
     pa.field("id", pa.string()),        # the row's id as text (integer ids in decimal), or null
     pa.field("source", pa.string(), nullable=False),
-    pa.field("row", pa.int64(), nullable=False),   # row number within the source file
+    pa.field("row", pa.int64()),        # row number within the source file (null: a
+                                        # PCollection element, which has none)
     pa.field("reason", pa.string(), nullable=False),  # one of REJECT_REASONS
     pa.field("detail", pa.string()),    # more about the reason (duplicate_id: the first row;
                                         # id_too_long: its length; out_of_range, non_finite:
@@ -913,12 +916,18 @@ DEAD_LETTER_SCHEMA = pa.schema([
 ])
 
 
+def _dead_letter_order(d: Mapping[str, Any]) -> tuple:
+    """Files' dead letters by (source, row); a PCollection's (no row) by id, reason, detail."""
+    return (d["source"], -1 if d["row"] is None else d["row"],
+            "" if d["id"] is None else str(d["id"]), d["reason"], d.get("detail") or "")
+
+
 def write_dead_letters(dead_letters: Iterable[Mapping[str, Any]], dest_url: str, *,
                        storage_options: Mapping[str, Any] | None = None) -> int:
     """Write dead letters to one Parquet file at ``dest_url`` (replacing it), sorted by
     ``(source, row)``, with :data:`DEAD_LETTER_SCHEMA`; returns the number of rows. No dead
     letters still writes a file (with no rows), so its absence never means "none"."""
-    rows = sorted(dead_letters, key=lambda d: (d["source"], d["row"]))
+    rows = sorted(dead_letters, key=_dead_letter_order)
     table = pa.table({
         "id": pa.array([None if d["id"] is None else str(d["id"]) for d in rows], pa.string()),
         "source": pa.array([d["source"] for d in rows], pa.string()),
