@@ -26,7 +26,7 @@ import numpy as np
 
 from semq_transforms.codecs import refine, semq
 from semq_transforms.eval import exact_knn, knn_intersection_measure
-from semq_transforms.format.shard import decode_rows, encode_levels, search_levels
+from semq_transforms.levels import decode_rows, encode_levels, search_levels
 
 K = 10
 CHAINS = (("semq4",), ("semq1", "semq4"), ("semq8",))

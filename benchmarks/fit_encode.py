@@ -25,7 +25,7 @@ import numpy as np
 
 from semq_transforms.codecs import get_codec
 from semq_transforms.eval import exact_knn
-from semq_transforms.format.shard import encode_levels, search_levels
+from semq_transforms.levels import encode_levels, search_levels
 
 DEFAULT_OUT = REPO / "benchmarks/results/fit_encode.json"
 CODECS = ("semq1", "semq4", "semq8", "int8")

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from semq_transforms.format.layout import shard_bytes
-from semq_transforms.format.shard import encode_levels, write_shard
+from semq_transforms.format.shard import write_shard
+from semq_transforms.levels import encode_levels
 
 DEFAULT_OUT = REPO / "benchmarks/results/shard_bytes.json"
 

@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from semq_transforms._formats import SUFFIX_FORMATS, infer_format
 from semq_transforms._urls import check_url_credentials, redact_url
 from semq_transforms.errors import InvalidInputError
 
 #: Accepted query file suffixes (lower case) and their format.
-QUERY_FORMATS = {".npy": "npy", ".parquet": "parquet", ".arrow": "arrow", ".feather": "arrow"}
+
 #: Ids named in an "unknown ids" message, at most.
 _NAMED_IDS = 20
 
@@ -35,7 +36,7 @@ def load_queries(url: str, *, column: str | None = None) -> np.ndarray:
         raise InvalidInputError(f"queries {exc}") from None
     name = url.rsplit("/", 1)[-1].partition("?")[0]
     suffix = "." + name.rpartition(".")[2].lower() if "." in name else ""
-    fmt = QUERY_FORMATS.get(suffix)
+    fmt = infer_format(url)
     if fmt == "npy" and column is not None:
         raise InvalidInputError(f"queries {where}: --query-column is for Parquet and Arrow "
                                 f"files, not .npy")
@@ -43,7 +44,7 @@ def load_queries(url: str, *, column: str | None = None) -> np.ndarray:
         with fsspec.open(url, "rb") as f:
             if fmt is None:
                 raise InvalidInputError(f"queries {where}: unknown file type "
-                                        f"{suffix or '(none)'!r}; use {', '.join(QUERY_FORMATS)}")
+                                        f"{suffix or '(none)'!r}; use {', '.join(SUFFIX_FORMATS)}")
             if fmt == "npy":
                 vectors = _npy(f, where)
             else:

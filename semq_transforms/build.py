@@ -19,8 +19,9 @@ from semq_transforms.codecs import check_vectors
 from semq_transforms.errors import InvalidInputError
 from semq_transforms.format.fingerprint import row_fingerprints
 from semq_transforms.format.manifest import Manifest
-from semq_transforms.format.shard import encode_levels, write_shard
+from semq_transforms.format.shard import write_shard
 from semq_transforms.format.store import IndexStore
+from semq_transforms.levels import encode_levels
 from semq_transforms.sharding import ShardLayout
 
 DEFAULT_ROWS_PER_SHARD = 100_000

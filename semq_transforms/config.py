@@ -78,6 +78,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from semq_transforms._formats import FileFormat, infer_format
 from semq_transforms._urls import REDACTED, check_url_credentials, redact_url
 from semq_transforms.errors import ConfigError, SemqError
 from semq_transforms.format._header import MAX_DIM
@@ -99,7 +100,7 @@ __all__ = [
 #: Larger config files are refused before parsing.
 MAX_CONFIG_BYTES = 1 << 20
 
-InputFormat = Literal["parquet", "arrow", "npy"]
+InputFormat = FileFormat
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # (a default holds no "${": a nested reference is malformed, not literal text)
@@ -108,11 +109,6 @@ _ENV_REF = re.compile(
 _NUMBER_TYPES = (int, float, int | None, float | None)
 _OPTIONAL_REF = re.compile(r"\$\{ENV:[A-Za-z_][A-Za-z0-9_]*:-\}")
 _URL_FIELDS = frozenset({"url", "ids_url", "index_url"})
-_SUFFIX_FORMATS: dict[str, InputFormat] = {
-    ".parquet": "parquet", ".pq": "parquet", ".parq": "parquet",
-    ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow",
-    ".npy": "npy",
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,16 +184,6 @@ def _safe_tree(value: Any) -> Any:
     if isinstance(value, list):
         return [_safe_tree(item) for item in value]
     return value
-
-
-def infer_format(path: str) -> InputFormat | None:
-    """The input format a file name implies (``.parquet``/``.pq``/``.parq``,
-    ``.arrow``/``.feather``/``.ipc``, ``.npy``), or ``None``."""
-    name = path.rstrip("/").rsplit("/", 1)[-1].lower()
-    for suffix, fmt in _SUFFIX_FORMATS.items():
-        if name.endswith(suffix):
-            return fmt
-    return None
 
 
 def _is_local_relative(url: str) -> bool:

@@ -32,15 +32,9 @@ from semq_transforms.errors import FormatError, IntegrityError, InvalidInputErro
 from semq_transforms.eval import topk
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.meta import ShardMeta
-from semq_transforms.format.shard import (
-    DEFAULT_MAX_BYTES,
-    Shard,
-    decode_rows,
-    read_shard,
-    search_levels,
-    verify_shard,
-)
+from semq_transforms.format.shard import DEFAULT_MAX_BYTES, Shard, read_shard, verify_shard
 from semq_transforms.format.store import IndexStore, read_at_most
+from semq_transforms.levels import decode_rows, search_levels
 
 #: Bytes of shard codes kept in memory per open index (least recently used shards are dropped
 #: beyond it; a shard larger than the budget is still read, used, then dropped).

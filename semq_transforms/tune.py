@@ -6,8 +6,8 @@
     svg = tune_svg(rows, k=10, target=0.95)
 
 A candidate is one shard's code levels (``"semq1+semq4"``: scan semq1, rerank semq4). Each is
-fitted and encoded on the corpus sample (:func:`~semq_transforms.format.shard.encode_levels`),
-searched with the index's own per-shard search (:func:`~semq_transforms.format.shard.search_levels`,
+fitted and encoded on the corpus sample (:func:`~semq_transforms.levels.encode_levels`),
+searched with the index's own per-shard search (:func:`~semq_transforms.levels.search_levels`,
 rerank ``10 * k`` by default, as ``Index.search``) and scored by recall@k against exact float
 inner-product search. Queries are held-out rows, never rows of the corpus. Scores are
 deterministic (:func:`~semq_transforms.eval.exact_knn`'s ``deterministic``), so the same data
@@ -69,7 +69,7 @@ def parse_candidates(text: str | Sequence[str] | None) -> list[tuple[str, ...]]:
     """``"semq1+semq4,int8"`` (or a list of such names) as level spec tuples, each checked
     (known codecs, refining levels after a level they refine); None: the defaults.
     Raises InvalidInputError naming the bad candidate."""
-    from semq_transforms.format.shard import level_codecs
+    from semq_transforms.levels import level_codecs
 
     names = DEFAULT_CANDIDATES if text is None else (
         text.split(",") if isinstance(text, str) else list(text))
@@ -155,7 +155,7 @@ def evaluate(corpus: np.ndarray, queries: np.ndarray, candidates: Sequence[Seque
         then name), with the Pareto front marked.
     """
     from semq_transforms.eval import exact_knn, knn_intersection_measure
-    from semq_transforms.format.shard import encode_levels, search_levels
+    from semq_transforms.levels import encode_levels, search_levels
 
     n, d = corpus.shape
     rerank = DEFAULT_RERANK_FACTOR * k if rerank is None else rerank

@@ -14,13 +14,8 @@ import pytest
 
 from semq_transforms.errors import IntegrityError
 from semq_transforms.format._header import PARAMS_KEY
-from semq_transforms.format.shard import (
-    EncodedLevel,
-    encode_levels,
-    read_shard,
-    verify_shard,
-    write_shard,
-)
+from semq_transforms.format.shard import EncodedLevel, read_shard, verify_shard, write_shard
+from semq_transforms.levels import encode_levels
 from tests.conftest import make_anisotropic
 
 

@@ -26,9 +26,10 @@ from semq_transforms.errors import (
 )
 from semq_transforms.format.fingerprint import row_fingerprints
 from semq_transforms.format.meta import LevelMeta, ShardMeta
-from semq_transforms.format.shard import encode_levels, read_shard, verify_shard, write_shard
+from semq_transforms.format.shard import read_shard, verify_shard, write_shard
 from semq_transforms.format.store import IndexStore
 from semq_transforms.index import Index
+from semq_transforms.levels import encode_levels
 from tests.conftest import ROOT, make_anisotropic
 from tests.golden.make_golden_shard import SHARD
 from tests.shard_helpers import (

@@ -13,8 +13,9 @@ from semq_transforms.build import build_index
 from semq_transforms.codecs import get_codec
 from semq_transforms.errors import IndexNotFoundError, InputShapeError, InvalidInputError
 from semq_transforms.eval import exact_knn, knn_intersection_measure, topk
-from semq_transforms.format.shard import _rerank_step, read_shard
+from semq_transforms.format.shard import read_shard
 from semq_transforms.index import Index
+from semq_transforms.levels import _rerank_step
 from tests.conftest import make_anisotropic
 
 

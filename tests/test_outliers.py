@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from semq_transforms.eval import exact_knn, recall_at_k
-from semq_transforms.format.shard import encode_levels, level_base
+from semq_transforms.levels import encode_levels, level_base
 from tests.conftest import make_anisotropic
 
 CHAINS = [["semq1"], ["semq4"], ["semq8"], ["semq1", "semqr4"], ["int8"], ["int4"],

@@ -444,7 +444,7 @@ def test_params_restoring_to_inf_are_refused(spec, name, value, aniso):
 def test_semq_bases_must_hold_unit_columns(aniso):
     """Encoding multiplies the basis as integers on a 2**-20 grid, exact only for columns of
     norm <= ~1: params with a longer column (edited, digests recomputed) are refused."""
-    from semq_transforms.format.shard import encode_levels
+    from semq_transforms.levels import encode_levels
     scan, fine = encode_levels(aniso[:500], ["semq1", "semqr4"])
     for level, name in ((scan, "basis"), (fine, "extra_basis")):
         arrays = dict(level.params.arrays)

@@ -23,9 +23,10 @@ from pipelines.ingest import build_pipeline, main
 from semq_transforms.config import parse_config
 from semq_transforms.eval import exact_knn, knn_intersection_measure
 from semq_transforms.format.fingerprint import row_fingerprints
-from semq_transforms.format.shard import encode_levels, read_shard
+from semq_transforms.format.shard import read_shard
 from semq_transforms.format.store import IndexStore
 from semq_transforms.index import Index
+from semq_transforms.levels import encode_levels
 from semq_transforms.sample_data import sample_embeddings, write_sample_embeddings
 from semq_transforms.transforms import direct_options
 from semq_transforms.transforms.encode import ShardNeighbors, _MergeNeighborsFn
@@ -696,7 +697,8 @@ def test_written_shards_are_read_back_and_checked(tmp_path):
     """check_written (run on every shard the job writes) refuses a file that storage lost
     or altered: one flipped byte, or a truncated file."""
     from semq_transforms.errors import IntegrityError
-    from semq_transforms.format.shard import encode_levels, write_shard
+    from semq_transforms.format.shard import write_shard
+    from semq_transforms.levels import encode_levels
     from semq_transforms.transforms.encode import check_written
 
     store = IndexStore(str(tmp_path / "idx"))

@@ -26,8 +26,9 @@ from semq_transforms.errors import (
     ParamsError,
 )
 from semq_transforms.eval import exact_knn, recall_at_k
-from semq_transforms.format.shard import decode_rows, encode_levels, read_shard
+from semq_transforms.format.shard import read_shard
 from semq_transforms.index import Index
+from semq_transforms.levels import decode_rows, encode_levels
 from tests.shard_helpers import rewrite, shard_bytes
 
 

@@ -23,8 +23,9 @@ from pipelines.ingest import main
 from semq_transforms.config import parse_config
 from semq_transforms.format.fingerprint import row_fingerprints
 from semq_transforms.format.layout import shard_bytes
-from semq_transforms.format.shard import encode_levels, write_shard
+from semq_transforms.format.shard import write_shard
 from semq_transforms.format.store import IndexStore
+from semq_transforms.levels import encode_levels
 from semq_transforms.report import human_bytes, human_count, human_seconds, report_markdown
 from semq_transforms.report.figures import byte_split
 from semq_transforms.report.markdown import pooled_recall_note

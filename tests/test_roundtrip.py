@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from semq_transforms.codecs import SPECS, get_codec
 from semq_transforms.codecs.block import BLOCK
-from semq_transforms.format.shard import encode_levels
+from semq_transforms.levels import encode_levels
 
 SEMQ_SPECS = tuple(s for s in SPECS if s.startswith("semq"))
 EPS32 = float(np.finfo(np.float32).eps)
@@ -371,7 +371,7 @@ def test_score_candidates_with_no_candidates_is_empty(spec, aniso, aniso_queries
 
 def test_decode_rows_names_a_row_out_of_range(aniso):
     from semq_transforms.errors import InvalidInputError
-    from semq_transforms.format.shard import decode_rows, encode_levels
+    from semq_transforms.levels import decode_rows, encode_levels
 
     levels = encode_levels(aniso[:60], ["semq1", "semq4"])
     with pytest.raises(InvalidInputError, match="60 rows"):

@@ -10,13 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from semq_transforms.format.shard import (
-    encode_levels,
-    read_shard,
-    read_shard_header,
-    verify_shard,
-    write_shard,
-)
+from semq_transforms.format.shard import read_shard, read_shard_header, verify_shard, write_shard
+from semq_transforms.levels import encode_levels
 from tests.golden.make_golden_shard import EXPECTED, REL_PATH, SHARD, SPECS, golden_stats
 
 REGENERATE = ("Only if this change is intended: run tests/golden/make_golden_shard.py and bump "

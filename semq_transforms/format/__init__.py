@@ -14,7 +14,6 @@ from semq_transforms.format.shard import (
     EncodedLevel,
     Shard,
     ShardCheck,
-    encode_levels,
     read_shard,
     read_shard_header,
     verify_shard,
@@ -23,6 +22,6 @@ from semq_transforms.format.shard import (
 from semq_transforms.format.store import IndexStore, manifest_path, shard_path
 
 __all__ = ["MANIFEST_FORMAT_VERSION", "SHARD_FORMAT_VERSION", "EncodedLevel", "IndexStore",
-           "LevelMeta", "Manifest", "Shard", "ShardCheck", "ShardMeta", "encode_levels",
+           "LevelMeta", "Manifest", "Shard", "ShardCheck", "ShardMeta",
            "manifest_path", "read_shard", "read_shard_header", "shard_path", "verify_shard",
            "write_shard"]

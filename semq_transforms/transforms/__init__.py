@@ -7,8 +7,8 @@
 * :mod:`~semq_transforms.transforms.read`: ``ReadEmbeddings``, ``ReadShards``,
   ``FindDuplicateIds`` and ``WriteDeadLetters``, the Beam transforms of the input stage.
 * :mod:`~semq_transforms.transforms.encode`, :mod:`~semq_transforms.transforms.publish`:
-  ``CutShards``, ``EncodeShards``, ``ReadEncodeShards`` (``ReadShards | EncodeShards`` in
-  one step, as the job runs them), ``SampleQueries``, ``MergeNeighbors``; ``PublishIndex``.
+  ``EncodeShards``, ``ReadEncodeShards`` (``ReadShards | EncodeShards`` in one step, as the
+  job runs them), ``SampleQueries``, ``MergeNeighbors``; ``PublishIndex``.
 * :mod:`~semq_transforms.transforms.ingest`: the whole job, built by
   ``JobConfig.create_transform()``.
 * :mod:`~semq_transforms.transforms.sink`: ``WriteSemqIndex``, the same job for embeddings

@@ -1,7 +1,7 @@
-"""The middle of the ingestion pipeline as Beam transforms: cut accepted rows into shards by
-global position, encode and write each shard, and measure retrieval on a query sample.
+"""The middle of the ingestion pipeline as Beam transforms: encode and write each shard, and
+measure retrieval on a query sample.
 
-    shards = read.batches | "Cut shards" >> CutShards(100_000, total_rows=read.plan.total_rows)
+    shards = (pbegin | "Read shards" >> ReadShards(read, rows_per_shard=100_000)).shards
     queries = read.batches | "Sample queries" >> SampleQueries(n=256, seed=0)
     encoded = shards | "Encode shards" >> EncodeShards(index_url, run_id=run_id,
                                                        codecs=["semq1", "semq4"],
@@ -10,12 +10,10 @@ global position, encode and write each shard, and measure retrieval on a query s
     encoded.neighbors   # PCollection[ShardNeighbors]: per shard exact and compressed top-k
     encoded.shard_bytes # PCollection[ShardBytes]: per shard bytes of codes, params, ids, ...
 
-**Shards.** Shard ``n`` holds the accepted rows whose global input position is in
-``[n * rows_per_shard, (n + 1) * rows_per_shard)``, in position order; a remainder under half
-a shard joins the last one (:class:`~semq_transforms.transforms.planning.ShardLayout`: so no
-shard is small enough for its params to outweigh its codes). Rejected rows leave
-gaps, so a shard may hold fewer rows (or not exist): the cut depends only on the input and
-the config, never on how the runner split or ordered the work. Memory is bounded by one shard.
+**Shards** (:class:`~semq_transforms.transforms.planning.ShardRows`) come from the file job's
+``ReadShards`` (contiguous ranges of global positions, each read where it is encoded: see
+:mod:`~semq_transforms.transforms.planning`) or from the PCollection sink (rows grouped by id
+hash: :mod:`~semq_transforms.transforms.sink`). Memory is bounded by one shard.
 
 **Fingerprints.** Every shard stores its rows' input fingerprints (``format/fingerprint.py``,
 64 bits per row), so ``Index.diff`` tells a row whose input changed from one re-encoded.
@@ -61,17 +59,12 @@ from semq_transforms.eval import exact_knn, knn_intersection_measure, merge_topk
 from semq_transforms.format.fingerprint import row_fingerprints
 from semq_transforms.format.layout import shard_bytes
 from semq_transforms.format.meta import ShardMeta
-from semq_transforms.format.shard import (
-    EncodedLevel,
-    encode_levels,
-    level_codecs,
-    search_levels,
-    write_shard,
-)
+from semq_transforms.format.shard import EncodedLevel, write_shard
 from semq_transforms.format.store import IndexStore
 from semq_transforms.index import DEFAULT_RERANK_FACTOR, check_count
+from semq_transforms.levels import encode_levels, level_codecs, search_levels
 from semq_transforms.transforms._worker import worker_setup
-from semq_transforms.transforms.planning import ShardLayout, ShardRows, splitmix64
+from semq_transforms.transforms.planning import ShardRows, splitmix64
 from semq_transforms.transforms.progress import record_shard
 from semq_transforms.transforms.read import (
     COUNTS,
@@ -81,7 +74,7 @@ from semq_transforms.transforms.read import (
 )
 from semq_transforms.transforms.sources import Batch
 
-__all__ = ["DEFAULT_RERANK_FACTOR", "CutShards", "EncodeShards", "MergeNeighbors",
+__all__ = ["DEFAULT_RERANK_FACTOR", "EncodeShards", "MergeNeighbors",
            "ReadEncodeShards", "SampleQueries", "ShardNeighbors", "ShardRows", "check_written",
            "position_hash"]
 
@@ -111,56 +104,6 @@ class ShardNeighbors:
 def position_hash(positions: np.ndarray, seed: int) -> np.ndarray:
     """splitmix64 of ``positions ^ seed`` as uint64 ``[n]`` (the query-sampling key)."""
     return splitmix64(np.asarray(positions, dtype=np.int64).astype(np.uint64) ^ np.uint64(seed))
-
-
-# -- cutting shards -------------------------------------------------------------------------
-
-
-class _SliceByShardFn(beam.DoFn):
-    """Batch -> ``(shard_no, (positions, ids, vectors))`` per shard the batch touches."""
-
-    def __init__(self, layout: ShardLayout) -> None:
-        super().__init__()
-        self._layout = layout
-
-    def process(self, batch: Batch) -> Iterator[tuple[int, tuple]]:
-        if not batch.accepted:
-            return
-        shard_nos = self._layout.shard_of(batch.positions)
-        # positions are ascending within a batch, so each shard is one contiguous slice
-        bounds = np.flatnonzero(np.diff(shard_nos)) + 1
-        for start, stop in zip([0, *bounds], [*bounds, batch.accepted], strict=True):
-            yield (int(shard_nos[start]),
-                   (batch.positions[start:stop], batch.ids[start:stop],
-                    batch.vectors[start:stop]))
-
-
-def _assemble_shard(item: tuple[int, Any]) -> ShardRows:
-    shard_no, slices = item
-    slices = sorted(slices, key=lambda s: int(s[0][0]))
-    positions = np.concatenate([s[0] for s in slices])
-    ids = np.concatenate([s[1] for s in slices])
-    vectors = np.ascontiguousarray(np.concatenate([s[2] for s in slices]), dtype=np.float32)
-    if positions.size > 1 and not np.all(np.diff(positions) > 0):
-        raise ValueError(f"shard {shard_no}: positions overlap between batches (the same row "
-                         f"was read twice)")
-    return ShardRows(shard_no, ids, vectors, positions)
-
-
-class CutShards(beam.PTransform):
-    """Batches -> one :class:`ShardRows` per non-empty shard of ``rows_per_shard`` global
-    positions of ``total_rows`` (:class:`~semq_transforms.transforms.planning.ShardLayout`;
-    a GroupByKey of batch slices; memory bounded by one shard)."""
-
-    def __init__(self, rows_per_shard: int, *, total_rows: int) -> None:
-        super().__init__()
-        self._layout = ShardLayout(rows_per_shard, total_rows)
-
-    def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        return (batches
-                | "Slice batches by shard" >> beam.ParDo(_SliceByShardFn(self._layout))
-                | "Group slices by shard" >> beam.GroupByKey()
-                | "Assemble shards" >> beam.Map(_assemble_shard))
 
 
 # -- the query sample -----------------------------------------------------------------------

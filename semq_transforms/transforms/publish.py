@@ -34,9 +34,9 @@ from semq_transforms.eval import knn_intersection_measure
 from semq_transforms.format.layout import ShardBytes
 from semq_transforms.format.manifest import Manifest
 from semq_transforms.format.meta import ShardMeta
-from semq_transforms.format.shard import level_codecs
 from semq_transforms.format.signing import load_private_key
 from semq_transforms.format.store import IndexStore
+from semq_transforms.levels import level_codecs
 from semq_transforms.report.figures import byte_split, run_timing, shard_split
 from semq_transforms.report.files import read_report, report_path
 from semq_transforms.report.markdown import report_markdown

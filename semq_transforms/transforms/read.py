@@ -372,11 +372,11 @@ class ReadShards(beam.PTransform):
 
     Shard ``n`` is the accepted rows at global positions ``[n * rows_per_shard,
     (n + 1) * rows_per_shard)``, a remainder under half a shard joining the last one
-    (:class:`~semq_transforms.transforms.planning.ShardLayout`). Shards
-    that share a row group larger than a shard are read by one task, one pass (a run, up to
-    ``READS_PER_SPLIT`` runs per row group), each handed on as soon as it is read. Unlike
-    ``ReadEmbeddings | CutShards``, no vector crosses a worker boundary: only shard tasks (a
-    few hundred bytes) and, for duplicate detection, ids are shuffled.
+    (:class:`~semq_transforms.sharding.ShardLayout`). Shards that share a row group larger
+    than a shard are read by one task, one pass (a run, up to ``READS_PER_SPLIT`` runs per row
+    group), each handed on as soon as it is read. Unlike the PCollection sink
+    (``WriteSemqIndex``), no vector crosses a worker boundary: only shard tasks (a few hundred
+    bytes) and, for duplicate detection, ids are shuffled.
 
     Args:
         read: the input (its plan and read options are used; it is not applied itself).

@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import ipc
 
+from semq_transforms._formats import infer_format
 from semq_transforms._urls import redact_url
 from semq_transforms.codecs.base import MAX_ABS_VALUE
 from semq_transforms.errors import InputReadError
@@ -95,8 +96,6 @@ occurrence's file and row; the others say what was found ("the id is null").
 ``bad_element`` is the PCollection sink's (:mod:`~semq_transforms.transforms.sink`): an
 element it cannot read as an id and a vector (its detail says what it got)."""
 
-_EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow",
-               ".feather": "arrow", ".ipc": "arrow", ".npy": "npy"}
 _MAGIC = ((b"PAR1", "parquet"), (b"ARROW1", "arrow"), (b"\x93NUMPY", "npy"))
 
 
@@ -227,8 +226,9 @@ def detect_format(url: str, *, storage_options: Mapping[str, Any] | None = None,
     """``"parquet"``, ``"arrow"`` or ``"npy"`` from the file extension, else from its first
     bytes. Raises InputReadError when neither tells."""
     ext = posixpath.splitext(url.rstrip("/"))[1].lower()
-    if ext in _EXTENSIONS:
-        return _EXTENSIONS[ext]
+    fmt = infer_format(url)
+    if fmt is not None:
+        return fmt
     fs, path = fs_for(url, storage_options, filesystem)
     head = guard(url, read_bytes, fs, path, 0, 8)
     for magic, name in _MAGIC:

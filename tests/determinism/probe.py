@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 
 from semq_transforms.codecs import SPECS
 from semq_transforms.eval import exact_knn
-from semq_transforms.format.shard import encode_levels, level_base, search_levels
+from semq_transforms.levels import encode_levels, level_base, search_levels
 
 INPUTS = HERE / "inputs.npz"
 #: Level chains as shards hold them (single codecs, then the multi-level defaults).

@@ -26,7 +26,8 @@ ROOT = HERE.parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from semq_transforms.format.shard import encode_levels, write_shard
+from semq_transforms.format.shard import write_shard
+from semq_transforms.levels import encode_levels
 
 SEED = 2027
 N, D, NQ = 64, 48, 3
