@@ -19,9 +19,8 @@ from semq_transforms.codecs.base import F16_MAX, MAX_ABS_VALUE
 from semq_transforms.errors import InputReadError
 from semq_transforms.format._ids import MAX_ID_BYTES
 from semq_transforms.transforms import _ipc_footer
+from semq_transforms.transforms.rows import REJECT_REASONS, Batch, write_dead_letters
 from semq_transforms.transforms.sources import (
-    REJECT_REASONS,
-    Batch,
     Split,
     expand_inputs,
     filesystem_for,
@@ -30,7 +29,6 @@ from semq_transforms.transforms.sources import (
     plan_inputs,
     plan_splits,
     read_split,
-    write_dead_letters,
 )
 from tests.input_files import (
     DIM,

@@ -1,7 +1,9 @@
 """Reusable pieces of the ingestion pipeline.
 
 * :mod:`~semq_transforms.transforms.sources`: find input files, plan splits from metadata, read
-  and validate batches of vectors (pure Python, pyarrow, fsspec; no Beam).
+  batches of vectors (pure Python, pyarrow, fsspec; no Beam).
+* :mod:`~semq_transforms.transforms.rows`: how a row is checked (reject reasons, dead
+  letters with a detail, the dead-letter file), the same for the file readers and the sink.
 * :mod:`~semq_transforms.transforms.planning`: shards planned from metadata, duplicate ids,
   the query sample's splits, reading one shard (no Beam).
 * :mod:`~semq_transforms.transforms.read`: ``ReadEmbeddings``, ``ReadShards``,
@@ -23,9 +25,8 @@ Beam.
 
 from typing import Any
 
+from semq_transforms.transforms.rows import REJECT_REASONS, Batch, write_dead_letters
 from semq_transforms.transforms.sources import (
-    REJECT_REASONS,
-    Batch,
     InputPlan,
     Split,
     expand_inputs,
@@ -34,7 +35,6 @@ from semq_transforms.transforms.sources import (
     plan_inputs,
     plan_splits,
     read_split,
-    write_dead_letters,
 )
 
 _LAZY = {"ReadEmbeddings": "read", "ReadShards": "read", "FindDuplicateIds": "read",

@@ -18,7 +18,7 @@ import apache_beam as beam
 import numpy as np
 
 from semq_transforms.transforms.planning import ShardRows
-from semq_transforms.transforms.sources import Batch
+from semq_transforms.transforms.rows import Batch
 
 #: Bytes counted per element beyond its arrays (the estimate needs no precision).
 _OVERHEAD = 64

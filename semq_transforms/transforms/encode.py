@@ -72,7 +72,7 @@ from semq_transforms.transforms.read import (
     METRICS_NAMESPACE,
     ReadShards,
 )
-from semq_transforms.transforms.sources import Batch
+from semq_transforms.transforms.rows import Batch
 
 __all__ = ["DEFAULT_RERANK_FACTOR", "EncodeShards", "MergeNeighbors",
            "ReadEncodeShards", "SampleQueries", "ShardNeighbors", "ShardRows", "check_written",

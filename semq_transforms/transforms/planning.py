@@ -63,7 +63,8 @@ import numpy as np
 from semq_transforms._urls import redact_url
 from semq_transforms.errors import InputReadError
 from semq_transforms.sharding import ShardLayout
-from semq_transforms.transforms.sources import Batch, Split, iter_split
+from semq_transforms.transforms.rows import Batch
+from semq_transforms.transforms.sources import Split, iter_split
 
 __all__ = ["READS_PER_SPLIT", "FileOffsets", "ShardLayout", "ShardRead", "ShardRows",
            "ShardRun", "ShardTask", "bucket_count", "bucket_duplicates", "decoded_by_split",

@@ -44,7 +44,7 @@ from semq_transforms.report.plot import report_svg
 from semq_transforms.transforms._worker import worker_setup
 from semq_transforms.transforms.encode import ShardNeighbors
 from semq_transforms.transforms.read import METRICS_NAMESPACE
-from semq_transforms.transforms.sources import REJECT_REASONS, Batch
+from semq_transforms.transforms.rows import REJECT_REASONS, Batch
 
 __all__ = ["Gate", "PublishIndex", "ReadTotals", "complete_report", "failure_report", "gate_problems",
            "read_report", "report_markdown", "report_path", "validation_notes", "write_report"]

@@ -67,9 +67,8 @@ from semq_transforms.transforms.planning import (
     plan_shards,
     read_shards,
 )
+from semq_transforms.transforms.rows import REJECT_REASONS, Batch, write_dead_letters
 from semq_transforms.transforms.sources import (
-    REJECT_REASONS,
-    Batch,
     InputFormat,
     InputPlan,
     Split,
@@ -79,7 +78,6 @@ from semq_transforms.transforms.sources import (
     iter_split_head,
     iter_split_ids,
     plan_inputs,
-    write_dead_letters,
 )
 
 logger = logging.getLogger(__name__)

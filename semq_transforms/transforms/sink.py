@@ -65,7 +65,7 @@ from semq_transforms.transforms.planning import ShardRows, id_hash
 from semq_transforms.transforms.preflight import check_output_location, probe_output
 from semq_transforms.transforms.publish import Gate, PublishIndex, ReadTotals
 from semq_transforms.transforms.read import COUNTS, DEAD_LETTERS, WriteDeadLetters
-from semq_transforms.transforms.sources import check_rows
+from semq_transforms.transforms.rows import check_rows
 
 __all__ = ["ElementFields", "SemqWriteConfig", "WriteSemqIndex"]
 
