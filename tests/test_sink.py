@@ -246,3 +246,22 @@ def test_elements_the_checks_must_not_crash_on_are_dead_letters():
     assert details["complex"] == "the vector holds complex128 values, not real numbers"
     assert "not valid Unicode" in details["\ud800"]
     assert details[None].startswith("not an (id, vector) pair")
+
+
+def test_pairs_handed_to_the_inner_transforms_fail_when_the_pipeline_is_built(tmp_path):
+    """The job's inner transforms carry Beam type hints: (id, vector) pairs handed to
+    EncodeShards (which wants ShardRows; WriteSemqIndex is the entry point for pairs) are
+    refused when the pipeline is built, not with an AttributeError on a worker."""
+    from apache_beam.typehints.decorators import TypeCheckError
+
+    from semq_transforms.transforms.encode import EncodeShards, SampleQueries
+
+    p = beam.Pipeline(options=direct_options())
+    pairs = p | beam.Create([("a", [1.0, 2.0])])
+    with pytest.raises(TypeCheckError, match="SampleQueries"):
+        _ = pairs | SampleQueries(n=4, seed=0)
+    queries = p | "No queries" >> beam.Create([(np.zeros(0, np.int64),
+                                               np.zeros((0, 2), np.float32))])
+    with pytest.raises(TypeCheckError, match="EncodeShards"):
+        _ = pairs | EncodeShards(str(tmp_path / "idx"), run_id="r", codecs=["semq4"],
+                                 queries=queries, k=10)

@@ -131,6 +131,7 @@ def _stack_queries(sample: list) -> tuple[np.ndarray, np.ndarray]:
             np.stack([s[2] for s in sample]).astype(np.float32))
 
 
+@beam.typehints.with_input_types(Batch | ShardRows)
 class SampleQueries(beam.PTransform):
     """Batches (or ShardRows) -> one element ``(positions [nq], queries float32 [nq, d])``:
     the ``n`` accepted rows with the smallest :func:`position_hash` under ``seed``."""
@@ -239,6 +240,7 @@ class _EncodeShardFn(beam.DoFn):
                               approx_D, shard.positions[approx_rows])
 
 
+@beam.typehints.with_input_types(ShardRows)
 class EncodeShards(beam.PTransform):
     """ShardRows -> :class:`ShardMeta` (output ``metas``), per-shard
     :class:`ShardNeighbors` (output ``neighbors``, only when ``queries`` is given) and
@@ -382,6 +384,7 @@ class _MergeNeighborsFn(beam.CombineFn):
         return acc
 
 
+@beam.typehints.with_input_types(ShardNeighbors)
 class MergeNeighbors(beam.PTransform):
     """ShardNeighbors -> one element: the global running top-k (or None if there were no
     shards), a CombineGlobally that never holds more than ``[nq, 2k]`` per merge."""

@@ -87,6 +87,7 @@ class _SumTotalsFn(beam.CombineFn):
         return acc
 
 
+@beam.typehints.with_input_types(dict)
 class ReadTotals(beam.PTransform):
     """Batches (or ``ReadShards`` counts) -> one dict of read totals (:data:`TOTAL_KEYS`:
     ``rows_read``, ``rows_accepted``, ``rows_rejected``, ``bytes_read`` and
@@ -411,6 +412,8 @@ class _PublishFn(beam.DoFn):
             timing=run_timing(self._started_at, finished_at, rows=totals["rows_read"]))
 
 
+@beam.typehints.with_input_types(ShardMeta)
+@beam.typehints.with_output_types(dict)
 class PublishIndex(beam.PTransform):
     """ShardMeta -> one report dict; commits a new version only if the gate passes.
 
