@@ -127,3 +127,49 @@ def test_same_manifest_digest_and_shard_bytes(published, name):
     assert len(shards) == 3
     assert published[name][1] == shards, f"{name}: shard files differ from the in-process run"
     assert published[name][0] == digest, f"{name}: manifest digest differs"
+
+
+_SINK_SCRIPT = """
+import sys
+import numpy as np, apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from semq_transforms.config import EncodeConfig, ValidationConfig
+from semq_transforms.transforms import WriteSemqIndex
+x = np.random.default_rng(5).standard_normal((1500, 48)).astype(np.float32)
+rows = [(f"doc-{i}", x[i].tolist()) for i in range(len(x))]
+with beam.Pipeline(options=PipelineOptions(sys.argv[2:])) as p:
+    _ = (p | beam.Create(rows[::-1] if "--reverse" in sys.argv else rows)
+         | WriteSemqIndex(sys.argv[1], run_id="sink-run", dim=48,
+                          encode=EncodeConfig(codecs=["semq1", "semqr4"], rows_per_shard=500),
+                          validation=ValidationConfig(k=10, sample_queries=32, seed=1,
+                                                      min_recall_at_k=0.5,
+                                                      max_rejected_fraction=0.0,
+                                                      min_compression_ratio=0)))
+"""
+
+
+def test_the_pcollection_sink_writes_the_same_bytes_through_an_external_worker_pool(
+        tmp_path, portable_services):
+    """WriteSemqIndex over Beam's portable protocol end to end (a job service process, an
+    EXTERNAL pool of SDK workers, the package staged with --setup_file) writes the shards and
+    manifest digest of an in-process run that got its rows in the reverse order."""
+    path = [p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    runs = {"in-process": ["--reverse"],
+            "external-pool": ["--runner=PortableRunner",
+                              f"--job_endpoint=localhost:{portable_services['job_port']}",
+                              "--environment_type=EXTERNAL",
+                              f"--environment_config=localhost:{portable_services['pool_port']}",
+                              "--sdk_worker_parallelism=2",
+                              f"--setup_file={ROOT / 'pyproject.toml'}"]}
+    out = {}
+    for name, args in runs.items():
+        index = tmp_path / name
+        proc = subprocess.run([sys.executable, "-c", _SINK_SCRIPT, str(index), *args], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=600,
+                              check=False)
+        assert proc.returncode == 0, f"{name}: {proc.stderr[-3000:]}"
+        out[name] = (IndexStore(str(index)).read_manifest().digest,
+                     {p.name: p.read_bytes() for p in sorted(index.glob("runs/*/*.semq"))})
+    assert len(out["in-process"][1]) == 3
+    assert out["external-pool"] == out["in-process"]

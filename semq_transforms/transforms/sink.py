@@ -119,8 +119,9 @@ def _id_problem(value: Any, id_type: str) -> str | None:
                             f"{'an int64' if id_type == 'int64' else 'a string'} (id_type)")
 
 
-def _vector(value: Any, dim: int) -> tuple[np.ndarray | None, int | str]:
-    """``(float32 [dim] or None, length)``; ``(None, why)`` for a value that is no vector."""
+def _vector(value: Any) -> tuple[np.ndarray | None, int | str]:
+    """``(float32 [length] or None, length)``; ``(None, why)`` for a value that is no
+    vector."""
     if value is None:
         return None, 0
     try:
@@ -164,7 +165,7 @@ class _CheckFn(beam.DoFn):
                                                                          self._id_type)
             vector: Any = None
             if why is None:
-                vector, length = _vector(unpacked[1], dim)
+                vector, length = _vector(unpacked[1])
                 why = length if isinstance(length, str) else None
             if why is not None:
                 keep[i] = False
