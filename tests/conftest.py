@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,15 @@ from tests.http_server import http_folder  # noqa: F401  (fixture)
 from tests.s3_server import s3_storage_options, s3_url  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(script: str, *args: object, timeout: float = 300
+                  ) -> subprocess.CompletedProcess:
+    """Run ``benchmarks/<script>`` with ``args`` in a fresh interpreter, as a user runs it;
+    returns the finished process (stdout and stderr as text), whatever its exit code."""
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script),
+                           *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, check=False)
 BANKING77 = ROOT.parent / "shared/datasets/banking77/minilm-l6-v2.npz"
 
 

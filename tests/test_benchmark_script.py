@@ -4,22 +4,15 @@ so it cannot rot unnoticed between benchmark runs."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-from tests.conftest import write_tiny_embeddings
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_benchmark, write_tiny_embeddings
 
 
 def test_benchmark_runs_and_reports(tmp_path):
     data = write_tiny_embeddings(tmp_path / "tiny.npz")
     out = tmp_path / "result.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/codecs.py"), "--data", str(data), "--out",
-         str(out), "--codecs", "semq2,int8", "--no-lr", "--repeat", "1"],
-        capture_output=True, text=True, timeout=300, check=False)
+    proc = run_benchmark("codecs.py", "--data", str(data), "--out",
+                         str(out), "--codecs", "semq2,int8", "--no-lr", "--repeat", "1")
     assert proc.returncode == 0, proc.stderr
     assert "| semq2 |" in proc.stdout and "## targets" in proc.stdout
     report = json.loads(out.read_text())
@@ -32,19 +25,16 @@ def test_benchmark_runs_and_reports(tmp_path):
 
 
 def test_benchmark_without_data_exits_2(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/codecs.py"), "--data",
-         str(tmp_path / "missing.npz"), "--out", str(tmp_path / "r.json")],
-        capture_output=True, text=True, timeout=120, check=False)
+    proc = run_benchmark("codecs.py", "--data", tmp_path / "missing.npz",
+                         "--out", tmp_path / "r.json", timeout=120)
     assert proc.returncode == 2 and "not found" in proc.stderr
 
 
 def test_multilevel_experiments_run_and_report(tmp_path):
     data = write_tiny_embeddings(tmp_path / "tiny.npz")
     out = tmp_path / "multilevel.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/multilevel_experiments.py"), "--data", str(data),
-         "--out", str(out)], capture_output=True, text=True, timeout=300, check=False)
+    proc = run_benchmark("multilevel_experiments.py", "--data", str(data),
+                         "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["bits_per_dim"] <= 5.34
@@ -56,11 +46,10 @@ def test_pipeline_benchmark_runs_and_reports(tmp_path):
     """Three small sizes on one runner, the job variants and the input layouts: the tables,
     the checks and the JSON come out."""
     out = tmp_path / "pipeline.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/pipeline.py"), "--rows", "2000", "4000",
-         "8000", "--dim", "64", "--runners", "in_memory:1", "--repeat", "1", "--workdir",
-         str(tmp_path / "work"), "--out", str(out), "--variants", "--layouts"],
-        capture_output=True, text=True, timeout=600, check=False)
+    proc = run_benchmark("pipeline.py", "--rows", "2000", "4000", "8000", "--dim", "64",
+                         "--runners", "in_memory:1", "--repeat", "1",
+                         "--workdir", tmp_path / "work", "--out", out, "--variants", "--layouts",
+                         timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| in_memory:1 | 8,000 |" in proc.stdout and "least squares" in proc.stdout
     report = json.loads(out.read_text())
@@ -94,9 +83,7 @@ def test_pipeline_benchmark_runs_and_reports(tmp_path):
 
 def test_fit_encode_benchmark_runs_and_reports(tmp_path):
     out = tmp_path / "fit_encode.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/fit_encode.py"), "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, check=False)
+    proc = run_benchmark("fit_encode.py", "--quick", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "| 64 | 2000 | semq4 |" in proc.stdout
     (result,) = json.loads(out.read_text())["results"]
@@ -107,10 +94,8 @@ def test_fit_encode_benchmark_runs_and_reports(tmp_path):
 
 def test_level_shapes_experiment_runs_and_reports(tmp_path):
     out = tmp_path / "level_shapes.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/level_shapes.py"), "--quick", "--datasets",
-         "gaussian", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, check=False)
+    proc = run_benchmark("level_shapes.py", "--quick", "--datasets",
+                         "gaussian", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "| gaussian | 4 |" in proc.stdout
     results = json.loads(out.read_text())["results"]
@@ -120,10 +105,8 @@ def test_level_shapes_experiment_runs_and_reports(tmp_path):
 
 def test_shard_bytes_benchmark_splits_each_shard(tmp_path):
     out = tmp_path / "shard_bytes.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/shard_bytes.py"), "--dims", "32",
-         "--rows", "300,3000", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, check=False)
+    proc = run_benchmark("shard_bytes.py", "--dims", "32",
+                         "--rows", "300,3000", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "| 32 | 3,000 |" in proc.stdout
     small, large = json.loads(out.read_text())["results"]
@@ -136,10 +119,8 @@ def test_shard_bytes_benchmark_splits_each_shard(tmp_path):
 
 def test_basis_precision_experiment_runs_and_reports(tmp_path):
     out = tmp_path / "basis_precision.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/basis_precision.py"), "--datasets", "token",
-         "--rows", "1500", "--bits", "6", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, check=False)
+    proc = run_benchmark("basis_precision.py", "--datasets", "token",
+                         "--rows", "1500", "--bits", "6", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "| token | f16 |" in proc.stdout and "| token | 6 |" in proc.stdout
     half, six = json.loads(out.read_text())["results"]
@@ -151,11 +132,9 @@ def test_basis_precision_experiment_runs_and_reports(tmp_path):
 
 def test_pipeline_benchmark_times_the_pcollection_sink(tmp_path):
     out = tmp_path / "pipeline.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/pipeline.py"), "--rows", "3000", "--dim", "32",
-         "--runners", "in_memory:1", "--repeat", "1", "--workdir", str(tmp_path / "work"),
-         "--out", str(out), "--sink"],
-        capture_output=True, text=True, timeout=600, check=False)
+    proc = run_benchmark("pipeline.py", "--rows", "3000", "--dim", "32",
+                         "--runners", "in_memory:1", "--repeat", "1",
+                         "--workdir", tmp_path / "work", "--out", str(out), "--sink", timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "The PCollection sink" in proc.stdout and "| in_memory:1 | 3,000 |" in proc.stdout
     [result] = json.loads(out.read_text())["results"]

@@ -4,19 +4,14 @@ reports no bad outcome, so it cannot rot between runs of its full version."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_benchmark
 
 
 def test_reliability_script_runs_and_counts(tmp_path):
     out = tmp_path / "reliability.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/reliability.py"), "--trials", "40",
-         "--stores", "local,memory", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, check=False)
+    proc = run_benchmark("reliability.py", "--trials", "40",
+                         "--stores", "local,memory", "--out", str(out), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "PASS: 0 bad outcome(s)" in proc.stdout
     results = json.loads(out.read_text())["results"]

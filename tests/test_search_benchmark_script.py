@@ -5,22 +5,15 @@ are selected."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-from tests.conftest import write_tiny_embeddings
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_benchmark, write_tiny_embeddings
 
 
 def test_search_benchmark_runs_and_reports(tmp_path):
     data = write_tiny_embeddings(tmp_path / "tiny.npz")
     out = tmp_path / "search.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/search.py"), "--data", str(data), "--out",
-         str(out), "--configs", "semq2,semq1+semq4", "--repeat", "1", "--shards", "2"],
-        capture_output=True, text=True, timeout=300, check=False)
+    proc = run_benchmark("search.py", "--data", data, "--out", out, "--configs",
+                         "semq2,semq1+semq4", "--repeat", "1", "--shards", "2")
     assert proc.returncode == 0, proc.stderr
     assert "| config | levels | bits/dim | recall@10 | QPS | notes |" in proc.stdout
     assert "| semq1+semq4 | semq1 + semq4 |" in proc.stdout
@@ -37,8 +30,6 @@ def test_search_benchmark_runs_and_reports(tmp_path):
 
 
 def test_search_benchmark_rejects_unknown_config(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/search.py"), "--configs", "semq2+nope",
-         "--out", str(tmp_path / "r.json")],
-        capture_output=True, text=True, timeout=120, check=False)
+    proc = run_benchmark("search.py", "--configs", "semq2+nope",
+                         "--out", str(tmp_path / "r.json"), timeout=120)
     assert proc.returncode == 2 and "unknown config" in proc.stderr
