@@ -226,6 +226,7 @@ def test_elements_the_checks_must_not_crash_on_are_dead_letters():
     letters with a detail, and a NamedTuple of other field names is not taken for a pair."""
     from collections import namedtuple
 
+    from semq_transforms.transforms.planning import id_hash
     from semq_transforms.transforms.sink import _CheckFn
 
     Text = namedtuple("Text", ["text", "embedding"])
@@ -237,7 +238,8 @@ def test_elements_the_checks_must_not_crash_on_are_dead_letters():
     out = list(fn.process(elements))
     dead = [o.value for o in out if getattr(o, "tag", None) == "dead_letters"]
     rows = [o for o in out if not hasattr(o, "tag")]
-    assert [r[0] for r in rows] == ["ok"] and rows[0][1].tolist() == [0.5, 0.25]
+    assert [r[1] for r in rows] == ["ok"] and rows[0][2].tolist() == [0.5, 0.25]
+    assert rows[0][0] == int(id_hash(np.array(["ok"], dtype=object))[0])  # the routing hash
     assert sorted(d["reason"] for d in dead) == ["bad_element"] * 6
     details = {d["id"]: d["detail"] for d in dead}
     assert "OverflowError" in details["huge"]

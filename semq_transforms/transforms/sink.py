@@ -142,8 +142,9 @@ def _vector(value: Any) -> tuple[np.ndarray | None, int | str]:
 
 
 class _CheckFn(beam.DoFn):
-    """A list of elements -> accepted ``(id, float32 [dim])`` (main), dead letters and one
-    counts dict (tagged)."""
+    """A list of elements -> accepted ``(id hash, id, float32 [dim])`` (main; the hash of
+    :func:`~semq_transforms.transforms.planning.id_hash`, computed for the whole batch at
+    once), dead letters and one counts dict (tagged)."""
 
     def __init__(self, *, dim: int, id_type: str, fields: ElementFields,
                  reject_zero_vectors: bool, max_abs_value: float) -> None:
@@ -199,9 +200,10 @@ class _CheckFn(beam.DoFn):
         for d in dead:
             counts[f"rejected_{d['reason']}"] = counts.get(f"rejected_{d['reason']}", 0) + 1
         yield beam.pvalue.TaggedOutput(COUNTS, counts)
+        hashes = id_hash(checked.ids).tolist()
         for i in range(checked.accepted):
-            yield checked.ids[i].item() if self._id_type == "int64" else checked.ids[i], \
-                checked.vectors[i]
+            yield (hashes[i], checked.ids[i].item() if self._id_type == "int64"
+                   else checked.ids[i], checked.vectors[i])
 
 
 def _shard_count(rows: int, rows_per_shard: int) -> int:
@@ -213,13 +215,14 @@ def _shard_count(rows: int, rows_per_shard: int) -> int:
     return shards
 
 
-def _shard_key(row: tuple[Any, np.ndarray], shards: int,
-               id_type: str) -> tuple[int, tuple[Any, np.ndarray]]:
-    ids = np.array([row[0]], dtype=np.int64 if id_type == "int64" else object)
-    return int(id_hash(ids)[0] % np.uint64(max(shards, 1))), row
+def _shard_key(row: tuple[int, Any, np.ndarray], shards: int
+               ) -> tuple[int, tuple[Any, np.ndarray]]:
+    """``(id hash, id, vector)`` -> ``(shard, (id, vector))``."""
+    return row[0] % shards, row[1:]
 
 
-def _assemble(item: tuple[int, Iterable[tuple[Any, np.ndarray]]]) -> Iterator[Any]:
+def _assemble(item: tuple[int, Iterable[tuple[Any, np.ndarray]]], id_type: str
+              ) -> Iterator[Any]:
     """``(shard, rows)`` -> its ShardRows (rows by id; of a repeated id, the copy whose vector
     bytes sort first), dead letters for the other copies, and a counts correction."""
     shard, rows = item
@@ -242,8 +245,7 @@ def _assemble(item: tuple[int, Iterable[tuple[Any, np.ndarray]]]) -> Iterator[An
     if len(kept) >= 1 << 32:   # positions are shard << 32 | rank
         raise ValueError(f"shard {shard} holds {len(kept)} rows; at most 2**32 - 1 are "
                          f"allowed: lower encode.rows_per_shard")
-    ids = np.array([r[0] for r in kept], dtype=object if isinstance(kept[0][0], str)
-                   else np.int64)
+    ids = np.array([r[0] for r in kept], dtype=np.int64 if id_type == "int64" else object)
     vectors = np.ascontiguousarray(np.stack([r[1] for r in kept]), dtype=np.float32)
     positions = (np.int64(shard) << np.int64(32)) + np.arange(len(kept), dtype=np.int64)
     yield ShardRows(shard, ids, vectors, positions)
@@ -309,10 +311,10 @@ class WriteSemqIndex(beam.PTransform):
                   | "Count rows" >> beam.combiners.Count.Globally()
                   | "Shards" >> beam.Map(_shard_count, encode.rows_per_shard))
         assembled = (rows
-                     | "Key by shard" >> beam.Map(_shard_key, beam.pvalue.AsSingleton(shards),
-                                                  self._id_type)
+                     | "Key by shard" >> beam.Map(_shard_key, beam.pvalue.AsSingleton(shards))
                      | "Group shards" >> beam.GroupByKey()
-                     | "Order shards by id" >> beam.FlatMap(_assemble).with_outputs(
+                     | "Order shards by id" >> beam.FlatMap(
+                         _assemble, self._id_type).with_outputs(
                          DEAD_LETTERS, COUNTS, main=_ROWS))
         shard_rows = assembled[_ROWS]
         dead_letters = ((checked[DEAD_LETTERS], assembled[DEAD_LETTERS])
